@@ -1,0 +1,519 @@
+"""The task model: specs, tasks, runs and records, as attrs classes.
+
+A ``Task`` has three sections, as in resource-oriented APIs: ``metadata``
+(identity and versioning), ``spec`` (desired state) and ``status`` (observed
+state). Each attempt at running a task is a ``TaskRun``; the persisted
+snapshot of a task's history is a ``TaskRecord``.
+
+The legal moves of a task, of its record and of a run all come from one
+table, ``_NEXT``: a task is started from ``PENDING`` or after any ended
+attempt (a restart), finished only while ``RUNNING`` (or cancelled while
+still ``PENDING``), and never started twice at once.
+
+Timestamps are integers, milliseconds since the epoch; every method that
+stamps time takes ``now`` so callers (and tests) control the clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+from ._errors import IllegalTransition, InvalidData, InvalidSpec
+
+__all__ = [
+    "KINDS",
+    "ObjectMeta",
+    "Restart",
+    "Shutdown",
+    "Task",
+    "TaskPhase",
+    "TaskRecord",
+    "TaskRun",
+    "TaskSpec",
+    "TaskState",
+    "TaskStatus",
+    "now_ms",
+]
+
+#: Task kinds that ship with taskvisor. Executors for other kinds may be registered.
+KINDS: frozenset[str] = frozenset({"call", "async", "subprocess"})
+
+Shutdown: TypeAlias = float | Literal["brutal"]
+
+
+def now_ms() -> int:
+    """Return the wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class Restart(enum.Enum):
+    """When a supervisor restarts a child that ended (OTP restart types)."""
+
+    PERMANENT = "permanent"
+    """Always restarted, whether it ended normally or not."""
+    TRANSIENT = "transient"
+    """Restarted only after an abnormal end: a failure or a timeout."""
+    TEMPORARY = "temporary"
+    """Never restarted."""
+
+
+_PENDING, _RUNNING = "pending", "running"
+_TERMINAL = ("succeeded", "failed", "timeout", "cancelled", "exhausted")
+# The one legal-transition table shared by TaskPhase and TaskState.
+_NEXT: dict[str, frozenset[str]] = {
+    _PENDING: frozenset({_RUNNING, "cancelled"}),
+    _RUNNING: frozenset(_TERMINAL),
+    **{end: frozenset({_RUNNING}) for end in _TERMINAL},
+}
+
+
+class TaskPhase(enum.Enum):
+    """Where a task, or one attempt of it, stands."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    EXHAUSTED = "exhausted"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether this phase ends an attempt."""
+        return self.value in _TERMINAL
+
+    @property
+    def is_abnormal(self) -> bool:
+        """Whether this phase is an abnormal end (restarts a TRANSIENT child)."""
+        return self in (TaskPhase.FAILED, TaskPhase.TIMEOUT, TaskPhase.EXHAUSTED)
+
+    def can_transition_to(self, other: TaskPhase) -> bool:
+        """Whether the task model allows moving from this phase to ``other``."""
+        return other.value in _NEXT[self.value]
+
+
+class TaskState(enum.Enum):
+    """The lifecycle state stored in a ``TaskRecord``; mirrors ``TaskPhase``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    EXHAUSTED = "exhausted"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether a record in this state has finished its latest attempt."""
+        return self.value in _TERMINAL
+
+    def can_transition_to(self, other: TaskState) -> bool:
+        """Whether a record may move from this state to ``other``."""
+        return other.value in _NEXT[self.value]
+
+    @classmethod
+    def of(cls, phase: TaskPhase) -> TaskState:
+        """Return the record state matching a task phase."""
+        return cls(phase.value)
+
+
+# --------------------------------------------------------------------------- specs
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@/+-]*$")
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _fail(
+    field: str, problem: str, value: object, error: type[InvalidData] = InvalidSpec
+) -> InvalidData:
+    exc = error(f"{field}: {problem}, got {value!r}")
+    exc.field = field
+    return exc
+
+
+def _at_least(low: int) -> Callable[[Any, attrs.Attribute[int], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[int], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise _fail(attribute.name, f"expected an integer >= {low}", value, InvalidData)
+
+    return check
+
+
+def _check_name(_inst: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise _fail(
+            attribute.name,
+            "expected a non-empty name of letters, digits and _.:@/+- "
+            "(not starting with punctuation)",
+            value,
+        )
+
+
+def _to_restart(value: Restart | str) -> Restart:
+    if isinstance(value, Restart):
+        return value
+    try:
+        return Restart(value)
+    except ValueError:
+        choices = ", ".join(r.value for r in Restart)
+        raise _fail("restart", f"expected one of {choices}", value) from None
+
+
+def _to_args(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise _fail("args", "expected a list or tuple of arguments", value)
+    return tuple(value)
+
+
+def _str_map(field: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _fail(field, "expected a mapping of strings to strings", value)
+    return dict(value)
+
+
+def _to_labels(value: Any) -> dict[str, str]:
+    return _str_map("labels", value)
+
+
+def _to_optional_env(value: Any) -> dict[str, str] | None:
+    return None if value is None else _str_map("env", value)
+
+
+def _to_kwargs(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _fail("kwargs", "expected a mapping with string keys", value)
+    return dict(value)
+
+
+def _to_command(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise _fail(
+            "command",
+            "expected a list of arguments (a string is a shell command: "
+            "pass [the string] and shell=True to run it through a shell)",
+            value,
+        )
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(a, str) for a in value)
+    ):
+        raise _fail("command", "expected a non-empty list of strings", value)
+    return tuple(value)
+
+
+def _check_target(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or callable(value):
+        return
+    if not isinstance(value, str) or not _TARGET.match(value):
+        raise _fail("target", "expected a callable or a 'package.module:function' string", value)
+
+
+def _check_timeout(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _fail("timeout", "expected a number of seconds > 0, or None", value)
+
+
+def _to_shutdown(value: Any) -> Shutdown:
+    if value == "brutal":
+        return "brutal"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise _fail("shutdown", "expected a grace in seconds >= 0, or 'brutal'", value)
+    return float(value)
+
+
+def _check_bool(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise _fail(attribute.name, "expected true or false", value)
+
+
+def _same_target(a: object, b: object) -> bool:
+    # A target read back from storage is its import path: compare by path
+    # where there is one, so a stored spec equals the spec that was written.
+    path_a, path_b = target_path(a), target_path(b)  # type: ignore[arg-type]
+    return a is b or (path_a is not None and path_a == path_b)
+
+
+@attrs.frozen(kw_only=True)
+class TaskSpec:
+    """Desired state of a task: what to run and how to restart it.
+
+    The field names are the ones configuration files use.
+
+    Raises:
+        InvalidSpec: when a field or a combination of fields is invalid; the
+            message names the field and the bad value.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    kind: str = "call"
+    target: Callable[..., Any] | str | None = attrs.field(
+        default=None,
+        validator=_check_target,
+        eq=attrs.cmp_using(eq=_same_target, require_same_type=False),
+    )
+    args: tuple[Any, ...] = attrs.field(default=(), converter=_to_args)
+    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_to_kwargs)
+    command: tuple[str, ...] | None = attrs.field(default=None, converter=_to_command)
+    env: dict[str, str] | None = attrs.field(default=None, converter=_to_optional_env)
+    cwd: str | None = None
+    shell: bool = attrs.field(default=False, validator=_check_bool)
+    restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart)
+    timeout: float | None = attrs.field(default=None, validator=_check_timeout)
+    shutdown: Shutdown = attrs.field(default=5.0, converter=_to_shutdown)
+    significant: bool = attrs.field(default=False, validator=_check_bool)
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise _fail("kind", "expected a task kind name", self.kind)
+        if self.kind in ("call", "async"):
+            if self.target is None:
+                raise _fail("target", f"a {self.kind!r} task needs a target", None)
+            if self.command is not None:
+                raise _fail("command", f"a {self.kind!r} task takes no command", self.command)
+        elif self.kind == "subprocess":
+            if self.command is None:
+                raise _fail("command", "a 'subprocess' task needs a command", None)
+            if self.target is not None:
+                raise _fail("target", "a 'subprocess' task takes no target", self.target)
+            if self.shell and len(self.command) != 1:
+                raise _fail(
+                    "command", "with shell=True give exactly one command string", list(self.command)
+                )
+        if self.shell and self.kind != "subprocess":
+            raise _fail("shell", "only a 'subprocess' task can use a shell", self.shell)
+        if self.cwd is not None and not isinstance(self.cwd, str):
+            raise _fail("cwd", "expected a directory path string or None", self.cwd)
+
+    def evolve(self, **changes: Any) -> TaskSpec:
+        """Return a copy with ``changes`` applied and validated."""
+        return attrs.evolve(self, **changes)
+
+
+def target_path(target: Callable[..., Any] | str | None) -> str | None:
+    """Return the ``"module:qualname"`` path of a target, if it has one."""
+    if target is None or isinstance(target, str):
+        return target
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+# --------------------------------------------------------------------------- task
+
+
+@attrs.frozen(kw_only=True)
+class ObjectMeta:
+    """Identity and versioning of a task."""
+
+    id: str = attrs.field(validator=_check_name)
+    name: str
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels)
+    resource_version: int = attrs.field(default=1, validator=_at_least(1))
+    created_at: int = 0
+    updated_at: int = 0
+
+    def bumped(self, now: int) -> ObjectMeta:
+        """Return the next version of this metadata, stamped ``now``."""
+        return attrs.evolve(self, resource_version=self.resource_version + 1, updated_at=now)
+
+
+@attrs.frozen(kw_only=True)
+class TaskStatus:
+    """Observed state of a task: its phase and its latest attempt."""
+
+    phase: TaskPhase = TaskPhase.PENDING
+    attempt: int = attrs.field(default=0, validator=_at_least(0))
+    error: str | None = None
+    exit_code: int | None = None
+
+
+@attrs.define(kw_only=True)
+class Task:
+    """One task resource: ``metadata``, ``spec`` and ``status``.
+
+    Each change goes through ``transition_starting`` or
+    ``transition_finished`` and bumps ``metadata.resource_version``.
+    """
+
+    metadata: ObjectMeta
+    spec: TaskSpec
+    status: TaskStatus = attrs.Factory(TaskStatus)
+
+    @classmethod
+    def new(cls, id: str, spec: TaskSpec, *, now: int | None = None) -> Task:
+        """Create a task in ``PENDING``."""
+        stamp = now_ms() if now is None else now
+        meta = ObjectMeta(
+            id=id, name=spec.name, labels=spec.labels, created_at=stamp, updated_at=stamp
+        )
+        return cls(metadata=meta, spec=spec)
+
+    @property
+    def id(self) -> str:
+        """The task id (``metadata.id``)."""
+        return self.metadata.id
+
+    def into_parts(self) -> tuple[ObjectMeta, TaskSpec, TaskStatus]:
+        """Return ``(metadata, spec, status)``."""
+        return self.metadata, self.spec, self.status
+
+    def transition_starting(self, *, now: int | None = None) -> None:
+        """Begin a new attempt: attempt += 1, phase ``RUNNING``, error and exit code cleared.
+
+        Raises:
+            IllegalTransition: when an attempt is already running.
+        """
+        if not self.status.phase.can_transition_to(TaskPhase.RUNNING):
+            raise IllegalTransition(
+                f"task {self.id!r}: cannot start attempt {self.status.attempt + 1} "
+                f"while attempt {self.status.attempt} is {self.status.phase.value}"
+            )
+        self.status = TaskStatus(phase=TaskPhase.RUNNING, attempt=self.status.attempt + 1)
+        self.metadata = self.metadata.bumped(now_ms() if now is None else now)
+
+    def transition_finished(
+        self,
+        phase: TaskPhase,
+        error: str | None = None,
+        exit_code: int | None = None,
+        *,
+        now: int | None = None,
+    ) -> None:
+        """Close the current attempt in the terminal ``phase``.
+
+        Raises:
+            IllegalTransition: when ``phase`` is not terminal, or the task is not
+                running (a pending task may only be ``CANCELLED``).
+        """
+        if not phase.is_terminal:
+            raise IllegalTransition(
+                f"task {self.id!r}: cannot finish into {phase.value!r}, "
+                f"which is not a terminal phase"
+            )
+        if not self.status.phase.can_transition_to(phase):
+            raise IllegalTransition(
+                f"task {self.id!r}: cannot move from {self.status.phase.value!r} to {phase.value!r}"
+            )
+        self.status = attrs.evolve(self.status, phase=phase, error=error, exit_code=exit_code)
+        self.metadata = self.metadata.bumped(now_ms() if now is None else now)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@attrs.define(kw_only=True)
+class TaskRun:
+    """Record of one attempt at running a task."""
+
+    attempt: int = attrs.field(validator=_at_least(1))
+    phase: TaskPhase = TaskPhase.RUNNING
+    started_at: int = 0
+    finished_at: int | None = None
+    error: str | None = None
+    exit_code: int | None = None
+
+    @classmethod
+    def starting(cls, attempt: int, *, now: int | None = None) -> TaskRun:
+        """Create the record of an attempt that has just started."""
+        return cls(attempt=attempt, started_at=now_ms() if now is None else now)
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the attempt is still in progress."""
+        return self.phase is TaskPhase.RUNNING
+
+    def finish(
+        self,
+        phase: TaskPhase,
+        error: str | None = None,
+        exit_code: int | None = None,
+        *,
+        now: int | None = None,
+    ) -> None:
+        """Close the run in the terminal ``phase``.
+
+        Raises:
+            IllegalTransition: when ``phase`` is not terminal or the run is closed already.
+        """
+        if not phase.is_terminal:
+            raise IllegalTransition(f"run {self.attempt}: {phase.value!r} is not terminal")
+        if not self.is_active:
+            raise IllegalTransition(f"run {self.attempt}: already closed as {self.phase.value!r}")
+        self.phase = phase
+        self.error = error
+        self.exit_code = exit_code
+        self.finished_at = now_ms() if now is None else now
+
+
+# --------------------------------------------------------------------------- records
+
+
+@attrs.define(kw_only=True)
+class TaskRecord:
+    """The persisted snapshot of a task: the unit of durability."""
+
+    id: str
+    state: TaskState = TaskState.PENDING
+    attempts: int = attrs.field(default=0, validator=_at_least(0))
+    created_at: int = 0
+    updated_at: int = 0
+    started_at: int | None = None
+    finished_at: int | None = None
+    output: Any = None
+    error: str | None = None
+    metadata: dict[str, str] = attrs.Factory(dict)
+    runs: list[TaskRun] = attrs.Factory(list)
+
+    @classmethod
+    def new(cls, id: str, *, now: int | None = None) -> TaskRecord:
+        """Create a fresh record in ``PENDING``."""
+        stamp = now_ms() if now is None else now
+        return cls(id=id, created_at=stamp, updated_at=stamp)
+
+    def transition(self, state: TaskState, *, now: int | None = None) -> bool:
+        """Move to ``state``, stamping ``updated_at``.
+
+        Starting (``RUNNING``) counts an attempt and stamps ``started_at``;
+        a terminal state stamps ``finished_at``.
+
+        Returns:
+            False, with the record untouched, when ``state.can_transition_to``
+            forbids the move; True otherwise.
+        """
+        if not self.state.can_transition_to(state):
+            return False
+        stamp = now_ms() if now is None else now
+        self.state = state
+        self.updated_at = stamp
+        if state is TaskState.RUNNING:
+            self.attempts += 1
+            self.started_at = stamp
+            self.finished_at = None
+            self.error = None
+        else:
+            self.finished_at = stamp
+        return True
+
+    def duration_millis(self) -> int | None:
+        """Wall-clock duration of the latest attempt, if it has started and finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0, self.finished_at - self.started_at)

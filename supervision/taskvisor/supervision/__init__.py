@@ -1,0 +1,3 @@
+"""taskvisor.supervision: supervisors, restart policies and the policy simulator."""
+
+__all__: list[str] = []
