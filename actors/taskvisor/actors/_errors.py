@@ -16,6 +16,7 @@ for callers that do not know taskvisor::
     ├── SubmissionError(TaskvisorError, RuntimeError) a submission was rejected
     ├── TaskFailedError(TaskvisorError, RuntimeError) a task ended without a result
     ├── WaitTimeout(TaskvisorError, TimeoutError)     a wait ran out of time
+    ├── TaskCancelled(TaskvisorError)                 raised in work whose attempt was cancelled
     └── (taskvisor.supervision adds SupervisorExhausted and ChildStartError)
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "StoreError",
     "SubmissionError",
     "TargetImportError",
+    "TaskCancelled",
     "TaskFailedError",
     "TaskvisorError",
     "UnknownTask",
@@ -125,3 +127,7 @@ class TaskFailedError(TaskvisorError, RuntimeError):
 
 class WaitTimeout(TaskvisorError, TimeoutError):
     """Raised when waiting for a task or a tree runs out of time."""
+
+
+class TaskCancelled(TaskvisorError):
+    """Raised inside running work by ``ctx.receive()`` when its attempt is cancelled."""

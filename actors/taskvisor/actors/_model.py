@@ -20,7 +20,7 @@ import enum
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
@@ -45,6 +45,27 @@ __all__ = [
 KINDS: frozenset[str] = frozenset({"call", "async", "subprocess"})
 
 Shutdown: TypeAlias = float | Literal["brutal"]
+
+
+_T = TypeVar("_T")
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def replace(inst: _T, **changes: Any) -> _T:
+    """Copy an attrs instance with ``changes``, skipping validators and converters.
+
+    For values the model itself derived from already valid ones, on hot
+    paths (a transition, a copy for an event); anything from outside goes
+    through the constructor.
+    """
+    cls = type(inst)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(a.name for a in attrs.fields(cls))  # type: ignore[arg-type]
+    new = object.__new__(cls)
+    for name in names:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(inst, name))
+    return new
 
 
 def now_ms() -> int:
@@ -332,7 +353,7 @@ class ObjectMeta:
 
     def bumped(self, now: int) -> ObjectMeta:
         """Return the next version of this metadata, stamped ``now``."""
-        return attrs.evolve(self, resource_version=self.resource_version + 1, updated_at=now)
+        return replace(self, resource_version=self.resource_version + 1, updated_at=now)
 
 
 @attrs.frozen(kw_only=True)
@@ -386,7 +407,13 @@ class Task:
                 f"task {self.id!r}: cannot start attempt {self.status.attempt + 1} "
                 f"while attempt {self.status.attempt} is {self.status.phase.value}"
             )
-        self.status = TaskStatus(phase=TaskPhase.RUNNING, attempt=self.status.attempt + 1)
+        self.status = replace(
+            self.status,
+            phase=TaskPhase.RUNNING,
+            attempt=self.status.attempt + 1,
+            error=None,
+            exit_code=None,
+        )
         self.metadata = self.metadata.bumped(now_ms() if now is None else now)
 
     def transition_finished(
@@ -412,7 +439,7 @@ class Task:
             raise IllegalTransition(
                 f"task {self.id!r}: cannot move from {self.status.phase.value!r} to {phase.value!r}"
             )
-        self.status = attrs.evolve(self.status, phase=phase, error=error, exit_code=exit_code)
+        self.status = replace(self.status, phase=phase, error=error, exit_code=exit_code)
         self.metadata = self.metadata.bumped(now_ms() if now is None else now)
 
 

@@ -1,3 +1,103 @@
-"""taskvisor.supervision: supervisors, restart policies and the policy simulator."""
+"""taskvisor.supervision: supervisors, restart policies and the policy simulator.
 
-__all__: list[str] = []
+The pure core (``decide`` and its values) says what a supervisor does when a
+child ends; specs describe trees in code or config files; ``simulate`` runs
+a spec against a scripted list of failures with a fake clock.
+"""
+
+from taskvisor.actors import Restart as Restart
+
+from ._errors import ChildStartError, Failure, SupervisorExhausted
+from ._policy import (
+    AutoShutdown,
+    Backoff,
+    ChildExit,
+    ChildHistory,
+    ChildInfo,
+    Decision,
+    GiveUp,
+    Ignore,
+    Intensity,
+    PMap,
+    Policy,
+    RestartChildren,
+    Shutdown,
+    Strategy,
+    SupervisorState,
+    decide,
+    removed,
+    started,
+    stopped,
+)
+from ._simulate import ChildOutcome, Exit, Fail, ScriptEvent, Simulation, Start, Timeout, simulate
+from ._spec import (
+    ChildSpec,
+    DynamicSupervisorSpec,
+    SupervisorShutdown,
+    SupervisorSpec,
+    spec_from_data,
+    spec_to_data,
+)
+from ._supervisor import (
+    ChildRow,
+    Escalated,
+    RestartScheduled,
+    Supervisor,
+    SupervisorError,
+    SupervisorGaveUp,
+    SupervisorRef,
+    SupervisorStopped,
+)
+
+# ``Restart`` is re-exported above for convenience; it is defined (and listed)
+# in taskvisor.actors, so it stays out of this module's ``__all__``.
+__all__ = [
+    "AutoShutdown",
+    "Backoff",
+    "ChildExit",
+    "ChildHistory",
+    "ChildInfo",
+    "ChildOutcome",
+    "ChildRow",
+    "ChildSpec",
+    "ChildStartError",
+    "Decision",
+    "DynamicSupervisorSpec",
+    "Escalated",
+    "Exit",
+    "Fail",
+    "Failure",
+    "GiveUp",
+    "Ignore",
+    "Intensity",
+    "PMap",
+    "Policy",
+    "RestartChildren",
+    "RestartScheduled",
+    "ScriptEvent",
+    "Shutdown",
+    "Simulation",
+    "Start",
+    "Strategy",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorExhausted",
+    "SupervisorGaveUp",
+    "SupervisorRef",
+    "SupervisorShutdown",
+    "SupervisorSpec",
+    "SupervisorState",
+    "SupervisorStopped",
+    "Timeout",
+    "decide",
+    "removed",
+    "simulate",
+    "spec_from_data",
+    "spec_to_data",
+    "started",
+    "stopped",
+]
+
+from taskvisor.actors._publish import publish
+
+publish(__name__, {name: globals()[name] for name in __all__})

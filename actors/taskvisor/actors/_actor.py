@@ -1,0 +1,777 @@
+"""The task actor: one pykka actor per task, owning its ``Task``, runs and record.
+
+The actor thread never runs user work. Work runs on an executor's thread
+and reports back by message, so cancel, deliver and timeouts are handled
+while it runs. When an attempt's work ends, the actor asks its owner for a
+``Verdict`` (close the run as is, or as ``EXHAUSTED``; restart after a delay
+or end for good). The owner answers at once (a service) or later by
+message (a supervisor). A restart reuses the same actor, so the reference
+callers hold stays valid.
+
+Every change is persisted to the store before its event is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import pykka
+
+from ._base import BaseActor
+from ._bus import EventBus
+from ._clock import Clock, SystemClock, Timer
+from ._context import Mailbox, Outcome, Request, TaskContext
+from ._errors import TaskvisorError, Unsupported, WaitTimeout
+from ._events import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    TaskFinished,
+    TaskStarted,
+)
+from ._executors import BaseExecutor, TaskExecutor
+from ._model import Task, TaskPhase, TaskRecord, TaskRun, TaskState, now_ms, replace
+
+__all__ = [
+    "RUNS_KEPT",
+    "AttemptEnded",
+    "AttemptProgress",
+    "TaskActor",
+    "TaskOwner",
+    "TaskRef",
+    "TaskSnapshot",
+    "Verdict",
+]
+
+logger = logging.getLogger("taskvisor.tasks")
+
+#: How many of the latest runs a task keeps (and persists); ``attempts`` counts all.
+RUNS_KEPT = 50
+
+
+@attrs.frozen
+class AttemptEnded:
+    """Notice to a task's owner: the work of ``attempt`` ended; its run awaits a verdict."""
+
+    task_id: str
+    attempt: int
+    phase: TaskPhase
+    error: str | None = None
+    exit_code: int | None = None
+    started: bool = True
+
+
+@attrs.frozen
+class Verdict:
+    """An owner's answer to ``AttemptEnded``.
+
+    Attributes:
+        attempt: the attempt this answers.
+        phase: close the run in this phase instead of the work's own (``EXHAUSTED``).
+        restart_after: start the next attempt after this many seconds;
+            None ends the task for good (unless ``hold``).
+        hold: close the run and wait, idle, for ``TaskRef.restart()`` (a
+            supervisor that restarts siblings in order first stops them).
+    """
+
+    attempt: int
+    phase: TaskPhase | None = None
+    restart_after: float | None = None
+    hold: bool = False
+
+
+@attrs.frozen
+class TaskSnapshot:
+    """A consistent copy of a task's state: the task, its latest runs, its last output."""
+
+    task: Task
+    runs: tuple[TaskRun, ...]
+    output: Any = None
+    progress: Any = None
+    done: bool = False
+
+
+@attrs.frozen
+class _Closed:
+    """A run just closed: what recording it needs."""
+
+    run: TaskRun
+    stamp: int
+    output: Any
+
+
+@attrs.frozen
+class AttemptProgress(Event):
+    """The work of an attempt reported progress."""
+
+    task_id: str
+    attempt: int
+    value: Any
+
+
+class TaskOwner(Protocol):
+    """Who a task actor reports to. Called on the task actor's thread: keep it quick."""
+
+    def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
+        """Return a verdict now, or None and send one later with ``TaskRef.verdict``."""
+        ...
+
+    def task_done(self, snapshot: TaskSnapshot) -> None:
+        """Learn that the task ended for good."""
+        ...
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+@attrs.frozen
+class _Begin:
+    reply: Request | None = None  # answered with None once begun, or the start error
+
+
+@attrs.frozen
+class _WorkDone:
+    ctx: TaskContext
+    outcome: Outcome
+
+
+@attrs.frozen
+class _Progress:
+    ctx: TaskContext
+    value: Any
+
+
+@attrs.frozen
+class _Deadline:
+    ctx: TaskContext
+    kind: str  # "timeout" or "grace"
+
+
+@attrs.frozen
+class _Cancel:
+    pass
+
+
+@attrs.frozen
+class _VerdictMessage:
+    verdict: Verdict
+
+
+@attrs.frozen
+class _Restart:
+    attempt: int  # the attempt that must still be the latest when the timer fires
+
+
+@attrs.frozen
+class _Resume:
+    reply: Request | None = None  # answered like _Begin's
+
+
+@attrs.frozen
+class _Terminate:
+    reply: Request
+    brutal: bool
+    final: bool  # end for good, or stop this attempt and wait for a restart
+
+
+@attrs.frozen
+class _Snapshot:
+    pass
+
+
+class _Sink:
+    """The ``TaskSink`` of one attempt: turns reports into messages to the actor."""
+
+    __slots__ = ("_ctx", "_tell")
+
+    def __init__(self, tell: Callable[[Any], None]) -> None:
+        self._tell = tell
+        self._ctx: TaskContext | None = None
+
+    def bind(self, ctx: TaskContext) -> None:
+        self._ctx = ctx
+
+    def progress(self, value: Any) -> None:
+        assert self._ctx is not None
+        _tell_quietly(self._tell, _Progress(self._ctx, value))
+
+    def finished(self, outcome: Outcome) -> None:
+        assert self._ctx is not None
+        _tell_quietly(self._tell, _WorkDone(self._ctx, outcome))
+
+
+def _tell_quietly(tell: Callable[[Any], None], message: Any) -> None:
+    try:
+        tell(message)
+    except pykka.ActorDeadError:
+        logger.debug("task actor gone; dropped %r", message)
+
+
+# ----------------------------------------------------------------------------- the actor
+
+_PENDING, _RUNNING, _AWAITING, _IDLE, _DONE = "pending", "running", "awaiting", "idle", "done"
+
+
+class TaskActor(BaseActor):
+    """Own one task: run its attempts through an executor, persist, publish, report."""
+
+    def __init__(
+        self,
+        task: Task,
+        executor: TaskExecutor,
+        owner: TaskOwner,
+        *,
+        bus: EventBus | None = None,
+        store: Any = None,
+        clock: Clock | None = None,
+        record: TaskRecord | None = None,
+        restored: bool = False,
+        mailbox: Mailbox | None = None,
+        threads: list[threading.Thread] | None = None,
+    ) -> None:
+        super().__init__()
+        self.threads = threads if threads is not None else []
+        self.task = task
+        self.runs: deque[TaskRun] = deque(maxlen=RUNS_KEPT)
+        self.executor = executor
+        self.owner = owner
+        self.bus = bus
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.mailbox = mailbox if mailbox is not None else Mailbox()
+        self.record = record
+        if store is not None and record is None:
+            self.record = TaskRecord.new(task.id, now=task.metadata.created_at)
+            self.record.metadata.update(task.spec.labels)
+            self._save()
+        elif record is not None:
+            # Resuming: carry on the stored history and attempt count.
+            self.runs.extend(attrs.evolve(r) for r in record.runs)
+            task.status = attrs.evolve(task.status, attempt=record.attempts)
+        self.state = _PENDING
+        self.restored = restored and record is not None and record.state.is_terminal
+        if self.restored:
+            # An ended task found in the store: done, with its stored status and output.
+            assert record is not None
+            phase = TaskPhase(record.state.value)
+            task.status = attrs.evolve(task.status, phase=phase, error=record.error)
+            self.state = _DONE
+        self.ctx: TaskContext | None = None
+        self.end_reason: str | None = None  # "cancel", "timeout" or "terminate"
+        self.pending: Outcome | None = None  # work's outcome while awaiting a verdict
+        self.output: Any = record.output if self.restored and record is not None else None
+        self.progress: Any = None
+        self.ever_started = False
+        self.brutal = False  # the current wind-down kills at once
+        self.terminate_final = False  # a terminate asked to end the task for good
+        self.start_error: str | None = None  # why the latest attempt could not start
+        self.timeout_timer: Timer | None = None
+        self.grace_timer: Timer | None = None
+        self.restart_timer: Timer | None = None
+        self.waiters: list[Request] = []
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            _Begin: self._on_begin,
+            _WorkDone: self._on_work_done,
+            _Progress: self._on_progress,
+            _Deadline: self._on_deadline,
+            _Cancel: self._on_cancel,
+            _VerdictMessage: self._on_verdict,
+            _Restart: self._on_restart,
+            _Resume: self._on_resume,
+            _Terminate: self._on_terminate,
+            _Snapshot: self._on_snapshot,
+        }
+
+    # pykka entry points ---------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        return self._handlers[type(message)](message)
+
+    def on_start(self) -> None:
+        self.threads.append(threading.current_thread())
+        if self.restored:
+            self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
+
+    def on_stop(self) -> None:
+        self._cancel_timers()
+        self.executor.release(self.task.id)
+
+    def on_failure(self, *_exc: object) -> None:  # pragma: no cover - handlers do not raise
+        self._cancel_timers()
+        self.executor.release(self.task.id)
+
+    # attempts ---------------------------------------------------------------------
+
+    def _on_begin(self, message: _Begin) -> None:
+        if self.state == _PENDING:
+            self._start_attempt()
+        if message.reply is not None:
+            message.reply.reply(self.start_error)
+
+    def _on_restart(self, message: _Restart) -> None:
+        if self.state == _IDLE and self.task.status.attempt == message.attempt:
+            self.restart_timer = None
+            self._start_attempt()
+
+    def _on_resume(self, message: _Resume) -> None:
+        if self.state in (_IDLE, _DONE, _PENDING):
+            self._cancel_timers()
+            self._start_attempt()
+        if message.reply is not None:
+            message.reply.reply(self.start_error)
+
+    def _start_attempt(self, closed: _Closed | None = None) -> None:
+        """Start the next attempt; ``closed`` is the previous run, closed but not yet recorded.
+
+        The work is handed over first and the bookkeeping (persist, publish)
+        done after, so a restart's latency does not include it.
+        """
+        task = self.task
+        stamp = now_ms()
+        task.transition_starting(now=stamp)
+        attempt = task.status.attempt
+        sink = _Sink(self.actor_ref.tell)
+        ctx = TaskContext(task.id, attempt, self.mailbox, sink)
+        sink.bind(ctx)
+        self.ctx, self.state, self.end_reason, self.pending = ctx, _RUNNING, None, None
+        self.brutal = self.terminate_final = False
+        run = TaskRun.starting(attempt, now=stamp)
+        self.runs.append(run)
+        try:
+            self.executor.start(task, ctx)
+        except Exception as exc:  # the work never began: report that as the attempt's end
+            self.start_error = _describe(exc)
+            self._record_start(closed, stamp)
+            self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=self.start_error), False)
+            return
+        self.start_error = None
+        self._record_start(closed, stamp)
+        self._publish(AttemptStarted(task.id, attempt, at=stamp))
+        if not self.ever_started:
+            self.ever_started = True
+            self._publish(TaskStarted(task.id, at=stamp))
+        if task.spec.timeout is not None:
+            self.timeout_timer = self._later(task.spec.timeout, _Deadline(ctx, "timeout"), True)
+
+    def _on_progress(self, message: _Progress) -> None:
+        if message.ctx is self.ctx:
+            self.progress = message.value
+            self._publish(AttemptProgress(self.task.id, message.ctx.attempt, message.value))
+
+    def _on_work_done(self, message: _WorkDone) -> None:
+        if message.ctx is self.ctx and self.state == _RUNNING:
+            self._work_ended(message.ctx, message.outcome, True)
+
+    def _work_ended(
+        self, ctx: TaskContext, outcome: Outcome, started: bool, abandoned: str | None = None
+    ) -> None:
+        self._cancel_timers()
+        reason = self.end_reason
+        if reason is not None:
+            # The work ended because it was asked to: say why, not how it died.
+            if reason == "timeout":
+                phase, error = TaskPhase.TIMEOUT, f"timed out after {self.task.spec.timeout}s"
+            else:
+                phase, error = TaskPhase.CANCELLED, _END_REASONS[reason]
+            if abandoned:
+                error = f"{error}; {abandoned}"
+            outcome = attrs.evolve(outcome, phase=phase, error=error, output=None)
+        self.ctx = None
+        if self.end_reason == "terminate":
+            self._close(outcome, None, final=self.terminate_final)
+            self._reply_waiters()
+            return
+        self.pending = outcome
+        self.state = _AWAITING
+        notice = AttemptEnded(
+            self.task.id, ctx.attempt, outcome.phase, outcome.error, outcome.exit_code, started
+        )
+        verdict = self.owner.attempt_ended(notice)
+        if verdict is not None:
+            self._apply(verdict)
+
+    def _on_verdict(self, message: _VerdictMessage) -> None:
+        if self.state == _AWAITING and message.verdict.attempt == self.task.status.attempt:
+            self._apply(message.verdict)
+
+    def _apply(self, verdict: Verdict) -> None:
+        outcome = self.pending
+        assert outcome is not None
+        self.pending = None
+        final = verdict.restart_after is None and not verdict.hold
+        delay = verdict.restart_after or 0.0
+        if not final and not verdict.hold and delay <= 0:
+            # Restart now: hand the work over before recording the closed run.
+            self._start_attempt(self._close(outcome, verdict.phase, final=False, record=False))
+            return
+        self._close(outcome, verdict.phase, final=final)
+        if not final and not verdict.hold:
+            self.restart_timer = self._later(delay, _Restart(self.task.status.attempt), True)
+
+    def _close(
+        self, outcome: Outcome, override: TaskPhase | None, *, final: bool, record: bool = True
+    ) -> _Closed:
+        """Close the current run; persist and publish it (unless ``record`` is False,
+        for ``_start_attempt`` to do); end the task for good if ``final``."""
+        phase = override or outcome.phase
+        error = outcome.error
+        if override is TaskPhase.EXHAUSTED:
+            error = f"restart budget exhausted; last end: {outcome.phase.value}" + (
+                f": {error}" if error else ""
+            )
+        stamp = now_ms()
+        self.task.transition_finished(phase, error, outcome.exit_code, now=stamp)
+        run = self.runs[-1]
+        run.finish(phase, error, outcome.exit_code, now=stamp)
+        if phase is TaskPhase.SUCCEEDED:
+            self.output = outcome.output
+        closed = _Closed(run, stamp, outcome.output)
+        self.state = _IDLE
+        if record:
+            self._record_close(closed, save=True)
+        if final:
+            self._finish(stamp)
+        return closed
+
+    def _record_close(self, closed: _Closed, *, save: bool) -> None:
+        self._persist(TaskState.of(closed.run.phase), closed.stamp, closed.output, save=save)
+        self._publish(AttemptFinished(self.task.id, replace(closed.run), at=closed.stamp))
+
+    def _record_start(self, closed: _Closed | None, stamp: int) -> None:
+        if closed is not None:
+            self._record_close(closed, save=False)  # one write below covers both
+        self._persist(TaskState.RUNNING, stamp)
+
+    def _finish(self, stamp: int) -> None:
+        self.state = _DONE
+        self._cancel_timers()
+        self.executor.release(self.task.id)  # hand its worker to the next task now
+        self._publish(TaskFinished(self.task.id, self.task.status, at=stamp))
+        self.owner.task_done(self._snapshot(done=True))
+        self._reply_waiters()
+
+    def _reply_waiters(self) -> None:
+        if self.waiters:
+            snapshot = self._snapshot(done=self.state == _DONE)
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                waiter.reply(snapshot)
+
+    # cancel, timeouts, termination --------------------------------------------------
+
+    def _on_cancel(self, _message: _Cancel) -> None:
+        if self.state == _PENDING:
+            self._end_unstarted()
+        elif self.state == _RUNNING and self.end_reason is None:
+            self._wind_down("cancel", brutal=False)
+
+    def _on_deadline(self, message: _Deadline) -> None:
+        if message.ctx is not self.ctx or self.state != _RUNNING:
+            return
+        if message.kind == "timeout":
+            self.timeout_timer = None
+            if self.end_reason is None:
+                self._wind_down("timeout", brutal=False)
+            return
+        self.grace_timer = None
+        self._kill(message.ctx)
+
+    def _wind_down(self, reason: str, *, brutal: bool) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        self.end_reason = reason
+        grace = self.task.spec.shutdown
+        if brutal or grace == "brutal":
+            self.brutal = True
+            self._kill(ctx)
+            return
+        try:
+            self.executor.cancel(self.task, ctx)
+        except TaskvisorError:  # pragma: no cover - built-in kinds all cancel
+            logger.exception("cancel of task %s failed", self.task.id)
+        self.grace_timer = self._later(float(grace), _Deadline(ctx, "grace"), False)
+
+    def _kill(self, ctx: TaskContext) -> None:
+        if self.executor.kill(self.task, ctx):
+            return  # the kind still reports the end (a killed process)
+        grace = self.task.spec.shutdown
+        what = "at once" if self.brutal else f"within its {grace}s grace"
+        self._work_ended(
+            ctx,
+            Outcome(TaskPhase.CANCELLED),
+            True,
+            abandoned=f"abandoned: the work did not stop {what}; it was left to finish on its own",
+        )
+
+    def _end_unstarted(self) -> None:
+        stamp = now_ms()
+        self.task.transition_finished(TaskPhase.CANCELLED, "cancelled before it started", now=stamp)
+        self._persist(TaskState.CANCELLED, stamp)
+        self._finish(stamp)
+
+    def _on_terminate(self, message: _Terminate) -> None:
+        self.waiters.append(message.reply)
+        if self.state == _DONE:
+            self._reply_waiters()
+            return
+        self.terminate_final = self.terminate_final or message.final
+        if self.state == _PENDING:
+            if message.final:
+                self._end_unstarted()
+            else:
+                self._reply_waiters()
+        elif self.state == _RUNNING:
+            if self.end_reason is None or message.brutal:
+                first = self.end_reason is None
+                self.end_reason = "terminate"
+                if first or message.brutal:
+                    self._cancel_timers()
+                    self._wind_down("terminate", brutal=message.brutal)
+            else:
+                self.end_reason = "terminate"
+        elif self.state == _AWAITING:
+            assert self.pending is not None
+            outcome, self.pending = self.pending, None
+            self._close(outcome, None, final=message.final)
+            self._reply_waiters()
+        else:  # idle between attempts
+            self._cancel_timers()
+            if message.final:
+                self._finish(now_ms())
+            else:
+                self._reply_waiters()
+
+    # snapshots, persistence, events -------------------------------------------------
+
+    def _on_snapshot(self, _message: _Snapshot) -> TaskSnapshot:
+        return self._snapshot(done=self.state == _DONE)
+
+    def _snapshot(self, *, done: bool) -> TaskSnapshot:
+        return TaskSnapshot(
+            task=replace(self.task),
+            runs=tuple(replace(r) for r in self.runs),
+            output=self.output,
+            progress=self.progress,
+            done=done,
+        )
+
+    def _persist(
+        self, state: TaskState, stamp: int, output: Any = None, *, save: bool = True
+    ) -> None:
+        record = self.record
+        if record is None:
+            return
+        if record.transition(state, now=stamp):
+            record.error = self.task.status.error
+            if state is TaskState.SUCCEEDED:
+                record.output = output
+            if save:
+                record.runs = [replace(r) for r in self.runs]
+                self._save()
+
+    def _save(self) -> None:
+        assert self.record is not None
+        try:
+            self.store.put(self.record)
+        except TaskvisorError:
+            logger.exception("task %s: cannot persist its record", self.task.id)
+
+    def _publish(self, event: Event) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)
+
+    def _later(self, delay: float, message: Any, injected: bool) -> Timer:
+        clock = self.clock if injected else _REAL_CLOCK
+        tell = self.actor_ref.tell
+        return clock.call_later(delay, lambda: _tell_quietly(tell, message))
+
+    def _cancel_timers(self) -> None:
+        for timer in (self.timeout_timer, self.grace_timer, self.restart_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timeout_timer = self.grace_timer = self.restart_timer = None
+
+
+#: Grace periods are about real threads and processes, so they use real time.
+_REAL_CLOCK = SystemClock()
+
+
+_END_REASONS = {"cancel": "cancelled", "terminate": "terminated by its owner"}
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+class TaskRef:
+    """A reference to a running task actor; valid across restarts."""
+
+    __slots__ = ("_ref", "_threads", "executor", "id", "mailbox", "task")
+
+    def __init__(
+        self,
+        ref: pykka.ActorRef[TaskActor],
+        task: Task,
+        executor: TaskExecutor,
+        mailbox: Mailbox,
+        threads: list[threading.Thread],
+    ) -> None:
+        self._ref = ref
+        self._threads = threads
+        self.id = task.id
+        self.task = task
+        self.executor = executor
+        self.mailbox = mailbox
+
+    @classmethod
+    def start(
+        cls,
+        task: Task,
+        executor: TaskExecutor,
+        owner: TaskOwner,
+        *,
+        bus: EventBus | None = None,
+        store: Any = None,
+        clock: Clock | None = None,
+        record: TaskRecord | None = None,
+        restored: bool = False,
+        begin: bool = True,
+    ) -> TaskRef:
+        """Start the actor for ``task`` (and its first attempt, if ``begin``).
+
+        With ``restored``, a terminal ``record`` is taken as the task's end:
+        the actor starts done, publishes the task's finish and runs nothing
+        until it is restarted.
+        """
+        mailbox = Mailbox()
+        threads: list[threading.Thread] = []
+        ref = TaskActor.start(
+            task,
+            executor,
+            owner,
+            bus=bus,
+            store=store,
+            clock=clock,
+            record=record,
+            restored=restored,
+            mailbox=mailbox,
+            threads=threads,
+        )
+        if begin:
+            ref.tell(_Begin())
+        return cls(ref, task, executor, mailbox, threads)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the actor still runs."""
+        return self._ref.is_alive()
+
+    def begin(self) -> None:
+        """Start the first attempt of a task started with ``begin=False``."""
+        _tell_quietly(self._ref.tell, _Begin())
+
+    def begin_and_confirm(self) -> Request:
+        """Start the first attempt; the request is answered None once the work began,
+        or with the error that kept it from starting."""
+        request = Request(None)
+        self._ref.tell(_Begin(request))
+        return request
+
+    def restart(self) -> None:
+        """Start a new attempt now (of a held, idle or ended task)."""
+        _tell_quietly(self._ref.tell, _Resume())
+
+    def restart_and_confirm(self) -> Request:
+        """Like ``restart``; the request is answered as by ``begin_and_confirm``."""
+        request = Request(None)
+        try:
+            self._ref.tell(_Resume(request))
+        except pykka.ActorDeadError:
+            request.reply(f"task actor {self.id!r} has stopped")
+        return request
+
+    def verdict(self, verdict: Verdict) -> None:
+        """Answer an ``AttemptEnded`` notice."""
+        _tell_quietly(self._ref.tell, _VerdictMessage(verdict))
+
+    def cancel(self) -> None:
+        """Ask the current attempt to wind down (a pending task ends at once)."""
+        _tell_quietly(self._ref.tell, _Cancel())
+
+    def deliver(self, message: Any) -> None:
+        """Put ``message`` in the task's mailbox, kept across restarts.
+
+        Raises:
+            Unsupported: when the task's kind takes no messages.
+        """
+        if type(self.executor).deliver is _BASE_DELIVER:
+            raise Unsupported(
+                f"task kind {self.executor.kind!r} does not accept messages (task {self.id!r})"
+            )
+        self.mailbox.put(message)
+
+    def ask(self, message: Any, timeout: float | None = 10.0) -> Any:
+        """Deliver a ``Request`` carrying ``message`` and wait for the work's reply.
+
+        Raises:
+            WaitTimeout: when no reply comes within ``timeout`` seconds.
+            Unsupported: when the task's kind takes no messages.
+        """
+        request = Request(message)
+        self.deliver(request)
+        return request.wait(timeout)
+
+    def snapshot(self, timeout: float | None = 10.0) -> TaskSnapshot:
+        """Return a consistent copy of the task's state.
+
+        Raises:
+            WaitTimeout: when the actor does not answer in time.
+        """
+        try:
+            result: TaskSnapshot = self._ref.ask(  # type: ignore[assignment]
+                _Snapshot(), timeout=timeout
+            )
+        except pykka.Timeout:
+            raise WaitTimeout(f"task {self.id!r} did not answer within {timeout}s") from None
+        except pykka.ActorDeadError:
+            raise WaitTimeout(f"task actor {self.id!r} has stopped") from None
+        return result
+
+    def terminate(self, *, brutal: bool = False, final: bool = True) -> Request:
+        """Stop the current attempt (its run closes ``CANCELLED``).
+
+        With ``final`` the task ends for good; otherwise it waits, idle, for
+        ``restart()``. The returned request is answered with a snapshot
+        once the attempt has ended.
+        """
+        request = Request(None)
+        try:
+            self._ref.tell(_Terminate(request, brutal, final))
+        except pykka.ActorDeadError:
+            request.fail(WaitTimeout(f"task {self.id!r} has already stopped"))
+        return request
+
+    def stop_soon(self) -> None:
+        """Ask the actor to stop after the messages already queued (from any thread)."""
+        self._ref.stop(block=False)
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the actor (after ``terminate``) and join its thread."""
+        try:
+            self._ref.stop(block=True, timeout=timeout)
+        except pykka.Timeout:  # pragma: no cover - the actor thread never blocks
+            raise WaitTimeout(f"task actor {self.id!r} did not stop in {timeout}s") from None
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+
+_BASE_DELIVER = BaseExecutor.deliver

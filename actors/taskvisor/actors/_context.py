@@ -1,0 +1,210 @@
+"""What running work sees (``TaskContext``) and what it reports into (``TaskSink``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from typing import Any, Protocol
+
+import attrs
+
+from ._errors import TaskCancelled, WaitTimeout
+from ._model import TaskPhase
+
+__all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink"]
+
+
+@attrs.frozen
+class Outcome:
+    """How a piece of work ended, as its executor saw it."""
+
+    phase: TaskPhase
+    error: str | None = None
+    exit_code: int | None = None
+    output: Any = None
+
+
+class TaskSink(Protocol):
+    """Where running work pushes what happens; thread-safe, never blocks."""
+
+    def progress(self, value: Any) -> None:
+        """Report progress (any value)."""
+        ...
+
+    def finished(self, outcome: Outcome) -> None:
+        """Report that the work ended; call exactly once per attempt."""
+        ...
+
+
+class Mailbox:
+    """A task's inbox: thread-safe, kept across restarts (like an Akka mailbox)."""
+
+    __slots__ = ("_cond", "_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def put(self, item: Any) -> None:
+        """Add ``item`` and wake one waiting receiver."""
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed since
+                loop.call_soon_threadsafe(_wake, future)
+
+    def get(self, timeout: float | None = None, cancel: threading.Event | None = None) -> Any:
+        """Take the oldest item, waiting up to ``timeout`` seconds.
+
+        Raises:
+            WaitTimeout: when nothing arrives in time.
+            TaskCancelled: when ``cancel`` is set while waiting.
+        """
+        with self._cond:
+            if not self._items:
+                if cancel is None:
+                    ready = self._cond.wait_for(lambda: bool(self._items), timeout)
+                else:
+                    ready = self._cond.wait_for(
+                        lambda: bool(self._items) or cancel.is_set(), timeout
+                    )
+                    if not self._items and cancel.is_set():
+                        raise TaskCancelled("the attempt was cancelled while receiving")
+                if not ready:
+                    raise WaitTimeout(f"no message within {timeout}s")
+            return self._items.popleft()
+
+    def wake(self) -> None:
+        """Wake every waiting receiver (to notice a cancellation)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    async def get_async(self, timeout: float | None = None) -> Any:
+        """Take the oldest item without blocking the event loop.
+
+        Raises:
+            WaitTimeout: when nothing arrives in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self._cond:
+                if self._items:
+                    return self._items.popleft()
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+            remaining = None if deadline is None else deadline - loop.time()
+            try:
+                await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                raise WaitTimeout(f"no message within {timeout}s") from None
+            finally:
+                if not future.done() or future.cancelled():
+                    self._forget(loop, future)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._waiters.remove((loop, future))
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Request:
+    """A message that expects an answer: the work calls ``reply(value)`` once."""
+
+    __slots__ = ("_answer", "_ready", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self._answer: deque[tuple[bool, Any]] = deque(maxlen=1)
+        # A lock held until the answer is in: the cheapest one-shot signal.
+        self._ready = threading.Lock()
+        self._ready.acquire()
+
+    def reply(self, value: Any) -> None:
+        """Answer the request."""
+        self._answer.append((True, value))
+        self._ready.release()
+
+    def fail(self, error: BaseException) -> None:
+        """Answer the request with an error, raised in the asker."""
+        self._answer.append((False, error))
+        self._ready.release()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for the answer (used by ``TaskHandle.ask``).
+
+        Raises:
+            WaitTimeout: when no answer came in time.
+        """
+        if not self._ready.acquire(timeout=-1 if timeout is None else timeout):
+            raise WaitTimeout(f"no reply to {self.message!r} within {timeout}s")
+        ok, value = self._answer[0]
+        if ok:
+            return value
+        raise value
+
+
+class TaskContext:
+    """What the running work of one attempt sees.
+
+    Attributes:
+        task_id: the task's id.
+        attempt: this attempt's number (1-based).
+    """
+
+    def __init__(self, task_id: str, attempt: int, mailbox: Mailbox, sink: TaskSink) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.mailbox = mailbox
+        self.sink = sink
+        self._cancel = threading.Event()
+        #: Executor-private state of this attempt (a thread, a process, a future).
+        self.handle: Any = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this attempt was asked to stop (cancel, timeout or shutdown)."""
+        return self._cancel.is_set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block until this attempt is asked to stop; return whether it was."""
+        return self._cancel.wait(timeout)
+
+    def request_cancel(self) -> None:
+        """Ask the work to stop (called by executors); wakes a blocked ``receive``."""
+        self._cancel.set()
+        self.mailbox.wake()
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """Take the next delivered message (a ``Request`` for ``TaskHandle.ask``).
+
+        Raises:
+            WaitTimeout: when nothing arrives within ``timeout`` seconds.
+            TaskCancelled: when the attempt is cancelled while waiting.
+        """
+        return self.mailbox.get(timeout, self._cancel)
+
+    async def receive_async(self, timeout: float | None = None) -> Any:
+        """Like ``receive``, for ``async`` tasks.
+
+        Raises:
+            WaitTimeout: when nothing arrives within ``timeout`` seconds.
+        """
+        return await self.mailbox.get_async(timeout)
+
+    def report(self, progress: Any) -> None:
+        """Report progress; it shows in the task's handle and events."""
+        self.sink.progress(progress)

@@ -1,0 +1,236 @@
+"""Supervision against a hand-made restart on raw pykka, in one run, as ratios.
+
+Usage: python benchmarks/bench_supervision.py [--quick]
+
+Figures:
+  restart latency   a supervised task fails -> its restarted attempt answers
+                    a request; vs raw pykka: an actor fails, its on_failure
+                    tells a watcher, the watcher starts a replacement and
+                    asks it (median and p90 over many restarts)
+  simulator         decisions/s of simulate() on a 1,000-child tree
+  10k children      under one supervisor: start, a storm where all fail at
+                    once and restart, stop; RSS per child
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from taskvisor.actors import AttemptStarted, Event, TaskContext, TaskSpec
+from taskvisor.supervision import (
+    Fail,
+    Intensity,
+    Strategy,
+    Supervisor,
+    SupervisorSpec,
+    simulate,
+)
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
+
+
+# ----------------------------------------------------------------- restart latency
+
+
+def crashy(ctx: TaskContext, stamps: list[float]) -> None:
+    while True:
+        message = ctx.receive()  # "crash" (delivered) or a Request (asked)
+        if message == "crash":
+            stamps.append(time.perf_counter())
+            raise RuntimeError("crash")
+        message.reply(ctx.attempt)
+
+
+def ours_restart_latency(n: int) -> list[float]:
+    stamps: list[float] = []
+    spec = SupervisorSpec(
+        "bench",
+        intensity=Intensity(max_restarts=n + 10, within=3600),
+        children=[TaskSpec(name="w", target=crashy, args=[stamps])],
+    )
+    out = []
+    with Supervisor.start(spec) as tree:
+        ref = tree.child("w")
+        ref.ask("warm")
+        for _ in range(n):
+            ref.deliver("crash")
+            ref.ask("ping")  # waits in the mailbox; the restarted attempt answers it
+            out.append(time.perf_counter() - stamps[-1])
+    return out
+
+
+class RawWorker(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(self, watcher: pykka.ActorRef[Any], stamps: list[float]) -> None:
+        super().__init__()
+        self.watcher, self.stamps = watcher, stamps
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            self.stamps.append(time.perf_counter())
+            raise RuntimeError("crash")
+        return message
+
+    def on_failure(self, *_exc: object) -> None:
+        self.watcher.tell("restart")
+
+
+class RawWatcher(pykka.ThreadingActor):
+    """A hand-made one_for_one: start a replacement, ask it once, signal."""
+
+    use_daemon_thread = True
+
+    def __init__(self, stamps: list[float]) -> None:
+        super().__init__()
+        self.stamps = stamps
+        self.worker: pykka.ActorRef[Any] | None = None
+        self.answered: list[float] = []
+        self.done = threading.Semaphore(0)
+
+    def on_start(self) -> None:
+        self.worker = RawWorker.start(self.actor_ref, self.stamps)
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "restart":
+            self.worker = RawWorker.start(self.actor_ref, self.stamps)
+            self.worker.ask("ping")
+            self.answered.append(time.perf_counter())
+            self.done.release()
+        elif message == "worker":
+            return self.worker
+        return None
+
+    def on_stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+def raw_restart_latency(n: int) -> list[float]:
+    stamps: list[float] = []
+    watcher_ref = RawWatcher.start(stamps)
+    watcher = watcher_ref.proxy()
+    out = []
+    for _ in range(n):
+        worker = watcher_ref.ask("worker")
+        worker.tell("crash")
+        watcher.done.get().acquire()
+        answered = watcher.answered.get()[-1]
+        out.append(answered - stamps[-1])
+    watcher_ref.stop()
+    return out
+
+
+# ----------------------------------------------------------------- simulator
+
+
+def simulator_rate(children: int, events: int) -> tuple[int, float]:
+    rng = random.Random(7)
+    spec = SupervisorSpec(
+        "sim",
+        intensity=Intensity(max_restarts=events + 1, within=1.0),
+        children=[TaskSpec(name=f"c{i}", target="json:dumps") for i in range(children)],
+    )
+    script = [Fail(i * 1e-3, f"c{rng.randrange(children)}") for i in range(events)]
+    t0 = time.perf_counter()
+    result = simulate(spec, script)
+    elapsed = time.perf_counter() - t0
+    return len(result.decisions), len(result.decisions) / elapsed
+
+
+# ----------------------------------------------------------------- 10k children
+
+
+async def parked(ctx: TaskContext) -> None:
+    while True:
+        message = await ctx.receive_async()
+        if message == "crash":
+            raise RuntimeError("storm")
+
+
+def many_children(n: int) -> list[tuple[str, float]]:
+    started = threading.Semaphore(0)
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, AttemptStarted):
+            started.release()
+
+    gc.collect()
+    base = rss_kib()
+    spec = SupervisorSpec(
+        "big",
+        strategy=Strategy.ONE_FOR_ONE,
+        intensity=Intensity(max_restarts=2 * n, within=3600),
+        children=[TaskSpec(name=f"c{i}", kind="async", target=parked) for i in range(n)],
+    )
+    t0 = time.perf_counter()
+    tree = Supervisor.start(spec, hooks=[on_event])
+    start_s = time.perf_counter() - t0
+    for _ in range(n):
+        started.acquire()
+    rss = (rss_kib() - base) * 1024 / n
+    refs = [tree.child(f"c{i}") for i in range(n)]
+    t0 = time.perf_counter()
+    for ref in refs:
+        ref.deliver("crash")
+    for _ in range(n):
+        started.acquire()
+    storm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tree.stop(timeout=300)
+    stop_s = time.perf_counter() - t0
+    return [
+        (f"{n} children: start (s)", start_s),
+        (f"{n} children: all fail at once, all restarted (s)", storm_s),
+        (f"{n} children: stop (s)", stop_s),
+        (f"{n} children: RSS per child (kB)", rss / 1000),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args()
+    q = args.quick
+    restarts = 50 if q else 1000
+
+    raw = raw_restart_latency(restarts)
+    ours = ours_restart_latency(restarts)
+    print(f"restart latency over {restarts} restarts (us)")
+    print(f"  {'':34}{'median':>10}{'p90':>10}")
+    print(f"  {'raw pykka hand-made restart':34}{pct(raw, 0.5):>10.1f}{pct(raw, 0.9):>10.1f}")
+    print(f"  {'taskvisor one_for_one restart':34}{pct(ours, 0.5):>10.1f}{pct(ours, 0.9):>10.1f}")
+    print(
+        f"  taskvisor is {statistics.median(raw) / statistics.median(ours):.2f}x faster "
+        "(median); goal: median <= 100 us and >= 3x"
+    )
+    decisions, rate = simulator_rate(1000, 20_000 if q else 200_000)
+    print(
+        f"simulator: {decisions} decisions on a 1,000-child tree: {rate:,.0f} decisions/s "
+        "(goal >= 100,000/s)"
+    )
+    for name, value in many_children(500 if q else 10_000):
+        print(f"{name:<52}{value:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,929 @@
+"""The pure policy core of supervision: what a supervisor does when a child ends.
+
+No threads and no clock: ``now`` (monotonic seconds) is always an argument,
+and every function returns a new value instead of changing one. The
+Supervisor actor and the simulator both call ``decide``; so can a test.
+
+The semantics are Erlang/OTP's ``supervisor`` module (OTP 24+):
+
+- Restart types: ``PERMANENT`` children are restarted after any end,
+  ``TRANSIENT`` ones only after an abnormal end (``FAILED``, ``TIMEOUT``,
+  ``EXHAUSTED``), ``TEMPORARY`` ones never (and their spec is removed).
+- Strategies: ``ONE_FOR_ONE`` restarts the child that ended;
+  ``ONE_FOR_ALL`` terminates every other child in reverse start order and
+  restarts all of them in start order; ``REST_FOR_ONE`` does the same for
+  the children started after the one that ended. ``TEMPORARY`` siblings
+  caught up in a group restart are dropped, not restarted. Like OTP's
+  ``start_children``, a group restart also starts siblings that had ended
+  before (a ``TRANSIENT`` child that finished normally, say).
+- Intensity: each restart decision, whatever the number of children it
+  restarts, adds one entry to a sliding window; restarts ``r`` with
+  ``r >= now - within`` are kept, and when the window then holds more than
+  ``max_restarts`` entries the supervisor gives up (so ``max_restarts=0``
+  gives up at the first restart). An optional per-child window does the
+  same for each child's own restarts.
+- Automatic shutdown (OTP 24): with ``AutoShutdown.ANY_SIGNIFICANT`` the
+  supervisor shuts down when a significant child ends by itself and is not
+  restarted; with ``ALL_SIGNIFICANT`` when the last active one does.
+
+taskvisor adds exponential ``Backoff`` (with seedable jitter and a reset
+after a healthy run) on top: the decision carries the delay before the
+restart. The core draws its random numbers from ``(seed, draw counter)``,
+so the same inputs always give the same decisions.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
+
+import attrs
+
+from taskvisor.actors import Restart, TaskPhase
+
+from ._errors import invalid
+
+if TYPE_CHECKING:
+    from ._spec import DynamicSupervisorSpec, SupervisorSpec
+
+__all__ = [
+    "AutoShutdown",
+    "Backoff",
+    "ChildExit",
+    "ChildHistory",
+    "ChildInfo",
+    "Decision",
+    "GiveUp",
+    "Ignore",
+    "Intensity",
+    "Policy",
+    "RestartChildren",
+    "Shutdown",
+    "Strategy",
+    "SupervisorState",
+    "decide",
+    "removed",
+    "started",
+    "stopped",
+]
+
+E = TypeVar("E", bound=enum.Enum)
+V = TypeVar("V")
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them is to be restarted."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the child that ended."""
+    ONE_FOR_ALL = "one_for_all"
+    """Every child: the others are terminated first, then all are started again."""
+    REST_FOR_ONE = "rest_for_one"
+    """The child that ended and every child started after it."""
+
+
+class AutoShutdown(enum.Enum):
+    """When a supervisor shuts itself down because significant children ended (OTP 24)."""
+
+    NEVER = "never"
+    """Never; significant children are not allowed."""
+    ANY_SIGNIFICANT = "any_significant"
+    """When any significant child ends by itself and is not restarted."""
+    ALL_SIGNIFICANT = "all_significant"
+    """When the last active significant child ends by itself and is not restarted."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def to_enum(cls: type[E], field: str, value: E | str) -> E:
+    """Return ``value`` as a member of ``cls``, accepting the member's string value.
+
+    Raises:
+        InvalidSpec: naming ``field`` and listing the choices, when there is no such member.
+    """
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(str(m.value) for m in cls)
+        raise invalid(field, f"expected one of {choices}", value) from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def seconds(field: str, value: float, *, low: float = 0.0, strict: bool = False) -> float:
+    """Return ``value`` as a float ``> low`` (``strict``) or ``>= low``.
+
+    Raises:
+        InvalidSpec: naming ``field``, when ``value`` is not a finite number in range.
+    """
+    if not _is_number(value) or (value <= low if strict else value < low):
+        op = ">" if strict else ">="
+        raise invalid(field, f"expected a finite number {op} {low:g}", value)
+    return float(value)
+
+
+# attrs converters must be named functions for mypy's attrs plugin.
+def _to_within(value: float) -> float:
+    return seconds("within", value, strict=True)
+
+
+def _to_initial(value: float) -> float:
+    return seconds("initial", value)
+
+
+def _to_maximum(value: float) -> float:
+    return seconds("maximum", value, strict=True)
+
+
+def _to_multiplier(value: float) -> float:
+    return seconds("multiplier", value, low=1.0)
+
+
+def _to_jitter(value: float) -> float:
+    return seconds("jitter", value)
+
+
+def _to_reset_after(value: float | None) -> float | None:
+    return None if value is None else seconds("reset_after", value, strict=True)
+
+
+def _to_restart(value: Restart | str) -> Restart:
+    return to_enum(Restart, "restart", value)
+
+
+def _to_strategy(value: Strategy | str) -> Strategy:
+    return to_enum(Strategy, "strategy", value)
+
+
+def _to_auto_shutdown(value: AutoShutdown | str) -> AutoShutdown:
+    return to_enum(AutoShutdown, "auto_shutdown", value)
+
+
+def _check_int(low: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise invalid(attribute.name, f"expected an integer >= {low}", value)
+
+    return check
+
+
+def _check_optional_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise invalid(attribute.name, "expected an integer or None", value)
+
+
+def _check_bool(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise invalid(attribute.name, "expected true or false", value)
+
+
+def _check_optional(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise invalid(attribute.name, f"expected a {kind.__name__} or None", value)
+
+    return check
+
+
+def _check_instance(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, kind):
+            raise invalid(attribute.name, f"expected a {kind.__name__}", value)
+
+    return check
+
+
+def _check_id(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise invalid(attribute.name, "expected a non-empty string", value)
+
+
+# --------------------------------------------------------------------------- policy values
+
+
+@attrs.frozen
+class Intensity:
+    """A restart budget: at most ``max_restarts`` restarts within ``within`` seconds.
+
+    Raises:
+        InvalidSpec: when ``max_restarts`` is not an integer >= 0 or ``within``
+            is not a finite number > 0.
+    """
+
+    max_restarts: int = attrs.field(default=3, validator=_check_int(0))
+    within: float = attrs.field(default=5.0, converter=_to_within)
+
+    def __str__(self) -> str:
+        return f"{self.max_restarts} restarts within {self.within:g}s"
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential delay before a restart, with optional jitter and reset.
+
+    The n-th consecutive restart of a child waits
+    ``min(maximum, initial * multiplier ** (n - 1))`` seconds, spread by
+    ``± jitter`` of itself and clamped to ``[0, maximum]``. A child that ran
+    for at least ``reset_after`` seconds before ending starts counting again
+    from 1. ``seed`` fixes the jitter's random numbers (``None``: the
+    supervisor state's seed, 0 unless the caller chose one).
+
+    Raises:
+        InvalidSpec: when a field is out of range (``initial >= 0``,
+            ``maximum >= initial`` and ``> 0``, ``multiplier >= 1``,
+            ``0 <= jitter <= 1``, ``reset_after > 0`` or None).
+    """
+
+    initial: float = attrs.field(default=0.1, converter=_to_initial)
+    maximum: float = attrs.field(default=30.0, converter=_to_maximum)
+    multiplier: float = attrs.field(default=2.0, converter=_to_multiplier)
+    jitter: float = attrs.field(default=0.0, converter=_to_jitter)
+    reset_after: float | None = attrs.field(default=None, converter=_to_reset_after)
+    seed: int | None = attrs.field(default=None, validator=_check_optional_int)
+
+    def __attrs_post_init__(self) -> None:
+        if self.maximum < self.initial:
+            raise invalid(
+                "maximum", f"expected a number >= initial ({self.initial:g})", self.maximum
+            )
+        if self.jitter > 1:
+            raise invalid("jitter", "expected a number between 0 and 1", self.jitter)
+
+    def base(self, failures: int) -> float:
+        """The delay before the ``failures``-th consecutive restart, without jitter."""
+        if failures < 1:
+            raise ValueError(f"failures: expected an integer >= 1, got {failures!r}")
+        if self.initial == 0.0:
+            return 0.0
+        try:
+            raw = self.initial * self.multiplier ** (failures - 1)
+        except OverflowError:
+            return self.maximum
+        return min(self.maximum, raw)
+
+    def delay(self, failures: int, rand: float) -> float:
+        """Return the delay in seconds before a restart.
+
+        Args:
+            failures: how many restarts in a row this is (1 for the first).
+            rand: a uniform random number in ``[0, 1)``; ``0.5`` means no jitter.
+
+        Raises:
+            ValueError: when ``failures`` is below 1.
+        """
+        if failures < 1:
+            raise ValueError(f"failures: expected an integer >= 1, got {failures!r}")
+        maximum, initial = self.maximum, self.initial
+        try:
+            base = initial * self.multiplier ** (failures - 1) if initial else 0.0
+        except OverflowError:
+            base = maximum
+        base = min(base, maximum)
+        jitter = self.jitter
+        if not jitter:
+            return base
+        spread = base * (1.0 + jitter * (2.0 * rand - 1.0))
+        return maximum if spread > maximum else (spread if spread > 0.0 else 0.0)
+
+
+def _check_significant(inst: ChildInfo, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    _check_bool(inst, _attribute, value)
+    if value and inst.restart is Restart.PERMANENT:
+        raise invalid(
+            "significant",
+            "a permanent child cannot be significant (use transient or temporary)",
+            value,
+        )
+
+
+@attrs.frozen
+class ChildInfo:
+    """What the policy core needs to know about one child.
+
+    Raises:
+        InvalidSpec: when ``id`` is empty, ``restart`` is unknown, or a
+            ``PERMANENT`` child is marked significant (OTP rejects that).
+    """
+
+    id: str = attrs.field(validator=_check_id)
+    restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart)
+    significant: bool = attrs.field(default=False, validator=_check_significant)
+
+    @classmethod
+    def of(cls, spec: Any) -> ChildInfo:
+        """Return the info of a child spec (a ``TaskSpec`` or a supervisor spec)."""
+        return cls(spec.name, spec.restart, spec.significant)
+
+
+@attrs.frozen
+class Policy:
+    """Everything that decides how a supervisor reacts when a child ends.
+
+    ``dynamic`` marks a dynamic supervisor (OTP's ``simple_one_for_one``),
+    which forgets every child that ends without being restarted.
+
+    Raises:
+        InvalidSpec: when a field has the wrong type or value.
+    """
+
+    strategy: Strategy = attrs.field(default=Strategy.ONE_FOR_ONE, converter=_to_strategy)
+    intensity: Intensity = attrs.field(factory=Intensity, validator=_check_instance(Intensity))
+    backoff: Backoff | None = attrs.field(default=None, validator=_check_optional(Backoff))
+    child_intensity: Intensity | None = attrs.field(
+        default=None, validator=_check_optional(Intensity)
+    )
+    auto_shutdown: AutoShutdown = attrs.field(
+        default=AutoShutdown.NEVER, converter=_to_auto_shutdown
+    )
+    dynamic: bool = attrs.field(default=False, validator=_check_bool)
+
+    @classmethod
+    def of(cls, spec: SupervisorSpec | DynamicSupervisorSpec) -> Policy:
+        """Return the policy of a supervisor spec."""
+        from ._spec import SupervisorSpec
+
+        if isinstance(spec, SupervisorSpec):
+            strategy, dynamic = spec.strategy, False
+        else:
+            strategy, dynamic = Strategy.ONE_FOR_ONE, True
+        return cls(
+            strategy,
+            spec.intensity,
+            spec.backoff,
+            spec.child_intensity,
+            spec.auto_shutdown,
+            dynamic,
+        )
+
+
+# --------------------------------------------------------------------------- persistent map
+
+_EMPTY_LEAF: dict[str, Any] = {}  # shared and never mutated: every update copies a leaf
+_EMPTY_NODE: tuple[dict[str, Any], ...] = (_EMPTY_LEAF,) * 32
+_EMPTY_ROOT: tuple[tuple[dict[str, Any], ...], ...] = (_EMPTY_NODE,) * 32
+
+
+class PMap(Mapping[str, V]):
+    """An immutable mapping of strings whose updates copy a small part of it.
+
+    Keys are spread over 32 x 32 small dicts by hash; ``set`` and
+    ``remove`` copy one of them and two 32-tuples, so a supervisor with
+    thousands of children updates one child's history in about a
+    microsecond, not in time proportional to the number of children.
+    """
+
+    __slots__ = ("_len", "_root")
+
+    _root: tuple[tuple[dict[str, V], ...], ...]
+    _len: int
+
+    def __init__(self, items: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        leaves: dict[tuple[int, int], dict[str, V]] = {}
+        for key, value in pairs:
+            h = hash(key)
+            leaves.setdefault((h & 31, (h >> 5) & 31), {})[key] = value
+        root = [list(node) for node in _EMPTY_ROOT]
+        for (i, j), leaf in leaves.items():
+            root[i][j] = leaf
+        self._root = tuple(tuple(node) for node in root)
+        self._len = sum(len(leaf) for leaf in leaves.values())
+
+    @classmethod
+    def _make(cls, root: tuple[tuple[dict[str, V], ...], ...], size: int) -> PMap[V]:
+        new = cls.__new__(cls)
+        new._root = root
+        new._len = size
+        return new
+
+    def __getitem__(self, key: str) -> V:
+        h = hash(key)
+        return self._root[h & 31][(h >> 5) & 31][key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, or ``default``."""
+        h = hash(key)
+        return self._root[h & 31][(h >> 5) & 31].get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        h = hash(key)
+        return key in self._root[h & 31][(h >> 5) & 31]
+
+    def __iter__(self) -> Iterator[str]:
+        for node in self._root:
+            for leaf in node:
+                yield from leaf
+
+    def __len__(self) -> int:
+        return self._len
+
+    def set(self, key: str, value: V) -> PMap[V]:
+        """Return a copy with ``key`` set to ``value``."""
+        h = hash(key)
+        i, j = h & 31, (h >> 5) & 31
+        root = self._root
+        node = root[i]
+        leaf = node[j]
+        size = self._len if key in leaf else self._len + 1
+        new_leaf = leaf.copy()
+        new_leaf[key] = value
+        new_node = list(node)
+        new_node[j] = new_leaf
+        new_root = list(root)
+        new_root[i] = tuple(new_node)
+        return PMap._make(tuple(new_root), size)
+
+    def remove(self, key: str) -> PMap[V]:
+        """Return a copy without ``key`` (the same map when it is absent)."""
+        h = hash(key)
+        i, j = h & 31, (h >> 5) & 31
+        root = self._root
+        node = root[i]
+        leaf = node[j]
+        if key not in leaf:
+            return self
+        new_leaf = leaf.copy()
+        del new_leaf[key]
+        new_node = list(node)
+        new_node[j] = new_leaf
+        new_root = list(root)
+        new_root[i] = tuple(new_node)
+        return PMap._make(tuple(new_root), self._len - 1)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return len(self) == len(other) and dict(self.items()) == dict(other.items())
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.items()))
+
+    def __repr__(self) -> str:
+        return f"PMap({dict(sorted(self.items()))!r})"
+
+
+# --------------------------------------------------------------------------- state
+
+
+class ChildHistory(NamedTuple):
+    """What a supervisor remembers about one child."""
+
+    started_at: float
+    """When the child was last started (or is due to be restarted)."""
+    failures: int = 0
+    """Consecutive restarts so far, for the backoff (reset after a healthy run)."""
+    restarts: tuple[float, ...] = ()
+    """This child's restart times inside its own window (with ``child_intensity``)."""
+    ended: bool = False
+    """The child ended and will not be restarted (OTP: its pid is ``undefined``)."""
+
+
+@attrs.frozen
+class SupervisorState:
+    """What a supervisor remembers between decisions; change it only through this module.
+
+    Attributes:
+        restarts: times of the restarts inside the intensity window, oldest first.
+        history: one ``ChildHistory`` per child that has one.
+        created_at: when the supervisor started its children.
+        draws: how many random numbers the backoff jitter has drawn.
+        seed: the seed for jitter when ``Backoff.seed`` is None.
+        gave_up: the supervisor gave up (its restart budget ran out).
+        shut_down: the supervisor shut itself down (``AutoShutdown``).
+    """
+
+    restarts: tuple[float, ...]
+    history: PMap[ChildHistory]
+    created_at: float
+    draws: int = 0
+    seed: int = 0
+    gave_up: bool = False
+    shut_down: bool = False
+
+    @classmethod
+    def initial(
+        cls, children: Sequence[ChildInfo], now: float, *, seed: int = 0
+    ) -> SupervisorState:
+        """Return the state of a supervisor that started ``children`` at ``now``."""
+        record = ChildHistory(now)
+        return cls((), PMap((c.id, record) for c in children), now, 0, seed)
+
+    @property
+    def done(self) -> bool:
+        """Whether the supervisor has stopped deciding (it gave up or shut down)."""
+        return self.gave_up or self.shut_down
+
+    @property
+    def ended(self) -> frozenset[str]:
+        """Children that ended and will not be restarted."""
+        return frozenset(k for k, h in self.history.items() if h.ended)
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Consecutive restart counts per child (only children with at least one)."""
+        return {k: h.failures for k, h in self.history.items() if h.failures}
+
+    @property
+    def started_at(self) -> dict[str, float]:
+        """When each child was last started."""
+        return {k: h.started_at for k, h in self.history.items()}
+
+    @property
+    def child_restarts(self) -> dict[str, tuple[float, ...]]:
+        """Restart times per child inside the per-child window (with ``child_intensity``)."""
+        return {k: h.restarts for k, h in self.history.items() if h.restarts}
+
+    def is_active(self, child_id: str) -> bool:
+        """Whether the child is running or due to be restarted (has not ended for good)."""
+        record = self.history.get(child_id)
+        return record is None or not record.ended
+
+
+def _evolve(state: SupervisorState, **changes: Any) -> SupervisorState:
+    return attrs.evolve(state, **changes)
+
+
+def started(state: SupervisorState, child_id: str, now: float) -> SupervisorState:
+    """Return ``state`` after the child was started explicitly (start or restart on request).
+
+    Its consecutive-restart count and per-child window are kept.
+    """
+    old: ChildHistory | None = state.history.get(child_id)
+    record = ChildHistory(now) if old is None else old._replace(started_at=now, ended=False)
+    return _evolve(state, history=state.history.set(child_id, record))
+
+
+def stopped(state: SupervisorState, child_id: str) -> SupervisorState:
+    """Return ``state`` after the child was terminated on request (it stays defined)."""
+    old: ChildHistory | None = state.history.get(child_id)
+    record = ChildHistory(state.created_at, ended=True) if old is None else old._replace(ended=True)
+    return _evolve(state, history=state.history.set(child_id, record))
+
+
+def removed(state: SupervisorState, child_id: str) -> SupervisorState:
+    """Return ``state`` without anything about the child (its spec was deleted)."""
+    return _evolve(state, history=state.history.remove(child_id))
+
+
+# --------------------------------------------------------------------------- events and decisions
+
+
+_ENDS = frozenset(p for p in TaskPhase if p.is_terminal)
+
+
+def _to_phase(value: TaskPhase | str) -> TaskPhase:
+    if value in _ENDS:  # the common case, first and fast
+        return value
+    phase = to_enum(TaskPhase, "phase", value)
+    if phase not in _ENDS:
+        raise invalid(
+            "phase",
+            "expected a terminal phase (succeeded, failed, timeout, cancelled, exhausted)",
+            phase.value,
+        )
+    return phase
+
+
+@attrs.frozen
+class ChildExit:
+    """The event: a child ended.
+
+    ``SUCCEEDED`` is a normal end, ``CANCELLED`` a normal shutdown, and
+    ``FAILED``, ``TIMEOUT`` and ``EXHAUSTED`` (a child supervisor that gave
+    up) are abnormal ends.
+
+    Raises:
+        InvalidSpec: when ``phase`` is not a terminal phase.
+    """
+
+    child: str = attrs.field(validator=_check_id)
+    phase: TaskPhase = attrs.field(converter=_to_phase)
+    error: str | None = None
+
+
+@attrs.frozen
+class Ignore:
+    """Do not restart the child. ``remove``: delete its spec (a temporary child)."""
+
+    child: str
+    remove: bool = False
+
+
+@attrs.frozen
+class RestartChildren:
+    """Restart children after ``delay`` seconds.
+
+    Stop ``terminate`` first (reverse start order), delete the specs of
+    ``drop`` (temporary siblings), then start ``restart`` in start order.
+    The core does not know which children are waiting for a delayed
+    restart: for such a child in ``terminate`` (or ``GiveUp.terminate``),
+    cancel the pending restart instead.
+    """
+
+    child: str
+    terminate: tuple[str, ...]
+    restart: tuple[str, ...]
+    drop: tuple[str, ...] = ()
+    delay: float = 0.0
+
+
+@attrs.frozen
+class GiveUp:
+    """The restart budget is exhausted: stop ``terminate`` (reverse start order) and exit.
+
+    The supervisor's parent sees this as its child ending ``EXHAUSTED``.
+    """
+
+    child: str
+    reason: str
+    terminate: tuple[str, ...]
+
+
+@attrs.frozen
+class Shutdown:
+    """Automatic shutdown fired: stop ``terminate`` (reverse start order) and end normally."""
+
+    child: str
+    terminate: tuple[str, ...]
+
+
+Decision: TypeAlias = Ignore | RestartChildren | GiveUp | Shutdown
+
+
+# --------------------------------------------------------------------------- decide
+
+_ABNORMAL = frozenset({TaskPhase.FAILED, TaskPhase.TIMEOUT, TaskPhase.EXHAUSTED})
+_PERMANENT, _TRANSIENT, _TEMPORARY = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
+_MASK64 = (1 << 64) - 1
+
+# Position of each child id in a children tuple, cached by identity. A tuple
+# of frozen ChildInfo cannot change, and the cache holds a reference to each
+# tuple it indexes, so an id() is never reused while its entry lives.
+_INDEX_CACHE: dict[int, tuple[Sequence[ChildInfo], dict[str, int]]] = {}
+_INDEX_CACHE_SIZE = 256
+
+
+def _index(children: Sequence[ChildInfo]) -> dict[str, int]:
+    """Index ``children`` by id (``decide`` looks in the cache first)."""
+    index = {c.id: i for i, c in enumerate(children)}
+    if len(index) != len(children):
+        seen: set[str] = set()
+        for i, c in enumerate(children):
+            if c.id in seen:
+                raise invalid(f"children[{i}].id", "duplicate child id", c.id)
+            seen.add(c.id)
+    if type(children) is tuple:
+        if len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.clear()
+        _INDEX_CACHE[id(children)] = (children, index)
+    return index
+
+
+def _unit(seed: int, counter: int) -> float:
+    """A uniform number in [0, 1) from ``(seed, counter)`` (SplitMix64)."""
+    z = (seed * 0x9E3779B97F4A7C15 + (counter + 1) * 0xD1B54A32D192ED03) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z >> 11) * (1.0 / (1 << 53))
+
+
+def _window(restarts: tuple[float, ...], now: float, within: float) -> tuple[float, ...]:
+    """Keep the restarts ``r >= now - within`` and add ``now`` (OTP's add_restart)."""
+    threshold = now - within
+    cut = 0
+    for r in restarts:
+        if r >= threshold:
+            break
+        cut += 1
+    return (*restarts[cut:], now) if cut else (*restarts, now)
+
+
+def _others_running(
+    children: Sequence[ChildInfo], history: PMap[ChildHistory], child: str
+) -> tuple[str, ...]:
+    """Every other child that has not ended, in reverse start order."""
+    out = []
+    for c in reversed(children):
+        if c.id != child:
+            h = history.get(c.id)
+            if h is None or not h.ended:
+                out.append(c.id)
+    return tuple(out)
+
+
+def decide(
+    policy: Policy,
+    children: Sequence[ChildInfo],
+    state: SupervisorState,
+    event: ChildExit,
+    now: float,
+) -> tuple[SupervisorState, Decision]:
+    """Decide what a supervisor does when one of its children ends.
+
+    Args:
+        policy: the supervisor's policy.
+        children: the currently defined children, in start order. Pass the
+            same tuple again while it does not change: its index is cached.
+        state: the state returned by the previous decision (or ``initial``).
+        event: which child ended, and how.
+        now: the time of the event, in monotonic seconds.
+
+    Returns:
+        The new state and the decision. An event about a child that is not
+        in ``children``, or that has already ended, and any event after the
+        supervisor gave up or shut down, is ignored (state unchanged). Do
+        not report the exits of children that the supervisor itself
+        terminated (as part of a decision or on request).
+
+    Raises:
+        InvalidSpec: when two children share an id.
+    """
+    child = event.child
+    hit = _INDEX_CACHE.get(id(children))
+    index = hit[1] if hit is not None and hit[0] is children else _index(children)
+    pos = index.get(child)
+    if pos is None or state.gave_up or state.shut_down:
+        return state, Ignore(child)
+    h = hash(child)
+    record: ChildHistory | None = state.history._root[h & 31][(h >> 5) & 31].get(child)
+    if record is not None and record.ended:
+        return state, Ignore(child)
+    info = children[pos]
+    restart = info.restart
+    if restart is _TEMPORARY or (restart is _TRANSIENT and event.phase not in _ABNORMAL):
+        return _not_restarted(policy, children, state, info, record)
+
+    intensity = policy.intensity
+    restarts = state.restarts
+    if restarts and restarts[0] < now - intensity.within:
+        restarts = _window(restarts, now, intensity.within)
+    else:
+        restarts = (*restarts, now)
+    if len(restarts) > intensity.max_restarts:
+        reason = (
+            f"reached max restart intensity: more than {intensity.max_restarts} "
+            f"restart(s) within {intensity.within:g}s"
+        )
+        return _give_up(children, state, record, restarts, reason, child=child)
+    delay = 0.0
+    draws = state.draws
+    per_child = policy.child_intensity is not None or policy.backoff is not None
+    if per_child:
+        record, delay, draws, why = _per_child(policy, state, record, child=child, now=now)
+        if why is not None:
+            return _give_up(children, state, record, restarts, why, child=child)
+
+    history = state.history
+    if policy.strategy is Strategy.ONE_FOR_ONE or len(children) == 1:
+        if per_child:  # else nothing about the child changed: skip the copy
+            history = history.set(child, record)  # type: ignore[arg-type]
+        new_state = SupervisorState(
+            restarts, history, state.created_at, draws, state.seed, False, False
+        )
+        return new_state, RestartChildren(child, (), (child,), (), delay)
+    group = children if policy.strategy is Strategy.ONE_FOR_ALL else children[pos:]
+    if record is None:
+        record = ChildHistory(state.created_at)
+    history, decision = _restart_group(
+        group, history, record, child=child, delay=delay, start_at=now + delay
+    )
+    new_state = SupervisorState(
+        restarts, history, state.created_at, draws, state.seed, False, False
+    )
+    return new_state, decision
+
+
+def _per_child(
+    policy: Policy,
+    state: SupervisorState,
+    record: ChildHistory | None,
+    *,
+    child: str,
+    now: float,
+) -> tuple[ChildHistory, float, int, str | None]:
+    """Apply the per-child window and the backoff to a child about to be restarted.
+
+    Returns:
+        The child's new history, the delay, the new draw counter, and the
+        reason to give up (None while the child is inside its own budget).
+    """
+    if record is None:
+        record = ChildHistory(state.created_at)
+    started_at, failures, own, _ = record
+    child_intensity = policy.child_intensity
+    if child_intensity is not None:
+        own = _window(own, now, child_intensity.within)
+        if len(own) > child_intensity.max_restarts:
+            reason = (
+                f"child {child!r} reached its own restart limit: more than "
+                f"{child_intensity.max_restarts} restart(s) within {child_intensity.within:g}s"
+            )
+            return record, 0.0, state.draws, reason
+    delay = 0.0
+    draws = state.draws
+    backoff = policy.backoff
+    if backoff is not None:
+        reset_after = backoff.reset_after
+        if reset_after is not None and now - started_at >= reset_after:
+            failures = 0
+        failures += 1
+        rand = 0.5
+        if backoff.jitter:
+            rand = _unit(state.seed if backoff.seed is None else backoff.seed, draws)
+            draws += 1
+        delay = backoff.delay(failures, rand)
+        started_at = now + delay
+    return ChildHistory(started_at, failures, own, False), delay, draws, None
+
+
+def _restart_group(
+    group: Sequence[ChildInfo],
+    history: PMap[ChildHistory],
+    record: ChildHistory,
+    *,
+    child: str,
+    delay: float,
+    start_at: float,
+) -> tuple[PMap[ChildHistory], RestartChildren]:
+    """Restart ``child`` with the others of ``group``; temporary ones are dropped instead.
+
+    ``record`` is the child's updated history; ``started_at`` of every
+    restarted child becomes ``start_at``, the time it is due to start.
+    """
+    terminate: list[str] = []
+    restart_ids: list[str] = []
+    drop: list[str] = []
+    for c in group:
+        cid = c.id
+        if cid == child:
+            restart_ids.append(cid)
+            history = history.set(cid, record._replace(started_at=start_at))
+            continue
+        old: ChildHistory | None = history.get(cid)
+        if old is None or not old.ended:
+            terminate.append(cid)
+        if c.restart is _TEMPORARY:
+            drop.append(cid)
+            history = history.remove(cid)
+        else:
+            restart_ids.append(cid)
+            fresh = ChildHistory(start_at) if old is None else old._replace(started_at=start_at)
+            history = history.set(cid, fresh._replace(ended=False))
+    terminate.reverse()
+    decision = RestartChildren(child, tuple(terminate), tuple(restart_ids), tuple(drop), delay)
+    return history, decision
+
+
+def _not_restarted(
+    policy: Policy,
+    children: Sequence[ChildInfo],
+    state: SupervisorState,
+    info: ChildInfo,
+    record: ChildHistory | None,
+) -> tuple[SupervisorState, Decision]:
+    child = info.id
+    remove = info.restart is _TEMPORARY or policy.dynamic
+    if remove:
+        history = state.history.remove(child)
+    else:
+        base = record if record is not None else ChildHistory(state.created_at)
+        history = state.history.set(child, base._replace(ended=True))
+    new_state = _evolve(state, history=history)
+    auto = policy.auto_shutdown
+    if info.significant and auto is not AutoShutdown.NEVER:
+        if auto is AutoShutdown.ALL_SIGNIFICANT:
+            for c in children:
+                if c.significant and c.id != child:
+                    h = history.get(c.id)
+                    if h is None or not h.ended:
+                        return new_state, Ignore(child, remove)
+        terminate = _others_running(children, history, child)
+        return _evolve(new_state, shut_down=True), Shutdown(child, terminate)
+    return new_state, Ignore(child, remove)
+
+
+def _give_up(
+    children: Sequence[ChildInfo],
+    state: SupervisorState,
+    record: ChildHistory | None,
+    restarts: tuple[float, ...],
+    reason: str,
+    *,
+    child: str,
+) -> tuple[SupervisorState, Decision]:
+    if record is None:
+        record = ChildHistory(state.created_at)
+    history = state.history.set(child, record._replace(ended=True))
+    terminate = _others_running(children, history, child)
+    new_state = _evolve(state, restarts=restarts, history=history, gave_up=True)
+    return new_state, GiveUp(child, reason, terminate)

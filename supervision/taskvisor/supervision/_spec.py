@@ -1,0 +1,517 @@
+"""Supervisor specs: the desired shape of a supervision tree, and its config-file form.
+
+A ``SupervisorSpec`` lists its children in start order: tasks
+(``TaskSpec``) and other supervisors. A ``DynamicSupervisorSpec`` (OTP's
+``simple_one_for_one``, Elixir's ``DynamicSupervisor``) starts with no
+children and adds copies of one ``template`` at run time.
+
+Specs are validated when they are built, as OTP's ``check_childspecs``
+does: unique child names, no significant ``PERMANENT`` child, no
+significant child under a supervisor whose ``auto_shutdown`` is ``never``.
+``spec_from_data`` and ``spec_to_data`` convert between specs and the
+plain dicts and lists a YAML, JSON or TOML file holds; every error names
+its full path (``children[1].children[0].restart: ...``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+from taskvisor.actors import InvalidData, InvalidSpec, Restart, TaskSpec, from_data, to_data
+
+from ._errors import invalid, prefixed
+from ._policy import (
+    AutoShutdown,
+    Backoff,
+    ChildInfo,
+    Intensity,
+    Strategy,
+    to_enum,
+)
+
+__all__ = [
+    "ChildSpec",
+    "DynamicSupervisorSpec",
+    "SupervisorShutdown",
+    "SupervisorSpec",
+    "spec_from_data",
+    "spec_to_data",
+]
+
+#: How a supervisor child is stopped: a grace in seconds, "brutal" or "infinity".
+SupervisorShutdown: TypeAlias = float | Literal["brutal", "infinity"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$")
+
+
+def _check_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise invalid(
+            attribute.name,
+            "expected a non-empty name of letters, digits and _.:@+- "
+            "(not starting with punctuation)",
+            value,
+        )
+
+
+def _to_shutdown(value: SupervisorShutdown) -> SupervisorShutdown:
+    if value in ("brutal", "infinity"):
+        return value
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise invalid("shutdown", "expected a grace in seconds >= 0, 'brutal' or 'infinity'", value)
+    return float(value)
+
+
+def _to_labels(value: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise invalid("labels", "expected a mapping of strings to strings", value)
+    return dict(value)
+
+
+def _check_bool(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise invalid(attribute.name, "expected true or false", value)
+
+
+def _check_instance(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, kind):
+            raise invalid(attribute.name, f"expected an {kind.__name__}", value)
+
+    return check
+
+
+def _check_optional(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise invalid(attribute.name, f"expected a {kind.__name__} or None", value)
+
+    return check
+
+
+def _check_max_children(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise invalid(attribute.name, "expected an integer >= 0 or None", value)
+
+
+_CHILD_KINDS = "a TaskSpec, SupervisorSpec or DynamicSupervisorSpec"
+
+
+def _to_children(value: Any) -> tuple[ChildSpec, ...]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+        raise invalid("children", f"expected a list of child specs ({_CHILD_KINDS})", value)
+    for i, child in enumerate(value):
+        if not isinstance(child, (TaskSpec, SupervisorSpec, DynamicSupervisorSpec)):
+            raise invalid(f"children[{i}]", f"expected {_CHILD_KINDS}", child)
+    return tuple(value)
+
+
+def _check_template(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, (TaskSpec, SupervisorSpec, DynamicSupervisorSpec)):
+        raise invalid(attribute.name, f"expected {_CHILD_KINDS}", value)
+
+
+def _check_child(where: str, child: ChildSpec, auto_shutdown: AutoShutdown) -> None:
+    """Reject what OTP's ``check_childspec`` rejects, naming ``where``."""
+    if "/" in child.name:
+        raise invalid(
+            f"{where}.name", "a child name cannot contain '/' (it separates path parts)", child.name
+        )
+    if child.significant:
+        if child.restart is Restart.PERMANENT:
+            raise invalid(
+                f"{where}.significant",
+                "a permanent child cannot be significant (make it transient or temporary)",
+                True,
+            )
+        if auto_shutdown is AutoShutdown.NEVER:
+            raise invalid(
+                f"{where}.significant",
+                "a significant child needs auto_shutdown any_significant or all_significant "
+                "on its supervisor (it is never)",
+                True,
+            )
+
+
+def _check_own_significance(spec: SupervisorSpec | DynamicSupervisorSpec) -> None:
+    if spec.significant and spec.restart is Restart.PERMANENT:
+        raise invalid(
+            "significant",
+            "a permanent supervisor cannot be significant (make it transient or temporary)",
+            True,
+        )
+
+
+def _to_strategy(value: Strategy | str) -> Strategy:
+    return to_enum(Strategy, "strategy", value)
+
+
+def _to_auto_shutdown(value: AutoShutdown | str) -> AutoShutdown:
+    return to_enum(AutoShutdown, "auto_shutdown", value)
+
+
+def _to_restart(value: Restart | str) -> Restart:
+    return to_enum(Restart, "restart", value)
+
+
+@attrs.frozen
+class SupervisorSpec:
+    """A supervisor with a fixed list of children, started in order.
+
+    Only ``name`` may be given by position. ``children`` may be a list; it
+    is stored as a tuple.
+
+    Raises:
+        InvalidSpec: when a field is invalid, two children share a name, or
+            a child is significant while permanent or while ``auto_shutdown``
+            is ``never``; the message names the field path and bad value,
+            e.g. ``children[3].name: duplicate child name 'x'``.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    strategy: Strategy = attrs.field(
+        default=Strategy.ONE_FOR_ONE, converter=_to_strategy, kw_only=True
+    )
+    intensity: Intensity = attrs.field(
+        factory=Intensity, validator=_check_instance(Intensity), kw_only=True
+    )
+    children: tuple[ChildSpec, ...] = attrs.field(default=(), converter=_to_children, kw_only=True)
+    backoff: Backoff | None = attrs.field(
+        default=None, validator=_check_optional(Backoff), kw_only=True
+    )
+    child_intensity: Intensity | None = attrs.field(
+        default=None, validator=_check_optional(Intensity), kw_only=True
+    )
+    auto_shutdown: AutoShutdown = attrs.field(
+        default=AutoShutdown.NEVER, converter=_to_auto_shutdown, kw_only=True
+    )
+    restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart, kw_only=True)
+    shutdown: SupervisorShutdown = attrs.field(
+        default="infinity", converter=_to_shutdown, kw_only=True
+    )
+    significant: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels, kw_only=True)
+    _infos: tuple[ChildInfo, ...] = attrs.field(init=False, eq=False, repr=False)
+    _by_name: dict[str, ChildSpec] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        seen: set[str] = set()
+        for i, child in enumerate(self.children):
+            if child.name in seen:
+                exc = InvalidSpec(f"children[{i}].name: duplicate child name {child.name!r}")
+                exc.field = f"children[{i}].name"
+                raise exc
+            seen.add(child.name)
+            _check_child(f"children[{i}]", child, self.auto_shutdown)
+        _check_own_significance(self)
+        object.__setattr__(self, "_infos", tuple(ChildInfo.of(c) for c in self.children))
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.children})
+
+    def child_infos(self) -> tuple[ChildInfo, ...]:
+        """The ``ChildInfo`` of each child, in start order (the same tuple every time)."""
+        return self._infos
+
+    def child(self, name: str) -> ChildSpec:
+        """Return the child spec named ``name``.
+
+        Raises:
+            KeyError: when there is no such child.
+        """
+        return self._by_name[name]
+
+    def evolve(self, **changes: Any) -> SupervisorSpec:
+        """Return a copy with ``changes`` applied and validated."""
+        return attrs.evolve(self, **changes)
+
+
+@attrs.frozen
+class DynamicSupervisorSpec:
+    """A supervisor whose children are copies of ``template``, added at run time.
+
+    OTP's ``simple_one_for_one``, Elixir's ``DynamicSupervisor``: the
+    strategy is one-for-one, at most ``max_children`` children run at once
+    (None: no limit), and a child that ends without being restarted is
+    forgotten. ``auto_shutdown`` (an addition to OTP's flags here as there)
+    makes a significant template shut the supervisor down.
+
+    Raises:
+        InvalidSpec: when a field is invalid, or the template is significant
+            while permanent or while ``auto_shutdown`` is ``never``.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    template: ChildSpec = attrs.field(validator=_check_template, kw_only=True)
+    intensity: Intensity = attrs.field(
+        factory=Intensity, validator=_check_instance(Intensity), kw_only=True
+    )
+    max_children: int | None = attrs.field(
+        default=None, validator=_check_max_children, kw_only=True
+    )
+    backoff: Backoff | None = attrs.field(
+        default=None, validator=_check_optional(Backoff), kw_only=True
+    )
+    child_intensity: Intensity | None = attrs.field(
+        default=None, validator=_check_optional(Intensity), kw_only=True
+    )
+    auto_shutdown: AutoShutdown = attrs.field(
+        default=AutoShutdown.NEVER, converter=_to_auto_shutdown, kw_only=True
+    )
+    restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart, kw_only=True)
+    shutdown: SupervisorShutdown = attrs.field(
+        default="infinity", converter=_to_shutdown, kw_only=True
+    )
+    significant: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        _check_child("template", self.template, self.auto_shutdown)
+        _check_own_significance(self)
+
+    @property
+    def strategy(self) -> Strategy:
+        """Always ``Strategy.ONE_FOR_ONE``."""
+        return Strategy.ONE_FOR_ONE
+
+    def child_info(self, child_id: str) -> ChildInfo:
+        """The ``ChildInfo`` of a child made from the template under ``child_id``."""
+        return ChildInfo(child_id, self.template.restart, self.template.significant)
+
+    def evolve(self, **changes: Any) -> DynamicSupervisorSpec:
+        """Return a copy with ``changes`` applied and validated."""
+        return attrs.evolve(self, **changes)
+
+
+#: Anything a supervisor can supervise.
+ChildSpec: TypeAlias = TaskSpec | SupervisorSpec | DynamicSupervisorSpec
+
+
+# --------------------------------------------------------------------------- config data
+
+_COMMON = ("name", "intensity", "backoff", "child_intensity", "auto_shutdown", "restart")
+_COMMON_TAIL = ("shutdown", "significant", "labels")
+_SUPERVISOR_FIELDS = ("name", "strategy", "intensity", "children", *_COMMON[2:], *_COMMON_TAIL)
+_DYNAMIC_FIELDS = ("name", "template", "intensity", "max_children", *_COMMON[2:], *_COMMON_TAIL)
+_INTENSITY_FIELDS = ("max_restarts", "within")
+_BACKOFF_FIELDS = ("initial", "maximum", "multiplier", "jitter", "reset_after", "seed")
+
+
+def _where(path: str) -> str:
+    return path or "(top level)"
+
+
+def _join(path: str, field: str) -> str:
+    return f"{path}.{field}" if path else field
+
+
+def _mapping(data: Any, path: str, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        exc = InvalidSpec(
+            f"{_where(path)}: expected a mapping of {what} fields, got {type(data).__name__}"
+        )
+        exc.field = path or None
+        raise exc
+    return data
+
+
+def _known(data: Mapping[str, Any], fields: tuple[str, ...], path: str) -> None:
+    extra = [k for k in data if k not in fields]
+    if extra:
+        exc = InvalidSpec(f"{_where(path)}: unknown field(s) {sorted(map(str, extra))}")
+        exc.field = path or None
+        raise exc
+
+
+def _required(data: Mapping[str, Any], field: str, path: str) -> None:
+    if field not in data:
+        exc = InvalidSpec(f"{_join(path, field)}: required field missing")
+        exc.field = _join(path, field)
+        raise exc
+
+
+def _build(cls: Callable[..., Any], kwargs: dict[str, Any], path: str) -> Any:
+    try:
+        return cls(**kwargs)
+    except InvalidData as exc:
+        raise prefixed(path, exc) from None
+
+
+def _intensity_from(data: Any, path: str) -> Intensity:
+    data = _mapping(data, path, "Intensity")
+    _known(data, _INTENSITY_FIELDS, path)
+    return _build(Intensity, dict(data), path)  # type: ignore[no-any-return]
+
+
+def _optional_intensity_from(data: Any, path: str) -> Intensity | None:
+    return None if data is None else _intensity_from(data, path)
+
+
+def _backoff_from(data: Any, path: str) -> Backoff | None:
+    if data is None:
+        return None
+    data = _mapping(data, path, "Backoff")
+    _known(data, _BACKOFF_FIELDS, path)
+    return _build(Backoff, dict(data), path)  # type: ignore[no-any-return]
+
+
+def _common_from(data: Mapping[str, Any], path: str) -> dict[str, Any]:
+    kwargs = {k: v for k, v in data.items() if k in ("name", *_COMMON_TAIL)}
+    for field in ("auto_shutdown", "restart"):
+        if field in data:
+            kwargs[field] = data[field]
+    if "intensity" in data:
+        kwargs["intensity"] = _intensity_from(data["intensity"], _join(path, "intensity"))
+    if "backoff" in data:
+        kwargs["backoff"] = _backoff_from(data["backoff"], _join(path, "backoff"))
+    if "child_intensity" in data:
+        kwargs["child_intensity"] = _optional_intensity_from(
+            data["child_intensity"], _join(path, "child_intensity")
+        )
+    return kwargs
+
+
+def _supervisor_from(data: Mapping[str, Any], path: str) -> SupervisorSpec:
+    _known(data, _SUPERVISOR_FIELDS, path)
+    _required(data, "name", path)
+    kwargs = _common_from(data, path)
+    if "strategy" in data:
+        kwargs["strategy"] = data["strategy"]
+    if "children" in data:
+        raw = data["children"]
+        where = _join(path, "children")
+        if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, (list, tuple)):
+            exc = invalid(where, "expected a list of child specs", raw)
+            exc.field = where
+            raise exc
+        kwargs["children"] = tuple(_child_from(item, f"{where}[{i}]") for i, item in enumerate(raw))
+    return _build(SupervisorSpec, kwargs, path)  # type: ignore[no-any-return]
+
+
+def _dynamic_from(data: Mapping[str, Any], path: str) -> DynamicSupervisorSpec:
+    _known(data, _DYNAMIC_FIELDS, path)
+    _required(data, "name", path)
+    kwargs = _common_from(data, path)
+    if "max_children" in data:
+        kwargs["max_children"] = data["max_children"]
+    kwargs["template"] = _child_from(data["template"], _join(path, "template"))
+    return _build(DynamicSupervisorSpec, kwargs, path)  # type: ignore[no-any-return]
+
+
+def _no_string_lists(data: Mapping[str, Any], path: str) -> None:
+    """Reject a string where a task takes a list (the converter would split it into letters)."""
+    problems = {
+        "command": "expected a list of arguments (a string is a shell command: "
+        "pass [the string] and shell=True to run it through a shell)",
+        "args": "expected a list or tuple of arguments",
+    }
+    for field, problem in problems.items():
+        value = data.get(field)
+        if isinstance(value, (str, bytes)):
+            raise invalid(_join(path, field), problem, value)
+
+
+def _child_from(data: Any, path: str) -> ChildSpec:
+    data = _mapping(data, path, "child spec")
+    if "children" in data and "template" in data:
+        exc = InvalidSpec(
+            f"{_where(path)}: a supervisor has either children (static) or a template "
+            "(dynamic), not both"
+        )
+        exc.field = path or None
+        raise exc
+    if "template" in data:
+        return _dynamic_from(data, path)
+    if "children" in data:
+        return _supervisor_from(data, path)
+    _no_string_lists(data, path)
+    try:
+        return from_data(TaskSpec, data, where=path)
+    except InvalidData as exc:
+        raise prefixed("", exc) from None
+
+
+def spec_from_data(data: Mapping[str, Any]) -> SupervisorSpec | DynamicSupervisorSpec:
+    """Build a supervisor spec from plain data (what a YAML, JSON or TOML file holds).
+
+    The top level is a supervisor: dynamic when it has a ``"template"``,
+    static otherwise. A child mapping is a supervisor when it has
+    ``"children"`` (static) or ``"template"`` (dynamic), and a ``TaskSpec``
+    otherwise. Enum fields take their string values (``"one_for_all"``),
+    ``intensity`` and ``backoff`` are mappings of their fields.
+
+    Raises:
+        InvalidSpec: naming the full path of the first problem, e.g.
+            ``children[2].restart: expected one of permanent, transient,
+            temporary, got 'always'``.
+    """
+    data = _mapping(data, "", "supervisor spec")
+    if "template" in data:
+        if "children" in data:
+            _child_from(data, "")
+        return _dynamic_from(data, "")
+    return _supervisor_from(data, "")
+
+
+def _intensity_data(value: Intensity | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"max_restarts": value.max_restarts, "within": value.within}
+
+
+def _backoff_data(value: Backoff | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {field: getattr(value, field) for field in _BACKOFF_FIELDS}
+
+
+def _child_data(spec: ChildSpec, path: str) -> dict[str, Any]:
+    if isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
+        return _spec_data(spec, path)
+    try:
+        data: dict[str, Any] = to_data(spec)
+    except InvalidData as exc:
+        raise prefixed(path, exc) from None
+    return data
+
+
+def _spec_data(spec: SupervisorSpec | DynamicSupervisorSpec, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": spec.name}
+    if isinstance(spec, SupervisorSpec):
+        out["strategy"] = spec.strategy.value
+        out["intensity"] = _intensity_data(spec.intensity)
+        out["children"] = [
+            _child_data(c, f"{_join(path, 'children')}[{i}]") for i, c in enumerate(spec.children)
+        ]
+    else:
+        out["template"] = _child_data(spec.template, _join(path, "template"))
+        out["intensity"] = _intensity_data(spec.intensity)
+        out["max_children"] = spec.max_children
+    out["backoff"] = _backoff_data(spec.backoff)
+    out["child_intensity"] = _intensity_data(spec.child_intensity)
+    out["auto_shutdown"] = spec.auto_shutdown.value
+    out["restart"] = spec.restart.value
+    out["shutdown"] = spec.shutdown
+    out["significant"] = spec.significant
+    out["labels"] = dict(spec.labels)
+    return out
+
+
+def spec_to_data(spec: SupervisorSpec | DynamicSupervisorSpec) -> dict[str, Any]:
+    """Return ``spec`` as plain data; ``spec_from_data`` builds an equal spec from it.
+
+    Raises:
+        InvalidSpec: when a task's target has no import path (a lambda),
+            naming its path (``children[1].target: ...``).
+    """
+    return _spec_data(spec, "")

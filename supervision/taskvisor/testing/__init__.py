@@ -1,0 +1,322 @@
+"""Hypothesis strategies for property-testing restart policies and supervision trees.
+
+Every strategy builds valid values only (specs that OTP would accept), so a
+property can go straight to ``simulate``. Install with the ``testing`` extra
+(``pip install taskvisor[testing]``), which brings Hypothesis.
+
+Example: check that a tree with your policy survives any three failures::
+
+    from hypothesis import given
+    from taskvisor.actors import TaskSpec
+    from taskvisor.supervision import Intensity, SupervisorSpec
+    from taskvisor.testing import failure_scripts, simulate
+
+    SPEC = SupervisorSpec(
+        "app",
+        strategy="one_for_all",
+        intensity=Intensity(max_restarts=3, within=10.0),
+        children=[
+            TaskSpec(name="db", target="app.db:run"),
+            TaskSpec(name="web", target="app.web:serve"),
+        ],
+    )
+
+    @given(failure_scripts(SPEC, max_events=3))
+    def test_any_three_failures_leave_the_tree_running(script):
+        assert not simulate(SPEC, script).gave_up
+
+To explore trees as well as failures, draw both with ``scenarios()``::
+
+    @given(scenarios(max_depth=2, max_events=10))
+    def test_my_invariant(scenario):
+        spec, script = scenario
+        sim = simulate(spec, script)
+        ...
+"""
+
+from __future__ import annotations
+
+import operator
+import string
+from typing import Any
+
+from hypothesis import strategies as st
+
+from taskvisor.actors import Restart, TaskSpec
+from taskvisor.supervision import (
+    AutoShutdown,
+    Backoff,
+    DynamicSupervisorSpec,
+    Exit,
+    Fail,
+    Intensity,
+    Policy,
+    ScriptEvent,
+    Start,
+    Strategy,
+    SupervisorSpec,
+    Timeout,
+    simulate,
+)
+
+__all__ = [
+    "auto_shutdowns",
+    "backoffs",
+    "child_names",
+    "failure_scripts",
+    "intensities",
+    "policies",
+    "restarts",
+    "scenarios",
+    "simulate",
+    "strategies",
+    "supervisor_specs",
+    "task_specs",
+]
+
+SupervisorSpecs = SupervisorSpec | DynamicSupervisorSpec
+
+
+def child_names() -> st.SearchStrategy[str]:
+    """Short valid child names (letters, digits, ``_``; no ``/``)."""
+    first = st.sampled_from(string.ascii_lowercase)
+    rest = st.text(string.ascii_lowercase + string.digits + "_", max_size=7)
+    return st.builds(operator.add, first, rest)
+
+
+def strategies() -> st.SearchStrategy[Strategy]:
+    """Any restart strategy."""
+    return st.sampled_from(Strategy)
+
+
+def restarts() -> st.SearchStrategy[Restart]:
+    """Any restart type."""
+    return st.sampled_from(Restart)
+
+
+def auto_shutdowns() -> st.SearchStrategy[AutoShutdown]:
+    """Any automatic-shutdown setting."""
+    return st.sampled_from(AutoShutdown)
+
+
+def intensities(
+    *, max_restarts: int = 10, min_within: float = 0.1, max_within: float = 60.0
+) -> st.SearchStrategy[Intensity]:
+    """Restart budgets with ``0 <= max_restarts <= max_restarts`` (the argument)."""
+    return st.builds(
+        Intensity,
+        max_restarts=st.integers(0, max_restarts),
+        within=st.floats(min_within, max_within, allow_nan=False, allow_infinity=False),
+    )
+
+
+@st.composite
+def _backoffs(draw: st.DrawFn, max_delay: float) -> Backoff:
+    seconds = st.floats(0.0, max_delay, allow_nan=False, allow_infinity=False)
+    initial = draw(seconds)
+    maximum = draw(st.floats(max(initial, 0.001), max(max_delay, 0.001)))
+    return Backoff(
+        initial=initial,
+        maximum=maximum,
+        multiplier=draw(st.floats(1.0, 4.0)),
+        jitter=draw(st.floats(0.0, 1.0)),
+        reset_after=draw(st.none() | st.floats(0.1, 120.0)),
+        seed=draw(st.none() | st.integers(0, 2**32)),
+    )
+
+
+def backoffs(*, max_delay: float = 30.0) -> st.SearchStrategy[Backoff]:
+    """Valid backoffs with delays of at most ``max_delay`` seconds."""
+    return _backoffs(max_delay)
+
+
+def policies() -> st.SearchStrategy[Policy]:
+    """Any valid policy (static or dynamic)."""
+    return st.builds(
+        Policy,
+        strategy=strategies(),
+        intensity=intensities(),
+        backoff=st.none() | backoffs(),
+        child_intensity=st.none() | intensities(),
+        auto_shutdown=auto_shutdowns(),
+        dynamic=st.booleans(),
+    )
+
+
+@st.composite
+def _task_specs(
+    draw: st.DrawFn, name: str | None, restart: Restart | None, significant: bool | None
+) -> TaskSpec:
+    kind = restart if restart is not None else draw(restarts())
+    may_be_significant = kind is not Restart.PERMANENT
+    if significant is None:
+        significant = may_be_significant and draw(st.booleans())
+    return TaskSpec(
+        name=name if name is not None else draw(child_names()),
+        target="tasks.module:work",
+        restart=kind,
+        significant=significant,
+        timeout=draw(st.none() | st.floats(0.1, 60.0)),
+    )
+
+
+def task_specs(
+    *, name: str | None = None, restart: Restart | None = None, significant: bool | None = None
+) -> st.SearchStrategy[TaskSpec]:
+    """``call`` task specs. ``significant=None`` draws it where it is allowed (not permanent)."""
+    return _task_specs(name, restart, significant)
+
+
+def _child(draw: st.DrawFn, name: str, depth: int, max_children: int, significant_ok: bool) -> Any:
+    """Draw one child named ``name``: a task, or (while depth allows) a supervisor."""
+    kinds = ["task"] + (["static", "dynamic"] if depth > 0 else [])
+    kind = draw(st.sampled_from(kinds))
+    restart = draw(restarts())
+    significant = significant_ok and restart is not Restart.PERMANENT and draw(st.booleans())
+    if kind == "task":
+        return draw(task_specs(name=name, restart=restart, significant=significant))
+    return _supervisor(
+        draw,
+        name,
+        depth - 1,
+        max_children,
+        dynamic=kind == "dynamic",
+        restart=restart,
+        significant=significant,
+    )
+
+
+def _supervisor(
+    draw: st.DrawFn,
+    name: str,
+    depth: int,
+    max_children: int,
+    *,
+    dynamic: bool,
+    restart: Restart,
+    significant: bool,
+) -> SupervisorSpecs:
+    auto = draw(auto_shutdowns())
+    common: dict[str, Any] = {
+        "intensity": draw(intensities()),
+        "backoff": draw(st.none() | backoffs(max_delay=5.0)),
+        "child_intensity": draw(st.none() | intensities()),
+        "auto_shutdown": auto,
+        "restart": restart,
+        "significant": significant,
+    }
+    significant_ok = auto is not AutoShutdown.NEVER
+    if dynamic:
+        template = _child(draw, draw(child_names()), depth, max_children, significant_ok)
+        return DynamicSupervisorSpec(
+            name,
+            template=template,
+            max_children=draw(st.none() | st.integers(0, max_children)),
+            **common,
+        )
+    names = draw(st.lists(child_names(), max_size=max_children, unique=True))
+    children = [_child(draw, n, depth, max_children, significant_ok) for n in names]
+    return SupervisorSpec(name, strategy=draw(strategies()), children=children, **common)
+
+
+@st.composite
+def _supervisor_specs(
+    draw: st.DrawFn, max_depth: int, max_children: int, dynamic: bool
+) -> SupervisorSpecs:
+    is_dynamic = dynamic and draw(st.booleans())
+    restart = draw(restarts())
+    name = draw(child_names())
+    return _supervisor(
+        draw, name, max_depth, max_children, dynamic=is_dynamic, restart=restart, significant=False
+    )
+
+
+def supervisor_specs(
+    max_depth: int = 2, *, max_children: int = 4, dynamic: bool = True
+) -> st.SearchStrategy[SupervisorSpecs]:
+    """Valid supervision trees, nested at most ``max_depth`` supervisors below the root.
+
+    Args:
+        max_depth: how many levels of child supervisors there may be.
+        max_children: at most this many children per supervisor.
+        dynamic: whether dynamic supervisors may appear (the root included).
+    """
+    return _supervisor_specs(max_depth, max_children, dynamic)
+
+
+def _paths(spec: SupervisorSpecs, prefix: str = "") -> tuple[list[str], list[str]]:
+    """Child paths, and the paths of dynamic supervisors ('' for the root), of a tree.
+
+    Children of a dynamic supervisor get the ids ``simulate`` gives them
+    (``<template name>-1``, ``-2``, ...), so scripts can address them.
+    """
+    children: list[str] = []
+    dynamic: list[str] = []
+    if isinstance(spec, DynamicSupervisorSpec):
+        dynamic.append(prefix.rstrip("/"))
+        template = spec.template
+        for n in (1, 2, 3):
+            path = f"{prefix}{template.name}-{n}"
+            children.append(path)
+            if not isinstance(template, TaskSpec):
+                sub_children, sub_dynamic = _paths(template, path + "/")
+                children += sub_children
+                dynamic += sub_dynamic
+        return children, dynamic
+    for child in spec.children:
+        path = prefix + child.name
+        children.append(path)
+        if not isinstance(child, TaskSpec):
+            sub_children, sub_dynamic = _paths(child, path + "/")
+            children += sub_children
+            dynamic += sub_dynamic
+    return children, dynamic
+
+
+def failure_scripts(
+    spec: SupervisorSpecs, *, max_events: int = 20, max_time: float = 60.0
+) -> st.SearchStrategy[list[ScriptEvent]]:
+    """Scripts of ``Fail``, ``Exit``, ``Timeout`` (and ``Start`` for dynamic
+    supervisors) events for ``spec``, at times in ``[0, max_time]``.
+
+    Events may name children that are not running at that time: ``simulate``
+    skips those, as a real tree would never see them.
+    """
+    children, dynamic = _paths(spec)
+    times = st.floats(0.0, max_time, allow_nan=False, allow_infinity=False)
+    options: list[st.SearchStrategy[ScriptEvent]] = []
+    if children:
+        path = st.sampled_from(children)
+        options += [
+            st.builds(Fail, times, path, st.sampled_from(["boom", "crash", "oom"])),
+            st.builds(Exit, times, path),
+            st.builds(Timeout, times, path),
+        ]
+    if dynamic:
+        options.append(st.builds(Start, times, st.sampled_from(dynamic)))
+    if not options:
+        return st.just([])
+    return st.lists(st.one_of(options), max_size=max_events)
+
+
+@st.composite
+def _scenarios(
+    draw: st.DrawFn, max_depth: int, max_events: int
+) -> tuple[SupervisorSpecs, list[ScriptEvent]]:
+    spec = draw(supervisor_specs(max_depth))
+    return spec, draw(failure_scripts(spec, max_events=max_events))
+
+
+def scenarios(
+    max_depth: int = 2, *, max_events: int = 20
+) -> st.SearchStrategy[tuple[SupervisorSpecs, list[ScriptEvent]]]:
+    """Pairs ``(spec, script)``: a tree from ``supervisor_specs`` and a script for it."""
+    return _scenarios(max_depth, max_events)
+
+
+# =============================================================================
+# pytest fixture
+#
+# Reserved: a pytest fixture for taskvisor users' own test suites is added
+# here later (by a separate change). Keep this section last in the module.
+# =============================================================================

@@ -1,0 +1,148 @@
+"""The pieces work sees: the mailbox, requests, the context, and the clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from taskvisor.actors import ManualClock, SystemClock, TaskCancelled, WaitTimeout
+from taskvisor.actors._context import Mailbox, Request, TaskContext
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.progress_seen: list[object] = []
+
+    def progress(self, value: object) -> None:
+        self.progress_seen.append(value)
+
+
+def test_mailbox_is_first_in_first_out_and_times_out() -> None:
+    box = Mailbox()
+    box.put(1)
+    box.put(2)
+    assert len(box) == 2
+    assert [box.get(0), box.get(0)] == [1, 2]
+    with pytest.raises(WaitTimeout, match=r"no message within 0\.01s"):
+        box.get(0.01)
+    cancel = threading.Event()
+    with pytest.raises(WaitTimeout):
+        box.get(0.01, cancel)
+
+
+def test_a_blocked_receive_wakes_on_a_message_from_another_thread() -> None:
+    box = Mailbox()
+    threading.Timer(0.02, box.put, ("late",)).start()
+    assert box.get(5) == "late"
+
+
+def test_cancel_wakes_a_blocked_receive() -> None:
+    ctx = TaskContext("t", 3, Mailbox(), Sink())
+    assert not ctx.cancelled
+    assert not ctx.wait_cancelled(0)
+    threading.Timer(0.02, ctx.request_cancel).start()
+    with pytest.raises(TaskCancelled):
+        ctx.receive(5)
+    assert ctx.cancelled
+    assert ctx.wait_cancelled(0)
+
+
+def test_a_message_already_there_is_taken_even_when_cancelled() -> None:
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+    ctx.mailbox.put("kept")
+    ctx.request_cancel()
+    assert ctx.receive(0) == "kept"
+
+
+def test_report_goes_to_the_sink() -> None:
+    sink = Sink()
+    ctx = TaskContext("t", 1, Mailbox(), sink)
+    ctx.report({"done": 3})
+    assert sink.progress_seen == [{"done": 3}]
+    assert (ctx.task_id, ctx.attempt) == ("t", 1)
+
+
+def test_receive_async_waits_without_blocking_the_loop() -> None:
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+
+    async def main() -> tuple[object, object, list[str]]:
+        ticks: list[str] = []
+
+        async def ticker() -> None:
+            for _ in range(3):
+                ticks.append("tick")
+                await asyncio.sleep(0.005)
+
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.03, lambda: threading.Thread(target=ctx.mailbox.put, args=("m",)).start())
+        got, _ = await asyncio.gather(ctx.receive_async(5), ticker())
+        ctx.mailbox.put("ready")
+        again = await ctx.receive_async(0)
+        return got, again, ticks
+
+    got, again, ticks = asyncio.run(main())
+    assert (got, again) == ("m", "ready")
+    assert ticks == ["tick"] * 3
+
+
+def test_receive_async_times_out() -> None:
+    box = Mailbox()
+    with pytest.raises(WaitTimeout, match=r"within 0\.01s"):
+        asyncio.run(box.get_async(0.01))
+    assert box._waiters == []  # a timed-out receive leaves no waiter behind
+    box.put("after")
+    assert box.get(0) == "after"
+
+
+def test_request_reply_fail_and_timeout() -> None:
+    answered = Request("q")
+    threading.Timer(0.01, answered.reply, (42,)).start()
+    assert answered.wait(5) == 42
+    failed = Request("q")
+    failed.fail(KeyError("missing"))
+    with pytest.raises(KeyError, match="missing"):
+        failed.wait(0)
+    silent = Request("ping")
+    with pytest.raises(WaitTimeout, match=r"no reply to 'ping' within 0\.01s"):
+        silent.wait(0.01)
+
+
+def test_manual_clock_fires_due_timers_in_deadline_order() -> None:
+    clock = ManualClock(start=100.0)
+    fired: list[str] = []
+    clock.call_later(2.0, lambda: fired.append("b"))
+    clock.call_later(1.0, lambda: fired.append("a"))
+    dropped = clock.call_later(1.5, lambda: fired.append("never"))
+    dropped.cancel()
+    assert clock.pending() == 2
+    clock.advance(1.0)
+    assert fired == ["a"]
+    assert clock.now() == 101.0
+    clock.advance(5.0)
+    assert fired == ["a", "b"]
+    assert clock.pending() == 0
+
+
+def test_system_clock_runs_timers_on_one_thread_that_ends_when_idle() -> None:
+    clock = SystemClock()
+    fired = threading.Event()
+    names: list[str] = []
+
+    def note() -> None:
+        names.append(threading.current_thread().name)
+        fired.set()
+
+    cancelled = clock.call_later(0.01, lambda: names.append("cancelled"))
+    cancelled.cancel()
+    cancelled.cancel()  # twice is harmless
+    clock.call_later(0.02, note)
+    assert fired.wait(5)
+    deadline = time.monotonic() + 5
+    while any(t.name == names[0] for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert "cancelled" not in names
+    assert not any(t.name == names[0] for t in threading.enumerate())
+    assert clock.now() <= time.monotonic()

@@ -1,0 +1,75 @@
+"""Every example under examples/ runs, as a user would run it, and says what it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(name: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # the library prints nothing unless logging is configured
+    return done.stdout
+
+
+def test_every_example_is_tested() -> None:
+    tested = {"supervision_tree.py", "executor_service.py", "simulate_policy.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+@pytest.mark.slow
+def test_supervision_tree_survives_injected_failures() -> None:
+    out = run("supervision_tree.py")
+    for line in (
+        "app/ticker: attempt 1 failed exited with code 3",
+        "app/ticker: attempt 2 started",
+        "asking counter: attempt 1, request 1",
+        "app/counter: attempt 1 failed RuntimeError: injected failure",
+        "asking counter: attempt 2, request 1",
+        "app/db: cache ended; restarting pool, cache",
+        "app/db/pool: attempt 1 cancelled terminated by its owner",
+        "asking db/cache: attempt 2, request 1",
+        "app: stopped (stopped)",
+    ):
+        assert line in out, line
+    # Shutdown runs in reverse start order: db's children, then counter, then ticker.
+    tail = out[out.index("stopping the tree") :]
+    order = [tail.index(f"app/{c}: finished") for c in ("db/cache", "db/pool", "counter", "ticker")]
+    assert order == sorted(order)
+
+
+def test_executor_service_runs_all_three_kinds() -> None:
+    out = run("executor_service.py")
+    assert "count   -> 4" in out
+    assert "fetch   -> fetched after 0.05s" in out
+    assert "compute -> succeeded exit code 0" in out
+    assert "broken  -> task 'broken' ended failed: exited with code 2" in out
+    assert "hook  rejected  (duplicate_id) duplicate task id 'count'" in out
+    for task, phase in (("count", "succeeded"), ("fetch", "succeeded"), ("broken", "failed")):
+        assert f"hook  finished  {task}: {phase}" in out
+        assert out.index(f"hook  accepted  {task}") < out.index(f"hook  started   {task}")
+        assert out.index(f"hook  started   {task}") < out.index(f"hook  finished  {task}")
+
+
+def test_simulate_policy_shows_escalation() -> None:
+    out = run("simulate_policy.py")
+    assert (
+        "GIVE UP  app/db: reached max restart intensity: more than 2 restart(s) within 10s" in out
+    )
+    assert "decide   app restarts db after 0.500s" in out
+    assert "start    db/cache (start #4)" in out
+    assert "skipped  timeout api: the tree has stopped" in out
+    assert "gave up: True" in out
+    assert "api        exhausted  starts=1 running=False" in out

@@ -1,0 +1,364 @@
+"""Each task kind, really run: success, failure, timeout, cancel, deliver, abandonment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import (
+    Recorder,
+    adouble,
+    aecho,
+    afail,
+    asleep,
+    double,
+    echo,
+    fail,
+    stubborn,
+    until_cancelled,
+)
+from taskvisor.actors import (
+    AttemptFinished,
+    AttemptStarted,
+    ExecutorService,
+    ManualClock,
+    TaskAccepted,
+    TaskFailedError,
+    TaskFinished,
+    TaskPhase,
+    TaskSpec,
+    TaskStarted,
+    Unsupported,
+    resolve_target,
+)
+from taskvisor.actors._executors import describe_exit
+
+PY = sys.executable
+
+
+def ok_spec(kind: str) -> TaskSpec:
+    if kind == "call":
+        return TaskSpec(name="ok", target=double, args=[21])
+    if kind == "async":
+        return TaskSpec(name="ok", kind="async", target=adouble, args=[21])
+    return TaskSpec(name="ok", kind="subprocess", command=[PY, "-c", "pass"])
+
+
+def fail_spec(kind: str) -> TaskSpec:
+    if kind == "call":
+        return TaskSpec(name="bad", target=fail)
+    if kind == "async":
+        return TaskSpec(name="bad", kind="async", target=afail)
+    return TaskSpec(name="bad", kind="subprocess", command=[PY, "-c", "raise SystemExit(3)"])
+
+
+def long_spec(kind: str, **extra: object) -> TaskSpec:
+    if kind == "call":
+        return TaskSpec(name="long", target=until_cancelled, **extra)  # type: ignore[arg-type]
+    if kind == "async":
+        return TaskSpec(name="long", kind="async", target=asleep, **extra)  # type: ignore[arg-type]
+    return TaskSpec(name="long", kind="subprocess", command=["sleep", "60"], **extra)  # type: ignore[arg-type]
+
+
+KINDS = ["call", "async", "subprocess"]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def service(recorder: Recorder) -> Iterator[ExecutorService]:
+    with ExecutorService(hooks=[recorder]) as svc:
+        yield svc
+
+
+def wait_started(handle: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not handle.runs():  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "task never started"
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_success(kind: str, service: ExecutorService, recorder: Recorder) -> None:
+    handle = service.submit(ok_spec(kind))
+    task = handle.wait(10)
+    assert task.status.phase is TaskPhase.SUCCEEDED
+    assert task.status.attempt == 1
+    if kind == "subprocess":
+        assert task.status.exit_code == 0
+    else:
+        assert handle.result() == 42
+    (run,) = handle.runs()
+    assert run.phase is TaskPhase.SUCCEEDED
+    assert run.finished_at is not None
+    assert run.finished_at >= run.started_at
+    service.shutdown()
+    assert recorder.per_task() == {"ok": ["accepted", "started", "finished"]}
+    kinds = [type(e) for e in recorder.events]
+    assert kinds == [TaskAccepted, AttemptStarted, TaskStarted, AttemptFinished, TaskFinished]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_failure(kind: str, service: ExecutorService) -> None:
+    handle = service.submit(fail_spec(kind))
+    task = handle.wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    if kind == "subprocess":
+        assert task.status.exit_code == 3
+        assert task.status.error == "exited with code 3"
+    else:
+        assert "ValueError: boom" in (task.status.error or "")
+        assert "Traceback" in (task.status.error or "")
+    with pytest.raises(TaskFailedError, match="ended failed"):
+        handle.result()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_timeout_uses_the_injected_clock(kind: str, recorder: Recorder) -> None:
+    clock = ManualClock()
+    with ExecutorService(hooks=[recorder], clock=clock) as svc:
+        handle = svc.submit(long_spec(kind, timeout=5.0))
+        wait_started(handle)
+        clock.advance(4.9)
+        assert not handle.done()
+        clock.advance(0.2)
+        task = handle.wait(10)
+    assert task.status.phase is TaskPhase.TIMEOUT
+    assert task.status.error == "timed out after 5.0s"
+    assert handle.runs()[-1].phase is TaskPhase.TIMEOUT
+    if kind == "subprocess":
+        assert task.status.exit_code == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cancel_while_running(kind: str, service: ExecutorService, recorder: Recorder) -> None:
+    handle = service.submit(long_spec(kind))
+    wait_started(handle)
+    handle.cancel()
+    task = handle.wait(10)
+    assert task.status.phase is TaskPhase.CANCELLED
+    assert task.status.error == "cancelled"
+    service.shutdown()
+    assert recorder.per_task()["long"] == ["accepted", "started", "finished"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cancel_before_start_finishes_without_started(kind: str, recorder: Recorder) -> None:
+    release = threading.Event()
+    with ExecutorService(hooks=[recorder], max_running=1) as svc:
+        blocker = svc.submit(TaskSpec(name="blocker", target=stubborn, args=[release]))
+        queued = svc.submit(ok_spec(kind))
+        assert queued.status().status.phase is TaskPhase.PENDING
+        queued.cancel()
+        task = queued.wait(10)
+        release.set()
+        blocker.wait(10)
+    assert task.status.phase is TaskPhase.CANCELLED
+    assert task.status.attempt == 0
+    assert queued.runs() == ()
+    assert recorder.per_task()["ok"] == ["accepted", "finished"]
+
+
+def test_queued_task_starts_when_a_slot_frees(recorder: Recorder) -> None:
+    release = threading.Event()
+    with ExecutorService(hooks=[recorder], max_running=1) as svc:
+        first = svc.submit(TaskSpec(name="first", target=stubborn, args=[release]))
+        second = svc.submit(ok_spec("call"))
+        wait_started(first)
+        assert second.status().status.phase is TaskPhase.PENDING
+        release.set()
+        assert second.result(10) == 42
+        assert first.result(10) == "late"
+
+
+@pytest.mark.parametrize(("kind", "target"), [("call", echo), ("async", aecho)])
+def test_deliver_and_ask(kind: str, target: object, service: ExecutorService) -> None:
+    handle = service.submit(TaskSpec(name="echo", kind=kind, target=target))  # type: ignore[arg-type]
+    assert handle.ask("ping", timeout=10) == ("echo", 1, "ping")
+    assert handle.result(10) == "answered"
+
+
+def test_deliver_plain_message(service: ExecutorService) -> None:
+    def take(ctx: object) -> object:
+        return ctx.receive(10)  # type: ignore[attr-defined]
+
+    handle = service.submit(TaskSpec(name="take", target=take))
+    handle.deliver({"n": 1})
+    assert handle.result(10) == {"n": 1}
+
+
+def test_subprocess_takes_no_messages(service: ExecutorService) -> None:
+    handle = service.submit(long_spec("subprocess"))
+    with pytest.raises(Unsupported, match="task kind 'subprocess' does not accept messages"):
+        handle.deliver("hello")
+    handle.cancel()
+    handle.wait(10)
+
+
+def test_subprocess_signal_death_is_negative_exit_code(service: ExecutorService) -> None:
+    spec = TaskSpec(
+        name="die", kind="subprocess", command=[PY, "-c", "import os; os.kill(os.getpid(), 9)"]
+    )
+    task = service.submit(spec).wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    assert task.status.exit_code == -9
+    assert task.status.error == "killed by SIGKILL"
+
+
+def test_subprocess_ignoring_sigterm_is_killed_after_grace(service: ExecutorService) -> None:
+    code = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    spec = TaskSpec(name="deaf", kind="subprocess", command=[PY, "-c", code], shutdown=0.3)
+    handle = service.submit(spec)
+    wait_started(handle)
+    time.sleep(0.3)  # let the interpreter install its handler before the signal
+    handle.cancel()
+    task = handle.wait(10)
+    assert task.status.phase is TaskPhase.CANCELLED
+    assert task.status.exit_code == -signal.SIGKILL
+
+
+def test_subprocess_cancel_kills_the_whole_process_group(
+    service: ExecutorService, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; wait"
+    handle = service.submit(TaskSpec(name="tree", kind="subprocess", command=["sh", "-c", script]))
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    grandchild = int(pid_file.read_text())
+    handle.cancel()
+    handle.wait(10)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{grandchild}").exists():
+        status = Path(f"/proc/{grandchild}/status").read_text()
+        if "zombie" in status:  # reaped by init soon; it is dead
+            break
+        assert time.monotonic() < deadline, "grandchild survived its group's cancel"
+        time.sleep(0.01)
+
+
+def test_subprocess_env_cwd_and_shell(service: ExecutorService, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    spec = TaskSpec(
+        name="env",
+        kind="subprocess",
+        command=[f'echo "$GREETING" > {out.name}; pwd >> {out.name}'],
+        shell=True,
+        env={"GREETING": "hello"},
+        cwd=str(tmp_path),
+    )
+    assert service.submit(spec).wait(10).status.phase is TaskPhase.SUCCEEDED
+    assert out.read_text().split() == ["hello", str(tmp_path)]
+
+
+def test_subprocess_missing_program_fails_without_starting(
+    service: ExecutorService, recorder: Recorder
+) -> None:
+    spec = TaskSpec(name="nope", kind="subprocess", command=["/nonexistent/program"])
+    task = service.submit(spec).wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    assert "FileNotFoundError" in (task.status.error or "")
+    service.shutdown()
+    assert recorder.per_task()["nope"] == ["accepted", "finished"]
+
+
+def test_call_ignoring_cancel_is_abandoned_and_does_not_block_shutdown(
+    recorder: Recorder,
+) -> None:
+    release = threading.Event()
+    try:
+        svc = ExecutorService(hooks=[recorder])
+        spec = TaskSpec(name="deaf", target=stubborn, args=[release], shutdown=0.1)
+        handle = svc.submit(spec)
+        wait_started(handle)
+        handle.cancel()
+        task = handle.wait(10)
+        assert task.status.phase is TaskPhase.CANCELLED
+        assert "abandoned" in (task.status.error or "")
+        assert "within its 0.1s grace" in (task.status.error or "")
+        still = svc.submit(TaskSpec(name="deaf2", target=stubborn, args=[release], shutdown=0.1))
+        wait_started(still)
+        started = time.monotonic()
+        svc.shutdown(timeout=10)
+        assert time.monotonic() - started < 5  # shutdown waited out the grace, not the work
+        assert still.wait(0).status.phase is TaskPhase.CANCELLED
+    finally:
+        release.set()
+
+
+def test_brutal_shutdown_abandons_at_once(service: ExecutorService) -> None:
+    release = threading.Event()
+    try:
+        spec = TaskSpec(name="deaf", target=stubborn, args=[release], shutdown="brutal")
+        handle = service.submit(spec)
+        wait_started(handle)
+        handle.cancel()
+        assert "did not stop at once" in (handle.wait(10).status.error or "")
+    finally:
+        release.set()
+
+
+def test_string_targets_resolve_and_fail_clearly(service: ExecutorService) -> None:
+    ok = service.submit(TaskSpec(name="repr", target="builtins:repr"))
+    assert ok.result(10).startswith("<taskvisor.actors.TaskContext")
+    missing = service.submit(TaskSpec(name="missing", target="no_such_module_xyz:run")).wait(10)
+    assert missing.status.phase is TaskPhase.FAILED
+    assert "cannot import module 'no_such_module_xyz'" in (missing.status.error or "")
+    attr = service.submit(TaskSpec(name="attr", target="json:no_such_function")).wait(10)
+    assert "module 'json' has no attribute 'no_such_function'" in (attr.status.error or "")
+
+
+def test_resolve_target_errors() -> None:
+    assert resolve_target("os.path:join") is os.path.join
+    with pytest.raises(ImportError, match="is not callable"):
+        resolve_target("os:sep")
+    with pytest.raises(ValueError, match="expected a callable"):
+        resolve_target("no-colon")
+
+
+def test_async_target_must_be_a_coroutine_function(service: ExecutorService) -> None:
+    task = service.submit(TaskSpec(name="sync", kind="async", target=double, args=[1])).wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    assert "needs a coroutine function" in (task.status.error or "")
+
+
+def test_progress_is_reported(service: ExecutorService, recorder: Recorder) -> None:
+    def work(ctx: object) -> int:
+        for i in range(3):
+            ctx.report(i)  # type: ignore[attr-defined]
+        return 3
+
+    assert service.submit(TaskSpec(name="p", target=work)).result(10) == 3
+    service.shutdown()
+    values = [e.value for e in recorder.events if type(e).__name__ == "AttemptProgress"]
+    assert values == [0, 1, 2]
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(0) == "exited with code 0"
+    assert describe_exit(-15) == "killed by SIGTERM"
+    assert describe_exit(-200) == "killed by signal 200"
+
+
+def test_unsupported_reconcile_names_the_kind() -> None:
+    from taskvisor.actors import CallExecutor, Mailbox, Task, TaskContext
+
+    task = Task.new("t", ok_spec("call"))
+    ctx = TaskContext("t", 1, Mailbox(), sink=None)  # type: ignore[arg-type]
+    with pytest.raises(Unsupported, match="kind 'call' does not support reconcile"):
+        CallExecutor().reconcile(task, ctx)

@@ -1,0 +1,397 @@
+"""The task model: state machines against an independent model, and spec validation."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from tests.strategies import phases, states, task_specs
+
+from taskvisor.actors import (
+    IllegalTransition,
+    InvalidData,
+    InvalidSpec,
+    ObjectMeta,
+    Restart,
+    Task,
+    TaskPhase,
+    TaskRecord,
+    TaskRun,
+    TaskSpec,
+    TaskState,
+    TaskStatus,
+    now_ms,
+    to_data,
+)
+
+# The legal moves, written out from the design rather than taken from the code.
+TERMINAL = {"succeeded", "failed", "timeout", "cancelled", "exhausted"}
+ALL = {"pending", "running", *TERMINAL}
+
+
+def legal(src: str, dst: str) -> bool:
+    """pending -> running | cancelled; running -> any terminal; terminal -> running."""
+    if src == "pending":
+        return dst in {"running", "cancelled"}
+    if src == "running":
+        return dst in TERMINAL
+    assert src in TERMINAL
+    return dst == "running"
+
+
+def test_independent_table_matches_the_enums() -> None:
+    for src in ALL:
+        for dst in ALL:
+            assert TaskPhase(src).can_transition_to(TaskPhase(dst)) is legal(src, dst)
+            assert TaskState(src).can_transition_to(TaskState(dst)) is legal(src, dst)
+
+
+def snapshot(obj: Any) -> str:
+    return json.dumps(to_data(obj), sort_keys=True)
+
+
+# --------------------------------------------------------------------------- Task
+
+
+class TaskMachine(RuleBasedStateMachine):
+    """Drive a real ``Task`` and a naive model side by side."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = 1_000
+        spec = TaskSpec(name="job", target="json:dumps", labels={"team": "a"})
+        self.task = Task.new("job-1", spec, now=self.clock)
+        self.phase = "pending"
+        self.attempt = 0
+        self.version = 1
+        self.error: str | None = None
+        self.exit_code: int | None = None
+        self.updated_at = self.clock
+
+    def tick(self) -> int:
+        self.clock += 7
+        return self.clock
+
+    def accepted(self, now: int) -> None:
+        before = self.version
+        self.version += 1
+        assert self.task.metadata.resource_version > before
+        self.updated_at = now
+
+    @rule()
+    def start(self) -> None:
+        before = snapshot(self.task)
+        now = self.tick()
+        if legal(self.phase, "running"):
+            self.task.transition_starting(now=now)
+            self.phase, self.attempt = "running", self.attempt + 1
+            self.error = self.exit_code = None
+            self.accepted(now)
+        else:
+            with pytest.raises(IllegalTransition, match="cannot start attempt"):
+                self.task.transition_starting(now=now)
+            assert snapshot(self.task) == before
+
+    @rule(
+        phase=phases,
+        error=st.none() | st.text(max_size=10),
+        exit_code=st.none() | st.integers(-9, 255),
+    )
+    def finish(self, phase: TaskPhase, error: str | None, exit_code: int | None) -> None:
+        before = snapshot(self.task)
+        now = self.tick()
+        if phase.value in TERMINAL and legal(self.phase, phase.value):
+            self.task.transition_finished(phase, error, exit_code, now=now)
+            self.phase, self.error, self.exit_code = phase.value, error, exit_code
+            self.accepted(now)
+        else:
+            with pytest.raises(IllegalTransition, match=repr(phase.value)):
+                self.task.transition_finished(phase, error, exit_code, now=now)
+            assert snapshot(self.task) == before
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        status = self.task.status
+        assert status.phase.value == self.phase
+        assert status.attempt == self.attempt
+        assert status.error == self.error
+        assert status.exit_code == self.exit_code
+        assert self.task.metadata.resource_version == self.version
+        assert self.task.metadata.updated_at == self.updated_at
+        assert self.task.metadata.created_at == 1_000
+        assert self.task.spec.name == "job"
+
+
+TestTaskMachine = TaskMachine.TestCase
+TestTaskMachine.settings = settings(max_examples=60, stateful_step_count=30)
+
+
+# --------------------------------------------------------------------------- TaskRun
+
+
+@settings(max_examples=80)
+@given(attempt=st.integers(1, 50), moves=st.lists(phases, max_size=6))
+def test_run_finishes_once_into_a_terminal_phase(attempt: int, moves: list[TaskPhase]) -> None:
+    run = TaskRun.starting(attempt, now=10)
+    assert run.is_active
+    assert run.phase is TaskPhase.RUNNING
+    assert run.finished_at is None
+    active, closed_as = True, None
+    for step, phase in enumerate(moves):
+        before = snapshot(run)
+        if active and phase.is_terminal:
+            run.finish(phase, f"e{step}", step, now=100 + step)
+            active, closed_as = False, (phase, f"e{step}", step, 100 + step)
+        else:
+            with pytest.raises(IllegalTransition, match=f"run {attempt}"):
+                run.finish(phase, "x", 1, now=999)
+            assert snapshot(run) == before
+        assert run.is_active is active
+    if closed_as is not None:
+        assert (run.phase, run.error, run.exit_code, run.finished_at) == closed_as
+    assert run.attempt == attempt
+    assert run.started_at == 10
+
+
+# --------------------------------------------------------------------------- TaskRecord
+
+
+@settings(max_examples=150)
+@given(moves=st.lists(states, max_size=25))
+def test_record_transitions_agree_with_model(moves: list[TaskState]) -> None:
+    record = TaskRecord.new("rec", now=5)
+    state, attempts = "pending", 0
+    started: int | None = None
+    finished: int | None = None
+    updated = 5
+    record.error = "old error"
+    for now, target in enumerate(moves, start=10):
+        before = snapshot(record)
+        ok = record.transition(target, now=now)
+        assert ok is legal(state, target.value)
+        if not ok:
+            assert snapshot(record) == before
+            continue
+        state, updated = target.value, now
+        if target is TaskState.RUNNING:
+            attempts, started, finished = attempts + 1, now, None
+            assert record.error is None
+        else:
+            finished = now
+        assert record.state.value == state
+        assert record.attempts == attempts
+        assert (record.started_at, record.finished_at, record.updated_at) == (
+            started,
+            finished,
+            updated,
+        )
+    assert record.created_at == 5
+    assert record.attempts == sum(move is TaskState.RUNNING for move in _accepted(moves))
+
+
+def _accepted(moves: list[TaskState]) -> list[TaskState]:
+    state, out = "pending", []
+    for move in moves:
+        if legal(state, move.value):
+            state = move.value
+            out.append(move)
+    return out
+
+
+def test_record_transition_keeps_output_and_clears_error_on_restart() -> None:
+    record = TaskRecord.new("r", now=1)
+    assert record.transition(TaskState.RUNNING, now=2)
+    record.output, record.error = {"a": 1}, "boom"
+    assert record.transition(TaskState.FAILED, now=5)
+    assert record.error == "boom"
+    assert record.duration_millis() == 3
+    assert record.transition(TaskState.RUNNING, now=9)
+    assert record.error is None
+    assert record.finished_at is None
+    assert record.attempts == 2
+    assert record.output == {"a": 1}
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_task_new_and_parts() -> None:
+    spec = TaskSpec(name="web", target="json:dumps", labels={"tier": "front"})
+    task = Task.new("web-1", spec, now=42)
+    meta, got_spec, status = task.into_parts()
+    assert task.id == "web-1"
+    assert got_spec is spec
+    assert meta == ObjectMeta(
+        id="web-1", name="web", labels={"tier": "front"}, created_at=42, updated_at=42
+    )
+    assert status == TaskStatus(phase=TaskPhase.PENDING, attempt=0)
+
+
+def test_task_stamps_wall_clock_when_now_is_omitted() -> None:
+    before = now_ms()
+    task = Task.new("t", TaskSpec(name="t", target="json:dumps"))
+    task.transition_starting()
+    after = now_ms()
+    assert before <= task.metadata.created_at <= task.metadata.updated_at <= after
+    assert abs(now_ms() - time.time() * 1000) < 1000
+
+
+def test_finish_rejects_non_terminal_phase_by_name() -> None:
+    task = Task.new("t", TaskSpec(name="t", target="json:dumps"), now=1)
+    task.transition_starting(now=2)
+    with pytest.raises(IllegalTransition, match="'pending', which is not a terminal phase"):
+        task.transition_finished(TaskPhase.PENDING, now=3)
+    with pytest.raises(IllegalTransition, match="'running', which is not a terminal phase"):
+        task.transition_finished(TaskPhase.RUNNING, now=3)
+
+
+def test_pending_task_can_only_be_cancelled() -> None:
+    task = Task.new("t", TaskSpec(name="t", target="json:dumps"), now=1)
+    with pytest.raises(IllegalTransition, match="from 'pending' to 'failed'"):
+        task.transition_finished(TaskPhase.FAILED, now=2)
+    task.transition_finished(TaskPhase.CANCELLED, "stopped early", now=3)
+    assert task.status == TaskStatus(phase=TaskPhase.CANCELLED, attempt=0, error="stopped early")
+    assert task.metadata.resource_version == 2
+
+
+@pytest.mark.parametrize("phase", list(TaskPhase))
+def test_is_terminal_and_is_abnormal(phase: TaskPhase) -> None:
+    assert phase.is_terminal is (phase.value in TERMINAL)
+    assert TaskState.of(phase).is_terminal is phase.is_terminal
+    assert TaskState.of(phase).value == phase.value
+    assert phase.is_abnormal is (phase.value in {"failed", "timeout", "exhausted"})
+
+
+def test_duration_millis() -> None:
+    record = TaskRecord.new("d", now=100)
+    assert record.duration_millis() is None
+    record.transition(TaskState.RUNNING, now=150)
+    assert record.duration_millis() is None
+    record.transition(TaskState.SUCCEEDED, now=400)
+    assert record.duration_millis() == 250
+    clock_went_back = TaskRecord(id="d", started_at=500, finished_at=400)
+    assert clock_went_back.duration_millis() == 0
+
+
+def test_object_meta_bumped() -> None:
+    meta = ObjectMeta(id="a", name="a", resource_version=3, created_at=1, updated_at=1)
+    assert meta.bumped(9) == attrs.evolve(meta, resource_version=4, updated_at=9)
+
+
+def test_spec_targets_compare_by_import_path() -> None:
+    assert TaskSpec(name="a", target=json.dumps) == TaskSpec(name="a", target="json:dumps")
+    assert TaskSpec(name="a", target=json.dumps) != TaskSpec(name="a", target="json:loads")
+
+
+def test_spec_defaults() -> None:
+    spec = TaskSpec(name="a", target="json:dumps")
+    assert (spec.kind, spec.restart, spec.shutdown, spec.timeout) == (
+        "call",
+        Restart.PERMANENT,
+        5.0,
+        None,
+    )
+    assert (spec.shell, spec.significant, spec.args, spec.kwargs) == (False, False, (), {})
+
+
+GOOD: dict[str, Any] = {"name": "job", "target": "json:dumps"}
+SUB: dict[str, Any] = {"name": "job", "kind": "subprocess", "command": ["true"]}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        (
+            {**GOOD, "restart": "always"},
+            "restart",
+            "restart: expected one of permanent, transient, temporary, got 'always'",
+        ),
+        ({**GOOD, "name": ""}, "name", "name: expected a non-empty name"),
+        ({**GOOD, "name": "-job"}, "name", "(not starting with punctuation), got '-job'"),
+        ({**GOOD, "name": "a b"}, "name", "got 'a b'"),
+        ({"name": "job"}, "target", "target: a 'call' task needs a target, got None"),
+        ({"name": "job", "kind": "async"}, "target", "target: a 'async' task needs a target"),
+        (
+            {**GOOD, "target": "json.dumps"},
+            "target",
+            "target: expected a callable or a 'package.module:function' string, got 'json.dumps'",
+        ),
+        ({**GOOD, "target": 5}, "target", "got 5"),
+        ({**GOOD, "args": "abc"}, "args", "args: expected a list or tuple of arguments"),
+        ({**GOOD, "kwargs": {1: 2}}, "kwargs", "kwargs: expected a mapping with string keys"),
+        ({**GOOD, "command": ["ls"]}, "command", "command: a 'call' task takes no command"),
+        ({**SUB, "command": "ls -l"}, "command", "a string is a shell command"),
+        ({**SUB, "command": []}, "command", "command: expected a non-empty list of strings"),
+        ({**SUB, "command": ["ls", 3]}, "command", "expected a non-empty list of strings"),
+        ({**SUB, "command": None}, "command", "a 'subprocess' task needs a command"),
+        ({**SUB, "target": "json:dumps"}, "target", "a 'subprocess' task takes no target"),
+        (
+            {**SUB, "command": ["ls", "-l"], "shell": True},
+            "command",
+            "with shell=True give exactly one command string",
+        ),
+        ({**GOOD, "shell": True}, "shell", "shell: only a 'subprocess' task can use a shell"),
+        ({**SUB, "shell": "yes"}, "shell", "shell: expected true or false, got 'yes'"),
+        ({**GOOD, "significant": 1}, "significant", "significant: expected true or false, got 1"),
+        ({**GOOD, "timeout": 0}, "timeout", "timeout: expected a number of seconds > 0"),
+        ({**GOOD, "timeout": -1.5}, "timeout", "got -1.5"),
+        ({**GOOD, "timeout": True}, "timeout", "got True"),
+        ({**GOOD, "shutdown": -1}, "shutdown", "shutdown: expected a grace in seconds >= 0"),
+        ({**GOOD, "shutdown": "soft"}, "shutdown", "or 'brutal', got 'soft'"),
+        ({**GOOD, "labels": {"a": 1}}, "labels", "labels: expected a mapping of strings"),
+        ({**SUB, "env": {"A": 1}}, "env", "env: expected a mapping of strings to strings"),
+        ({**GOOD, "cwd": 5}, "cwd", "cwd: expected a directory path string or None, got 5"),
+        ({**GOOD, "kind": ""}, "kind", "kind: expected a task kind name, got ''"),
+    ],
+)
+def test_spec_validation_names_the_field(kwargs: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        TaskSpec(**kwargs)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"{field}: ")
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+
+
+def test_spec_evolve_validates() -> None:
+    spec = TaskSpec(name="a", target="json:dumps")
+    assert spec.evolve(restart="transient").restart is Restart.TRANSIENT
+    with pytest.raises(InvalidSpec, match="restart: expected one of"):
+        spec.evolve(restart="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: TaskRun(attempt=0), "attempt: expected an integer >= 1, got 0"),
+        (lambda: TaskStatus(attempt=-1), "attempt: expected an integer >= 0, got -1"),
+        (lambda: TaskStatus(attempt=True), "attempt: expected an integer >= 0, got True"),
+        (
+            lambda: ObjectMeta(id="a", name="a", resource_version=0),
+            "resource_version: expected an integer >= 1, got 0",
+        ),
+        (lambda: TaskRecord(id="a", attempts=-2), "attempts: expected an integer >= 0, got -2"),
+    ],
+)
+def test_counters_are_validated(build: Any, message: str) -> None:
+    with pytest.raises(InvalidData, match=message):
+        build()
+
+
+@settings(max_examples=60)
+@given(spec=task_specs())
+def test_generated_specs_are_self_consistent(spec: TaskSpec) -> None:
+    assert spec == spec.evolve()
+    if spec.kind == "subprocess":
+        assert spec.command
+        assert spec.target is None
+    else:
+        assert spec.target is not None
+        assert spec.command is None
+        assert not spec.shell

@@ -1,0 +1,192 @@
+"""ExecutorService: submissions, rejections, ordering under load, shutdown, resume."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import Recorder, double, fail, stubborn, until_cancelled
+from taskvisor.actors import (
+    ExecutorService,
+    RejectReason,
+    SqliteStore,
+    SubmissionError,
+    TaskPhase,
+    TaskRecord,
+    TaskRejected,
+    TaskRun,
+    TaskSpec,
+    TaskState,
+    WaitTimeout,
+)
+
+
+def test_rejections_carry_a_reason_and_no_task_id() -> None:
+    rec = Recorder()
+    release = threading.Event()
+    with ExecutorService(hooks=[rec], max_tasks=1) as svc:
+        with pytest.raises(SubmissionError) as invalid:
+            svc.submit({"name": "x", "target": "json:dumps", "restart": "always"})
+        assert invalid.value.reason is RejectReason.INVALID_SPEC
+        assert "spec.restart: expected one of permanent, transient, temporary" in str(invalid.value)
+        with pytest.raises(SubmissionError) as unknown_kind:
+            svc.submit(TaskSpec(name="k", kind="quantum", target=double))
+        assert unknown_kind.value.reason is RejectReason.INVALID_SPEC
+        busy = svc.submit(TaskSpec(name="busy", target=stubborn, args=[release]))
+        with pytest.raises(SubmissionError) as full:
+            svc.submit(TaskSpec(name="more", target=double, args=[1]))
+        assert full.value.reason is RejectReason.CAPACITY
+        release.set()
+        busy.wait(10)
+        with pytest.raises(SubmissionError) as dup:
+            svc.submit(TaskSpec(name="busy", target=double, args=[1]))
+        assert dup.value.reason is RejectReason.DUPLICATE_ID
+        assert svc.submit(TaskSpec(name="more", target=double, args=[1])).result(10) == 2
+    with pytest.raises(SubmissionError) as closed:
+        svc.submit(TaskSpec(name="late", target=double, args=[1]))
+    assert closed.value.reason is RejectReason.SHUTTING_DOWN
+    rejected = [e for e in rec.events if isinstance(e, TaskRejected)]
+    assert [e.reason for e in rejected] == [
+        RejectReason.INVALID_SPEC,
+        RejectReason.INVALID_SPEC,
+        RejectReason.CAPACITY,
+        RejectReason.DUPLICATE_ID,
+    ]  # the one after shutdown is rejected too, but the bus has stopped
+    assert not hasattr(rejected[0], "task_id")
+    assert set(rec.per_task()) == {"busy", "more"}
+
+
+def test_handle_views_and_explicit_ids() -> None:
+    with ExecutorService() as svc:
+        h1 = svc.submit(TaskSpec(name="same", target=double, args=[1]), id="one")
+        h2 = svc.submit(TaskSpec(name="same", target=double, args=[2]), id="two")
+        assert (h1.result(10), h2.result(10)) == (2, 4)
+        assert svc.get("two") is h2
+        assert svc.handles() == [h1, h2]
+        assert h1.status().metadata.id == "one"
+        assert h1.status().metadata.name == "same"
+        assert h1.done()
+        assert "done" in repr(h1)
+        slow = svc.submit(TaskSpec(name="slow", target=until_cancelled))
+        with pytest.raises(WaitTimeout):
+            slow.wait(0.01)
+        assert slow.status().status.phase in (TaskPhase.PENDING, TaskPhase.RUNNING)
+
+
+OUTCOMES = st.sampled_from(["ok", "fail", "cancel"])
+
+
+@settings(max_examples=15)
+@given(plan=st.lists(st.lists(OUTCOMES, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_many_submitters_keep_per_task_order(plan: list[list[str]]) -> None:
+    """Tasks from several threads with random outcomes: hooks see a lawful order."""
+    first, second = Recorder(), Recorder()
+    expected: dict[str, TaskPhase] = {}
+    with ExecutorService(hooks=[first, second]) as svc:
+
+        def submit_all(n: int, outcomes: list[str]) -> None:
+            for i, outcome in enumerate(outcomes):
+                name = f"t{n}-{i}"
+                if outcome == "ok":
+                    spec = TaskSpec(name=name, target=double, args=[i])
+                    expected[name] = TaskPhase.SUCCEEDED
+                elif outcome == "fail":
+                    spec = TaskSpec(name=name, target=fail)
+                    expected[name] = TaskPhase.FAILED
+                else:
+                    spec = TaskSpec(name=name, target=until_cancelled)
+                    expected[name] = TaskPhase.CANCELLED
+                handle = svc.submit(spec)
+                if outcome == "cancel":
+                    handle.cancel()
+
+        threads = [
+            threading.Thread(target=submit_all, args=(n, outcomes))
+            for n, outcomes in enumerate(plan)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name, phase in expected.items():
+            assert svc.get(name).wait(10).status.phase is phase
+    assert first.events == second.events
+    assert first.calls == second.calls
+    for name, calls in first.per_task().items():
+        assert calls[0] == "accepted"
+        assert calls.count("finished") == 1
+        assert calls[-1] == "finished"
+        assert calls in (["accepted", "started", "finished"], ["accepted", "finished"])
+        if expected[name] is not TaskPhase.CANCELLED:
+            assert "started" in calls
+    finished = {arg[0]: arg[1] for name, arg in first.calls if name == "finished"}
+    assert finished == expected
+
+
+def test_shutdown_cancels_running_tasks_and_returns_when_all_is_gone(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "tasks.db")
+    rec = Recorder()
+    svc = ExecutorService(hooks=[rec], store=store)
+    handles = [
+        svc.submit(TaskSpec(name="call", target=until_cancelled)),
+        svc.submit(TaskSpec(name="proc", kind="subprocess", command=["sleep", "60"])),
+    ]
+    svc.shutdown()
+    store.close()
+    for handle in handles:
+        assert handle.wait(0).status.phase is TaskPhase.CANCELLED
+    open_files = {
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    }
+    assert not any(str(tmp_path) in path for path in open_files)
+    assert sorted(c for c in rec.calls if c[0] == "finished") == [
+        ("finished", ("call", TaskPhase.CANCELLED)),
+        ("finished", ("proc", TaskPhase.CANCELLED)),
+    ]
+    # shutdown joined what it started: no taskvisor thread is left, at once
+    assert [t.name for t in threading.enumerate() if t.name.startswith("taskvisor")] == []
+
+
+def test_records_are_persisted_and_resume_skips_finished_work(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    with SqliteStore(path) as store, ExecutorService(store=store) as svc:
+        assert svc.submit(TaskSpec(name="done", target=double, args=[21])).result(10) == 42
+        record = store.get("done")
+        assert record is not None
+        assert record.state is TaskState.SUCCEEDED
+        assert record.output == 42
+        assert record.attempts == 1
+        assert [r.phase for r in record.runs] == [TaskPhase.SUCCEEDED]
+        # A record left RUNNING by a process that died.
+        lost = TaskRecord.new("lost")
+        lost.transition(TaskState.RUNNING)
+        lost.runs.append(TaskRun.starting(1))
+        store.put(lost)
+    calls: list[int] = []
+
+    def counting(ctx: object, x: int) -> int:
+        calls.append(x)
+        return x
+
+    rec = Recorder()
+    with SqliteStore(path) as store, ExecutorService(store=store, hooks=[rec]) as svc:
+        again = svc.submit(TaskSpec(name="done", target=counting, args=[1]))
+        assert again.result(10) == 42  # restored, not re-run
+        rerun = svc.submit(TaskSpec(name="lost", target=counting, args=[7]))
+        assert rerun.result(10) == 7
+        runs = rerun.runs()
+        record = store.get("lost")
+    assert calls == [7]
+    assert rec.per_task()["done"] == ["accepted", "finished"]
+    assert record is not None
+    assert record.attempts == 2
+    assert record.runs[0].phase is TaskPhase.FAILED
+    assert "lost" in (record.runs[0].error or "")
+    assert runs[-1].attempt == 2

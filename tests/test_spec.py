@@ -1,0 +1,411 @@
+"""Supervisor specs: validation at construction, and the config-data round trip."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import tomllib
+from typing import Any
+
+import pytest
+
+from taskvisor.actors import InvalidSpec, Restart, TaskPhase, TaskSpec
+from taskvisor.supervision import (
+    AutoShutdown,
+    Backoff,
+    ChildInfo,
+    ChildStartError,
+    DynamicSupervisorSpec,
+    Failure,
+    Intensity,
+    Policy,
+    Strategy,
+    SupervisorExhausted,
+    SupervisorSpec,
+    spec_from_data,
+    spec_to_data,
+)
+
+
+def task(name: str, **fields: Any) -> TaskSpec:
+    return TaskSpec(name=name, target="app.tasks:work", **fields)
+
+
+def tree() -> SupervisorSpec:
+    return SupervisorSpec(
+        "app",
+        strategy="rest_for_one",
+        intensity=Intensity(5, 30.0),
+        backoff=Backoff(initial=0.5, maximum=10.0, jitter=0.1, reset_after=60.0, seed=4),
+        child_intensity=Intensity(2, 10.0),
+        auto_shutdown="any_significant",
+        labels={"team": "core"},
+        children=[
+            task("db", restart="permanent", shutdown="brutal"),
+            SupervisorSpec(
+                "web",
+                strategy=Strategy.ONE_FOR_ALL,
+                restart="transient",
+                significant=True,
+                shutdown=10,
+                children=[
+                    TaskSpec(
+                        name="server", kind="subprocess", command=["python", "-m", "http.server"]
+                    ),
+                    task("cache", restart=Restart.TEMPORARY, timeout=3.0),
+                ],
+            ),
+            DynamicSupervisorSpec(
+                "pool",
+                template=task("worker", restart="transient"),
+                max_children=10,
+                restart="permanent",
+                shutdown="brutal",
+            ),
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- building
+
+
+def test_defaults_and_conversions() -> None:
+    spec = SupervisorSpec("app", children=[task("a")])
+    assert spec.strategy is Strategy.ONE_FOR_ONE
+    assert spec.intensity == Intensity(3, 5.0)
+    assert spec.auto_shutdown is AutoShutdown.NEVER
+    assert spec.restart is Restart.PERMANENT
+    assert spec.shutdown == "infinity"
+    assert isinstance(spec.children, tuple)
+    assert spec.child_infos() == (ChildInfo("a", Restart.PERMANENT, False),)
+    assert spec.child("a") == task("a")
+    with pytest.raises(KeyError):
+        spec.child("b")
+    assert SupervisorSpec("app", shutdown=3).shutdown == 3.0
+    assert spec.evolve(strategy="one_for_all").strategy is Strategy.ONE_FOR_ALL
+
+
+def test_policy_of_specs() -> None:
+    spec = tree()
+    assert Policy.of(spec) == Policy(
+        Strategy.REST_FOR_ONE,
+        Intensity(5, 30.0),
+        spec.backoff,
+        Intensity(2, 10.0),
+        AutoShutdown.ANY_SIGNIFICANT,
+        dynamic=False,
+    )
+    pool = spec.child("pool")
+    assert isinstance(pool, DynamicSupervisorSpec)
+    assert pool.strategy is Strategy.ONE_FOR_ONE
+    assert Policy.of(pool) == Policy(intensity=Intensity(), dynamic=True)
+    assert pool.child_info("worker-1") == ChildInfo("worker-1", Restart.TRANSIENT)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: SupervisorSpec("app", children=[task("a"), task("b"), task("c"), task("a")]),
+            "children[3].name: duplicate child name 'a'",
+        ),
+        (
+            lambda: SupervisorSpec(
+                "app", auto_shutdown="any_significant", children=[task("a", significant=True)]
+            ),
+            "children[0].significant: a permanent child cannot be significant",
+        ),
+        (
+            lambda: SupervisorSpec(
+                "app", children=[task("a"), task("b", restart="transient", significant=True)]
+            ),
+            "children[1].significant: a significant child needs auto_shutdown any_significant "
+            "or all_significant on its supervisor (it is never), got True",
+        ),
+        (
+            lambda: SupervisorSpec("app", children=[task("a/b")]),
+            "children[0].name: a child name cannot contain '/'",
+        ),
+        (
+            lambda: SupervisorSpec("app", significant=True),
+            "significant: a permanent supervisor cannot be significant",
+        ),
+        (
+            lambda: SupervisorSpec("app", children=[task("a"), {"name": "b"}]),
+            "children[1]: expected a TaskSpec, SupervisorSpec or DynamicSupervisorSpec",
+        ),
+        (lambda: SupervisorSpec("app", children="ab"), "children: expected a list of child specs"),
+        (
+            lambda: SupervisorSpec("app", strategy="simple_one_for_one"),
+            "strategy: expected one of one_for_one, one_for_all, rest_for_one, "
+            "got 'simple_one_for_one'",
+        ),
+        (lambda: SupervisorSpec(""), "name: expected a non-empty name"),
+        (lambda: SupervisorSpec("app", intensity=(3, 5)), "intensity: expected an Intensity"),
+        (lambda: SupervisorSpec("app", backoff=1.0), "backoff: expected a Backoff or None"),
+        (
+            lambda: SupervisorSpec("app", shutdown=-1),
+            "shutdown: expected a grace in seconds >= 0, 'brutal' or 'infinity', got -1",
+        ),
+        (lambda: SupervisorSpec("app", labels={"a": 1}), "labels: expected a mapping of strings"),
+        (lambda: SupervisorSpec("app", significant="yes"), "significant: expected true or false"),
+        (
+            lambda: DynamicSupervisorSpec(
+                "pool", template=task("w", significant=True, restart="temporary")
+            ),
+            "template.significant: a significant child needs auto_shutdown",
+        ),
+        (lambda: DynamicSupervisorSpec("pool", template="w"), "template: expected a TaskSpec"),
+        (
+            lambda: DynamicSupervisorSpec("pool", template=task("w"), max_children=-1),
+            "max_children: expected an integer >= 0 or None, got -1",
+        ),
+    ],
+)
+def test_invalid_specs_are_rejected_naming_the_path(build: Any, message: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        build()
+    assert str(info.value).startswith(message), str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_significant_children_are_accepted_with_auto_shutdown() -> None:
+    spec = SupervisorSpec(
+        "unit",
+        auto_shutdown="all_significant",
+        children=[task("a", restart="transient", significant=True), task("b")],
+    )
+    assert spec.child_infos()[0].significant
+    pool = DynamicSupervisorSpec(
+        "pool",
+        template=task("w", restart="temporary", significant=True),
+        auto_shutdown="all_significant",
+    )
+    assert Policy.of(pool).auto_shutdown is AutoShutdown.ALL_SIGNIFICANT
+
+
+# --------------------------------------------------------------------------- config data
+
+
+def test_round_trip_through_plain_data_and_json() -> None:
+    spec = tree()
+    data = spec_to_data(spec)
+    assert spec_from_data(data) == spec
+    assert spec_from_data(json.loads(json.dumps(data))) == spec
+    assert data["children"][1]["strategy"] == "one_for_all"
+    assert data["children"][2]["template"]["name"] == "worker"
+    assert data["backoff"]["seed"] == 4
+    pool = spec.child("pool")
+    assert isinstance(pool, DynamicSupervisorSpec)
+    assert spec_from_data(spec_to_data(pool)) == pool
+
+
+def test_a_toml_config_file_builds_a_tree() -> None:
+    text = """
+    name = "app"
+    strategy = "one_for_all"
+    intensity = { max_restarts = 2, within = 10 }
+
+    [[children]]
+    name = "db"
+    target = "app.db:run"
+    restart = "transient"
+
+    [[children]]
+    name = "jobs"
+    max_children = 4
+    template = { name = "job", kind = "subprocess", command = ["job", "--once"] }
+    """
+    spec = spec_from_data(tomllib.loads(text))
+    assert isinstance(spec, SupervisorSpec)
+    assert spec.strategy is Strategy.ONE_FOR_ALL
+    assert spec.intensity == Intensity(2, 10.0)
+    assert spec.child("db") == TaskSpec(name="db", target="app.db:run", restart="transient")
+    jobs = spec.child("jobs")
+    assert isinstance(jobs, DynamicSupervisorSpec)
+    assert jobs.template == TaskSpec(name="job", kind="subprocess", command=["job", "--once"])
+    assert spec_from_data(spec_to_data(spec)) == spec
+
+
+def test_a_dynamic_supervisor_at_the_top() -> None:
+    spec = spec_from_data({"name": "pool", "template": {"name": "w", "target": "a.b:c"}})
+    assert spec == DynamicSupervisorSpec("pool", template=TaskSpec(name="w", target="a.b:c"))
+
+
+GOOD_TASK = {"name": "t", "target": "app.tasks:work"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {
+                "name": "app",
+                "children": [
+                    GOOD_TASK,
+                    {**GOOD_TASK, "name": "u"},
+                    {**GOOD_TASK, "name": "v", "restart": "always"},
+                ],
+            },
+            "children[2].restart: expected one of permanent, transient, temporary, got 'always'",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [
+                    GOOD_TASK,
+                    {
+                        "name": "sub",
+                        "children": [{"name": "x", "kind": "subprocess", "command": "ls -l"}],
+                    },
+                ],
+            },
+            "children[1].children[0].command: expected a list of arguments",
+        ),
+        (
+            {"name": "app", "children": [{**GOOD_TASK, "args": "abc"}]},
+            "children[0].args: expected a list or tuple of arguments, got 'abc'",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [GOOD_TASK, {"name": "sub", "children": [], "strategy": "all"}],
+            },
+            "children[1].strategy: expected one of one_for_one, one_for_all, rest_for_one, "
+            "got 'all'",
+        ),
+        (
+            {"name": "app", "children": [{"name": "sub", "children": [GOOD_TASK, GOOD_TASK]}]},
+            "children[0].children[1].name: duplicate child name 't'",
+        ),
+        (
+            {"name": "app", "children": [{"name": "p", "template": {**GOOD_TASK, "restart": "x"}}]},
+            "children[0].template.restart: expected one of permanent, transient, temporary",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [{"name": "sub", "children": [], "intensity": {"max_restarts": -2}}],
+            },
+            "children[0].intensity.max_restarts: expected an integer >= 0, got -2",
+        ),
+        (
+            {"name": "app", "intensity": {"max_restarts": 1, "period": 5}},
+            "intensity: unknown field(s) ['period']",
+        ),
+        (
+            {"name": "app", "intensity": 5},
+            "intensity: expected a mapping of Intensity fields, got int",
+        ),
+        (
+            {"name": "app", "backoff": {"jitter": 3}},
+            "backoff.jitter: expected a number between 0 and 1",
+        ),
+        (
+            {"name": "app", "child_intensity": {"within": 0}},
+            "child_intensity.within: expected a finite",
+        ),
+        ({"name": "app", "colour": "red"}, "(top level): unknown field(s) ['colour']"),
+        ({"strategy": "one_for_one"}, "name: required field missing"),
+        ({"name": "app", "children": {"a": 1}}, "children: expected a list of child specs"),
+        (
+            {"name": "app", "children": [GOOD_TASK, 3]},
+            "children[1]: expected a mapping of child spec fields, got int",
+        ),
+        (
+            {"name": "app", "children": [{**GOOD_TASK, "colour": "red"}]},
+            "children[0]: unknown field(s) ['colour']",
+        ),
+        (
+            {"name": "app", "children": [{"name": "x", "children": [], "template": GOOD_TASK}]},
+            "children[0]: a supervisor has either children (static) or a template (dynamic)",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [
+                    {
+                        "name": "sub",
+                        "children": [{**GOOD_TASK, "significant": True, "restart": "temporary"}],
+                    }
+                ],
+            },
+            "children[0].children[0].significant: a significant child needs auto_shutdown",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [{"name": "p", "template": GOOD_TASK, "max_children": "9"}],
+            },
+            "children[0].max_children: expected an integer >= 0 or None, got '9'",
+        ),
+        ([], "(top level): expected a mapping of supervisor spec fields, got list"),
+        (
+            {"name": "app", "children": [], "template": GOOD_TASK},
+            "(top level): a supervisor has either children (static) or a template (dynamic)",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [{"name": "p", "template": {**GOOD_TASK, "timeout": "1s"}}],
+            },
+            "children[0].template.timeout: ",
+        ),
+    ],
+)
+def test_bad_config_data_names_the_full_path(data: Any, message: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        spec_from_data(data)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_error_field_is_the_path() -> None:
+    data = {"name": "app", "children": [GOOD_TASK, {"name": "sub", "children": [], "restart": "x"}]}
+    with pytest.raises(InvalidSpec) as info:
+        spec_from_data(data)
+    assert info.value.field == "children[1].restart"
+
+
+def test_a_lambda_target_cannot_be_written_to_data() -> None:
+    spec = SupervisorSpec(
+        "app",
+        children=[
+            task("a"),
+            SupervisorSpec("sub", children=[TaskSpec(name="l", target=lambda: 1)]),
+        ],
+    )
+    with pytest.raises(
+        InvalidSpec, match=r"^children\[1\]\.children\[0\]\.target: .* no import path"
+    ):
+        spec_to_data(spec)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_supervisor_exhausted_lists_the_chain_and_pickles() -> None:
+    chain = (
+        Failure("app/db", "conn", "failed", "boom"),
+        Failure("app", "db", TaskPhase.EXHAUSTED, "too many restarts"),
+    )
+    error = SupervisorExhausted(chain, "too many restarts")
+    text = str(error)
+    assert text.startswith("supervisor 'app' gave up (too many restarts)")
+    assert "1. app/db: child 'conn' ended failed: boom" in text
+    assert "2. app: child 'db' ended exhausted: too many restarts" in text
+    assert isinstance(error, RuntimeError)
+    assert error.supervisor == "app"
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.chain == chain
+    assert str(copy) == text
+    assert str(SupervisorExhausted(())) == "supervisor gave up"
+    with pytest.raises(InvalidSpec, match="phase: expected one of"):
+        Failure("app", "x", "broken")
+
+
+def test_child_start_error() -> None:
+    error = ChildStartError("db", "connection refused")
+    assert str(error) == "child 'db' could not be started: connection refused"
+    assert isinstance(error, RuntimeError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.child, copy.error) == ("db", "connection refused")

@@ -1,0 +1,146 @@
+"""taskvisor.testing: the strategies build valid values, and a user's property reads short."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import find, given
+from hypothesis import strategies as st
+
+from taskvisor.actors import Restart, TaskSpec
+from taskvisor.supervision import (
+    AutoShutdown,
+    Backoff,
+    DynamicSupervisorSpec,
+    Intensity,
+    Policy,
+    RestartChildren,
+    Start,
+    SupervisorSpec,
+    spec_from_data,
+    spec_to_data,
+)
+from taskvisor.testing import (
+    backoffs,
+    failure_scripts,
+    intensities,
+    policies,
+    scenarios,
+    simulate,
+    supervisor_specs,
+    task_specs,
+)
+
+Specs = SupervisorSpec | DynamicSupervisorSpec
+
+
+def depth(spec: Any) -> int:
+    """Levels of supervisors below ``spec``."""
+    if isinstance(spec, TaskSpec):
+        return -1
+    if isinstance(spec, DynamicSupervisorSpec):
+        return 1 + depth(spec.template)
+    return 1 + max((depth(c) for c in spec.children), default=-1)
+
+
+def nodes(spec: Specs) -> list[tuple[Any, Specs]]:
+    """Every (child spec, its supervisor spec) pair in the tree."""
+    children = [spec.template] if isinstance(spec, DynamicSupervisorSpec) else list(spec.children)
+    out: list[tuple[Any, Specs]] = [(c, spec) for c in children]
+    for c in children:
+        if not isinstance(c, TaskSpec):
+            out += nodes(c)
+    return out
+
+
+@given(supervisor_specs(max_depth=2))
+def test_supervisor_specs_are_valid_and_round_trip(spec: Specs) -> None:
+    assert isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec))
+    assert depth(spec) <= 2
+    assert spec_from_data(spec_to_data(spec)) == spec
+    for child, parent in nodes(spec):
+        if child.significant:
+            assert child.restart is not Restart.PERMANENT
+            assert parent.auto_shutdown is not AutoShutdown.NEVER
+
+
+@given(supervisor_specs(max_depth=0, dynamic=False))
+def test_max_depth_zero_gives_flat_static_trees(spec: Specs) -> None:
+    assert isinstance(spec, SupervisorSpec)
+    assert all(isinstance(c, TaskSpec) for c in spec.children)
+
+
+@given(intensities(), backoffs(max_delay=2.0), policies(), task_specs())
+def test_value_strategies(
+    intensity: Intensity, backoff: Backoff, policy: Policy, task: TaskSpec
+) -> None:
+    assert 0 <= intensity.max_restarts <= 10
+    assert intensity.within > 0
+    assert backoff.maximum <= 2.0
+    assert 0 <= backoff.delay(3, 0.5) <= backoff.maximum
+    assert isinstance(policy, Policy)
+    assert not (task.significant and task.restart is Restart.PERMANENT)
+
+
+@given(st.data())
+def test_failure_scripts_fit_their_spec(data: st.DataObject) -> None:
+    spec = data.draw(supervisor_specs())
+    script = data.draw(failure_scripts(spec, max_events=8, max_time=30.0))
+    assert len(script) <= 8
+    assert all(0.0 <= event.at <= 30.0 for event in script)
+    sim = simulate(spec, script)  # the paths are valid: simulate would raise otherwise
+    assert len(sim.script) == len(script)
+    if any(isinstance(e, Start) for e in script):
+        assert isinstance(spec, DynamicSupervisorSpec) or any(
+            isinstance(c, DynamicSupervisorSpec) for c, _ in nodes(spec)
+        )
+
+
+# --------------------------------------------------------------------------- user examples
+
+SPEC = SupervisorSpec(
+    "app",
+    strategy="one_for_all",
+    intensity=Intensity(max_restarts=3, within=10.0),
+    children=[
+        TaskSpec(name="db", target="app.db:run"),
+        TaskSpec(name="web", target="app.web:serve"),
+    ],
+)
+
+
+@given(failure_scripts(SPEC, max_events=3))
+def test_any_three_failures_leave_the_tree_running(script: list[Any]) -> None:
+    """The module docstring's example, as written there."""
+    assert not simulate(SPEC, script).gave_up
+
+
+def test_the_example_property_is_not_vacuous() -> None:
+    """Four failures can exhaust the same tree: Hypothesis finds such a script, and it
+    is as short as it can be."""
+    script = find(failure_scripts(SPEC, max_events=12), lambda s: simulate(SPEC, s).gave_up)
+    assert len(script) == 4
+    sim = simulate(SPEC, script)
+    assert sim.chain[-1].supervisor == "app"
+    assert sim.reason == "reached max restart intensity: more than 3 restart(s) within 10s"
+
+
+def _child_spec(spec: Specs, supervisor_path: str, child: str) -> Any:
+    node: Any = spec
+    for part in supervisor_path.split("/")[1:]:
+        node = node.template if isinstance(node, DynamicSupervisorSpec) else node.child(part)
+    return node.template if isinstance(node, DynamicSupervisorSpec) else node.child(child)
+
+
+@given(scenarios(max_depth=2, max_events=15))
+def test_no_supervisor_ever_restarts_a_temporary_child(scenario: tuple[Specs, list[Any]]) -> None:
+    """A property a user might write with ``scenarios()``, over trees and failures alike."""
+    spec, script = scenario
+    sim = simulate(spec, script)
+    for _, supervisor, decision in sim.decisions:
+        if isinstance(decision, RestartChildren):
+            for child in decision.restart:
+                assert _child_spec(spec, supervisor, child).restart is not Restart.TEMPORARY
+    assert sim.gave_up == bool(sim.chain)
+    if sim.gave_up:
+        assert sim.chain[-1].supervisor == spec.name
