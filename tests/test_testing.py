@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import find, given
 from hypothesis import strategies as st
 
@@ -144,3 +145,49 @@ def test_no_supervisor_ever_restarts_a_temporary_child(scenario: tuple[Specs, li
     assert sim.gave_up == bool(sim.chain)
     if sim.gave_up:
         assert sim.chain[-1].supervisor == spec.name
+
+
+_USER_SUITE = """
+import threading
+
+import pytest
+
+from taskvisor.actors import TaskSpec
+from taskvisor.supervision import SupervisorError, SupervisorSpec
+
+pytest_plugins = ["taskvisor.testing"]
+BEFORE = threading.active_count()
+TREES = []
+
+
+def serve(ctx):
+    while True:
+        request = ctx.receive()
+        request.reply(("pong", ctx.attempt))
+
+
+def test_a_tree_that_fails_its_test(supervision_tree):
+    spec = SupervisorSpec("app", children=[TaskSpec(name="api", target=serve)])
+    tree = supervision_tree(spec)
+    TREES.append(tree)
+    assert tree.child("api").ask("ping") == ("pong", 1)
+    assert threading.active_count() > BEFORE
+    raise AssertionError("this test fails with the tree running")
+
+
+def test_the_tree_was_stopped_anyway():
+    (tree,) = TREES
+    assert not tree.running
+    with pytest.raises(SupervisorError):
+        tree.child("api")
+    assert threading.active_count() == BEFORE, threading.enumerate()
+"""
+
+
+def test_the_pytest_fixture_stops_trees_even_when_the_test_fails(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_user=_USER_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*this test fails with the tree running*"])

@@ -38,9 +38,15 @@ from __future__ import annotations
 
 import operator
 import string
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import strategies as st
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the fixture needs pytest; the strategies do not
+    pytest = None  # type: ignore[assignment]
 
 from taskvisor.actors import Restart, TaskSpec
 from taskvisor.supervision import (
@@ -54,12 +60,15 @@ from taskvisor.supervision import (
     ScriptEvent,
     Start,
     Strategy,
+    Supervisor,
+    SupervisorRef,
     SupervisorSpec,
     Timeout,
     simulate,
 )
 
 __all__ = [
+    "TreeStarter",
     "auto_shutdowns",
     "backoffs",
     "child_names",
@@ -70,6 +79,7 @@ __all__ = [
     "scenarios",
     "simulate",
     "strategies",
+    "supervision_tree",
     "supervisor_specs",
     "task_specs",
 ]
@@ -314,9 +324,45 @@ def scenarios(
     return _scenarios(max_depth, max_events)
 
 
-# =============================================================================
-# pytest fixture
-#
-# Reserved: a pytest fixture for taskvisor users' own test suites is added
-# here later (by a separate change). Keep this section last in the module.
-# =============================================================================
+# ----------------------------------------------------------------------------- pytest fixture
+
+
+class TreeStarter:
+    """What the ``supervision_tree`` fixture gives a test: call it to start a tree.
+
+    Every tree it started is stopped when the test ends, passed or failed.
+    """
+
+    def __init__(self) -> None:
+        self.trees: list[SupervisorRef] = []
+
+    def __call__(self, spec: SupervisorSpecs, **options: Any) -> SupervisorRef:
+        """Start ``spec`` with ``Supervisor.start(spec, **options)`` and track it."""
+        tree = Supervisor.start(spec, **options)
+        self.trees.append(tree)
+        return tree
+
+    def stop_all(self, timeout: float | None = 30.0) -> None:
+        """Stop every tree, newest first: each child ends, every event is delivered."""
+        while self.trees:
+            self.trees.pop().stop(timeout)
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def supervision_tree() -> Iterator[TreeStarter]:
+        """Start supervision trees in a test; each is stopped when the test ends.
+
+        Use it from a test suite with ``pytest_plugins = ["taskvisor.testing"]``
+        in ``conftest.py``::
+
+            def test_my_tree(supervision_tree):
+                tree = supervision_tree(SupervisorSpec("app", children=[...]))
+                assert tree.child("api").ask("ping") == "pong"
+        """
+        starter = TreeStarter()
+        try:
+            yield starter
+        finally:
+            starter.stop_all()
