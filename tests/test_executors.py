@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from taskvisor.actors import (
     Unsupported,
     resolve_target,
 )
-from taskvisor.actors._executors import describe_exit
+from taskvisor.actors._executors import _exception_line, describe_exit
 
 PY = sys.executable
 
@@ -362,3 +363,36 @@ def test_unsupported_reconcile_names_the_kind() -> None:
     ctx = TaskContext("t", 1, Mailbox(), sink=None)  # type: ignore[arg-type]
     with pytest.raises(Unsupported, match="kind 'call' does not support reconcile"):
         CallExecutor().reconcile(task, ctx)
+
+
+class _Custom(Exception):
+    pass
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def _with_note(exc: BaseException, *notes: str) -> BaseException:
+    for note in notes:
+        exc.add_note(note)
+    return exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("boom"),
+        ValueError(),
+        KeyError("k"),
+        _Custom("from a module"),
+        _BadStr(),
+        _with_note(OSError(2, "gone"), "first note", "second"),
+        SyntaxError("bad", ("f.py", 3, 4, "x = (", 3, 5)),
+        KeyboardInterrupt(),
+    ],
+    ids=repr,
+)
+def test_error_lines_match_the_standard_traceback(exc: BaseException) -> None:
+    assert _exception_line(exc) == "".join(traceback.format_exception_only(exc))

@@ -181,7 +181,26 @@ def _format_chain(
         source = linecache.getline(code.co_filename, lineno).strip()
         if source:
             lines.append(f"    {source}\n")
-    lines.extend(traceback.format_exception_only(exc))
+    lines.append(_exception_line(exc))
+
+
+def _exception_line(exc: BaseException) -> str:
+    """``traceback.format_exception_only`` for the common case, several times faster."""
+    if isinstance(exc, SyntaxError):  # shows the offending line: leave that to traceback
+        return "".join(traceback.format_exception_only(exc))
+    cls = type(exc)
+    name = cls.__qualname__
+    if cls.__module__ not in ("builtins", "__main__"):
+        name = f"{cls.__module__}.{name}"
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception str() failed>"
+    line = f"{name}: {text}\n" if text else f"{name}\n"
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list | tuple):
+        line += "".join(f"{note}\n" for note in notes)
+    return line
 
 
 # --------------------------------------------------------------------------- call

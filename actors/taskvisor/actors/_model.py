@@ -48,7 +48,7 @@ Shutdown: TypeAlias = float | Literal["brutal"]
 
 
 _T = TypeVar("_T")
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_COPIERS: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
 
 
 def replace(inst: _T, **changes: Any) -> _T:
@@ -58,14 +58,24 @@ def replace(inst: _T, **changes: Any) -> _T:
     paths (a transition, a copy for an event); anything from outside goes
     through the constructor.
     """
-    cls = type(inst)
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(a.name for a in attrs.fields(cls))  # type: ignore[arg-type]
-    new = object.__new__(cls)
-    for name in names:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(inst, name))
+    copier = _COPIERS.get(type(inst))
+    if copier is None:
+        copier = _COPIERS[type(inst)] = _make_copier(type(inst))
+    new: _T = copier(inst, changes)
     return new
+
+
+def _make_copier(cls: type) -> Callable[[Any, dict[str, Any]], Any]:
+    """Build a field-by-field copy function for one attrs class (as attrs builds __init__)."""
+    names = [a.name for a in attrs.fields(cls)]
+    body = "".join(
+        f"    _set(new, {n!r}, changes[{n!r}] if {n!r} in changes else inst.{n})\n" for n in names
+    )
+    source = f"def copy(inst, changes):\n    new = _new(cls)\n{body}    return new\n"
+    scope: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
+    exec(compile(source, f"<taskvisor copy {cls.__qualname__}>", "exec"), scope)
+    copier: Callable[[Any, dict[str, Any]], Any] = scope["copy"]
+    return copier
 
 
 def now_ms() -> int:
@@ -108,7 +118,7 @@ class TaskPhase(enum.Enum):
     @property
     def is_terminal(self) -> bool:
         """Whether this phase ends an attempt."""
-        return self.value in _TERMINAL
+        return self._value_ in _TERMINAL
 
     @property
     def is_abnormal(self) -> bool:
@@ -117,7 +127,7 @@ class TaskPhase(enum.Enum):
 
     def can_transition_to(self, other: TaskPhase) -> bool:
         """Whether the task model allows moving from this phase to ``other``."""
-        return other.value in _NEXT[self.value]
+        return other._value_ in _NEXT[self._value_]
 
 
 class TaskState(enum.Enum):
@@ -134,17 +144,19 @@ class TaskState(enum.Enum):
     @property
     def is_terminal(self) -> bool:
         """Whether a record in this state has finished its latest attempt."""
-        return self.value in _TERMINAL
+        return self._value_ in _TERMINAL
 
     def can_transition_to(self, other: TaskState) -> bool:
         """Whether a record may move from this state to ``other``."""
-        return other.value in _NEXT[self.value]
+        return other._value_ in _NEXT[self._value_]
 
     @classmethod
     def of(cls, phase: TaskPhase) -> TaskState:
         """Return the record state matching a task phase."""
-        return cls(phase.value)
+        return _STATE_OF[phase]
 
+
+_STATE_OF: dict[TaskPhase, TaskState] = {phase: TaskState(phase.value) for phase in TaskPhase}
 
 # --------------------------------------------------------------------------- specs
 
@@ -484,10 +496,12 @@ class TaskRun:
             raise IllegalTransition(f"run {self.attempt}: {phase.value!r} is not terminal")
         if not self.is_active:
             raise IllegalTransition(f"run {self.attempt}: already closed as {self.phase.value!r}")
-        self.phase = phase
-        self.error = error
-        self.exit_code = exit_code
-        self.finished_at = now_ms() if now is None else now
+        # Checked above: set without the per-field validators of __setattr__.
+        _set = object.__setattr__
+        _set(self, "phase", phase)
+        _set(self, "error", error)
+        _set(self, "exit_code", exit_code)
+        _set(self, "finished_at", now_ms() if now is None else now)
 
 
 # --------------------------------------------------------------------------- records

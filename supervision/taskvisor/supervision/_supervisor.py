@@ -58,6 +58,7 @@ from ._errors import ChildStartError, Failure, SupervisorExhausted
 from ._policy import (
     ChildExit,
     ChildInfo,
+    Decision,
     GiveUp,
     Ignore,
     Policy,
@@ -209,16 +210,30 @@ class _Child:
 
 
 class _ChildOwner:
-    """A task child's owner: forwards its notices to the supervisor's inbox."""
+    """A task child's owner: forwards its notices to the supervisor's inbox.
 
-    __slots__ = ("_child_id", "_tell")
+    A lone restart of this child is decided at once, on the child's thread,
+    when the supervisor is idle (``SupervisorActor.decide_alone``); any
+    other decision goes through the supervisor's inbox.
+    """
 
-    def __init__(self, tell: Callable[[Any], None], child_id: str) -> None:
+    __slots__ = ("_child_id", "_decide_alone", "_tell")
+
+    def __init__(
+        self,
+        tell: Callable[[Any], None],
+        child_id: str,
+        decide_alone: Callable[[str, AttemptEnded], Verdict | None],
+    ) -> None:
         self._tell = tell
         self._child_id = child_id
+        self._decide_alone = decide_alone
 
-    def attempt_ended(self, notice: AttemptEnded) -> None:
-        _quiet(self._tell, _ChildEnded(self._child_id, notice, ()))
+    def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
+        verdict = self._decide_alone(self._child_id, notice)
+        if verdict is None:
+            _quiet(self._tell, _ChildEnded(self._child_id, notice, ()))
+        return verdict
 
     def task_done(self, snapshot: TaskSnapshot) -> None:
         _quiet(self._tell, _ChildDone(self._child_id, snapshot.task.status.phase))
@@ -310,6 +325,8 @@ class SupervisorActor(BaseActor):
         self.pending_restart: int | None = None
         self.dynamic_ids = itertools.count(1)
         self.exit_chain: tuple[Failure, ...] = ()
+        # Held while a message is handled, and by a child deciding its lone restart.
+        self.lock = threading.Lock()
         self._handlers: dict[type, Callable[[Any], Any]] = {
             _Init: self._on_init,
             _ChildEnded: self._on_child_ended,
@@ -322,7 +339,8 @@ class SupervisorActor(BaseActor):
         }
 
     def on_receive(self, message: Any) -> Any:
-        return self._handlers[type(message)](message)
+        with self.lock:
+            return self._handlers[type(message)](message)
 
     # starting ---------------------------------------------------------------------
 
@@ -390,7 +408,7 @@ class SupervisorActor(BaseActor):
             port = TaskRef.start(
                 task,
                 executor,
-                _ChildOwner(tell, spec.name),
+                _ChildOwner(tell, spec.name, self.decide_alone),
                 bus=self.runtime.bus,
                 store=self.runtime.store,
                 clock=self.clock,
@@ -436,17 +454,8 @@ class SupervisorActor(BaseActor):
                 child.settled = notice.attempt
                 child.port.verdict(Verdict(notice.attempt, hold=True))
             return
-        child.settled = notice.attempt
-        child.attempt = notice.attempt
-        child.phase = notice.phase
-        now = self.clock.now()
-        self.state, decision = decide(
-            self.policy,
-            self.infos,
-            self.state,
-            ChildExit(child.id, notice.phase, notice.error),
-            now,
-        )
+        self._settle(child, notice)
+        self.state, decision = self._decide(child, notice)
         if isinstance(decision, Ignore):
             child.running = False
             child.port.verdict(Verdict(notice.attempt))
@@ -454,15 +463,6 @@ class SupervisorActor(BaseActor):
                 self._forget(child)
         elif isinstance(decision, RestartChildren):
             self._restart(child, notice, decision)
-            if logging_wanted(logger, logging.WARNING):
-                logger.warning(
-                    "%s: child %r ended %s, restarting %s: %s",
-                    self.path,
-                    child.id,
-                    notice.phase.value,
-                    ", ".join(decision.restart),
-                    notice.error,
-                )
         elif isinstance(decision, GiveUp):
             failure = Failure(self.path, child.id, notice.phase, notice.error)
             self.exit_chain = (*message.chain, failure)
@@ -478,16 +478,64 @@ class SupervisorActor(BaseActor):
             child.port.verdict(Verdict(notice.attempt, hold=True))
             self._exit(TaskPhase.SUCCEEDED, "auto_shutdown", decision.terminate)
 
+    def decide_alone(self, child_id: str, notice: AttemptEnded) -> Verdict | None:
+        """Decide a child's lone restart on the child's own thread, saving two hops.
+
+        Only when this supervisor is idle (its lock is free) and the decision
+        restarts that child alone; otherwise return None, and the notice goes
+        through the inbox as usual. ``decide`` is pure, so a decision not
+        taken here leaves no trace.
+        """
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            child = self.by_id.get(child_id)
+            if child is None or self.status != _RUNNING or notice.attempt <= child.settled:
+                return None
+            state, decision = self._decide(child, notice)
+            if not isinstance(decision, RestartChildren) or not _alone(child, decision):
+                return None
+            self.state = state
+            self._settle(child, notice)
+            return self._restart_alone(child, notice, decision)
+        finally:
+            self.lock.release()
+
+    def _settle(self, child: _Child, notice: AttemptEnded) -> None:
+        child.settled = child.attempt = notice.attempt
+        child.phase = notice.phase
+
+    def _decide(self, child: _Child, notice: AttemptEnded) -> tuple[SupervisorState, Decision]:
+        exit_ = ChildExit(child.id, notice.phase, notice.error)
+        return decide(self.policy, self.infos, self.state, exit_, self.clock.now())
+
+    def _restart_alone(
+        self, child: _Child, notice: AttemptEnded, decision: RestartChildren
+    ) -> Verdict:
+        """The child restarts itself, after its delay (ONE_FOR_ONE and the like)."""
+        child.attempt += 1
+        self._restarting(child, notice, decision)
+        return Verdict(notice.attempt, restart_after=decision.delay)
+
+    def _restarting(self, child: _Child, notice: AttemptEnded, decision: RestartChildren) -> None:
+        delay = decision.delay
+        self._publish(RestartScheduled(self.path, child.id, decision.restart, delay, at=now_ms()))
+        if logging_wanted(logger, logging.WARNING):
+            logger.warning(
+                "%s: child %r ended %s, restarting %s: %s",
+                self.path,
+                child.id,
+                notice.phase.value,
+                ", ".join(decision.restart),
+                notice.error,
+            )
+
     def _restart(self, child: _Child, notice: AttemptEnded, decision: RestartChildren) -> None:
         delay = decision.delay
-        event = RestartScheduled(self.path, child.id, decision.restart, delay, at=now_ms())
-        if not decision.terminate and decision.restart == (child.id,):
-            # ONE_FOR_ONE: the child restarts itself, after its delay.
-            child.port.verdict(Verdict(notice.attempt, restart_after=delay))
-            child.attempt += 1
-            self._publish(event)
+        if _alone(child, decision):
+            child.port.verdict(self._restart_alone(child, notice, decision))
             return
-        self._publish(event)
+        self._restarting(child, notice, decision)
         child.running = False
         child.port.verdict(Verdict(notice.attempt, hold=True))
         self._terminate_all(
@@ -737,6 +785,11 @@ class SupervisorActor(BaseActor):
 
     def _publish(self, event: Event) -> None:
         self.runtime.bus.publish(event)
+
+
+def _alone(child: _Child, decision: RestartChildren) -> bool:
+    """Whether ``decision`` restarts ``child`` and stops or drops nothing else."""
+    return decision.restart == (child.id,) and not decision.terminate and not decision.drop
 
 
 def _runs_again(record: TaskRecord, spec: TaskSpec) -> bool:
