@@ -191,3 +191,23 @@ def test_the_pytest_fixture_stops_trees_even_when_the_test_fails(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*this test fails with the tree running*"])
+
+
+def test_tree_starter_stops_newest_first() -> None:
+    from helpers import Recorder, worker
+    from taskvisor.actors import TaskFinished
+    from taskvisor.testing import TreeStarter
+
+    recorder = Recorder()
+    starter = TreeStarter()
+    for name in ("one", "two"):
+        starter(
+            SupervisorSpec(name, children=[TaskSpec(name="w", target=worker)]), hooks=[recorder]
+        )
+    assert [tree.running for tree in starter.trees] == [True, True]
+    trees = list(starter.trees)
+    starter.stop_all()
+    assert starter.trees == []
+    assert [tree.running for tree in trees] == [False, False]
+    finished = [e.task_id for e in recorder.events if isinstance(e, TaskFinished)]
+    assert finished == ["two/w", "one/w"]

@@ -14,7 +14,6 @@ Every change is persisted to the store before its event is published.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 import attrs
 import pykka
 
-from ._base import BaseActor
+from ._base import ActorThreads, BaseActor, Latch
 from ._bus import EventBus
 from ._clock import Clock, SystemClock, Timer
 from ._context import Mailbox, Outcome, Request, TaskContext
@@ -232,17 +231,17 @@ class TaskActor(BaseActor):
         record: TaskRecord | None = None,
         restored: bool = False,
         mailbox: Mailbox | None = None,
-        threads: list[threading.Thread] | None = None,
+        threads: ActorThreads | None = None,
+        loop_ended: Latch | None = None,
     ) -> None:
-        super().__init__()
-        self.threads = threads if threads is not None else []
+        super().__init__(threads=threads, loop_ended=loop_ended)
         self.task = task
         self.runs: deque[TaskRun] = deque(maxlen=RUNS_KEPT)
         self.executor = executor
         self.owner = owner
         self.bus = bus
         self.store = store
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or _REAL_CLOCK
         self.mailbox = mailbox if mailbox is not None else Mailbox()
         self.record = record
         if store is not None and record is None:
@@ -274,26 +273,13 @@ class TaskActor(BaseActor):
         self.grace_timer: Timer | None = None
         self.restart_timer: Timer | None = None
         self.waiters: list[Request] = []
-        self._handlers: dict[type, Callable[[Any], Any]] = {
-            _Begin: self._on_begin,
-            _WorkDone: self._on_work_done,
-            _Progress: self._on_progress,
-            _Deadline: self._on_deadline,
-            _Cancel: self._on_cancel,
-            _VerdictMessage: self._on_verdict,
-            _Restart: self._on_restart,
-            _Resume: self._on_resume,
-            _Terminate: self._on_terminate,
-            _Snapshot: self._on_snapshot,
-        }
 
     # pykka entry points ---------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        return self._handlers[type(message)](message)
+        return _HANDLERS[type(message)](self, message)
 
     def on_start(self) -> None:
-        self.threads.append(threading.current_thread())
         if self.restored:
             self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
 
@@ -597,6 +583,21 @@ class TaskActor(BaseActor):
         self.timeout_timer = self.grace_timer = self.restart_timer = None
 
 
+#: What the task actor does with each message it receives.
+_HANDLERS: dict[type, Callable[[TaskActor, Any], Any]] = {
+    _Begin: TaskActor._on_begin,
+    _WorkDone: TaskActor._on_work_done,
+    _Progress: TaskActor._on_progress,
+    _Deadline: TaskActor._on_deadline,
+    _Cancel: TaskActor._on_cancel,
+    _VerdictMessage: TaskActor._on_verdict,
+    _Restart: TaskActor._on_restart,
+    _Resume: TaskActor._on_resume,
+    _Terminate: TaskActor._on_terminate,
+    _Snapshot: TaskActor._on_snapshot,
+}
+
+
 #: Grace periods are about real threads and processes, so they use real time.
 _REAL_CLOCK = SystemClock()
 
@@ -614,7 +615,7 @@ def _describe(exc: BaseException) -> str:
 class TaskRef:
     """A reference to a running task actor; valid across restarts."""
 
-    __slots__ = ("_ref", "_threads", "executor", "id", "mailbox", "task")
+    __slots__ = ("_loop_ended", "_ref", "executor", "id", "mailbox", "task")
 
     def __init__(
         self,
@@ -622,10 +623,10 @@ class TaskRef:
         task: Task,
         executor: TaskExecutor,
         mailbox: Mailbox,
-        threads: list[threading.Thread],
+        loop_ended: Latch,
     ) -> None:
         self._ref = ref
-        self._threads = threads
+        self._loop_ended = loop_ended
         self.id = task.id
         self.task = task
         self.executor = executor
@@ -644,6 +645,7 @@ class TaskRef:
         record: TaskRecord | None = None,
         restored: bool = False,
         begin: bool = True,
+        threads: ActorThreads | None = None,
     ) -> TaskRef:
         """Start the actor for ``task`` (and its first attempt, if ``begin``).
 
@@ -652,7 +654,7 @@ class TaskRef:
         until it is restarted.
         """
         mailbox = Mailbox()
-        threads: list[threading.Thread] = []
+        loop_ended = Latch()
         ref = TaskActor.start(
             task,
             executor,
@@ -664,10 +666,11 @@ class TaskRef:
             restored=restored,
             mailbox=mailbox,
             threads=threads,
+            loop_ended=loop_ended,
         )
         if begin:
             ref.tell(_Begin())
-        return cls(ref, task, executor, mailbox, threads)
+        return cls(ref, task, executor, mailbox, loop_ended)
 
     @property
     def alive(self) -> bool:
@@ -764,14 +767,12 @@ class TaskRef:
         self._ref.stop(block=False)
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the actor (after ``terminate``) and join its thread."""
+        """Stop the actor (after ``terminate``) and wait until its loop has ended."""
         try:
             self._ref.stop(block=True, timeout=timeout)
         except pykka.Timeout:  # pragma: no cover - the actor thread never blocks
             raise WaitTimeout(f"task actor {self.id!r} did not stop in {timeout}s") from None
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+        self._loop_ended.wait(timeout)
 
 
 _BASE_DELIVER = BaseExecutor.deliver

@@ -363,12 +363,15 @@ class AsyncExecutor(BaseExecutor):
                 f"{spec.name}.target: an 'async' task needs a coroutine function, got {fn!r}"
             )
         loop = self._running_loop()
-        ctx.handle = asyncio.run_coroutine_threadsafe(_arun(fn, spec, ctx), loop)
+        loop.call_soon_threadsafe(_spawn, loop, fn, spec, ctx)
 
     def cancel(self, task: Task, ctx: TaskContext) -> None:
         ctx.request_cancel()
-        if ctx.handle is not None:
-            ctx.handle.cancel()
+        loop = self._loop
+        if loop is not None:
+            # Runs after the _spawn queued by start (the loop keeps FIFO order).
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing runs there
+                loop.call_soon_threadsafe(_cancel_spawned, ctx)
 
     def deliver(self, task: Task, message: Any, ctx: TaskContext) -> None:
         ctx.mailbox.put(message)
@@ -393,6 +396,18 @@ class AsyncExecutor(BaseExecutor):
         thread.join(10)
         if not thread.is_alive():
             loop.close()
+
+
+def _spawn(
+    loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], spec: TaskSpec, ctx: TaskContext
+) -> None:
+    """On the loop: start the attempt's coroutine as a task (its handle, for cancel)."""
+    ctx.handle = loop.create_task(_arun(fn, spec, ctx))
+
+
+def _cancel_spawned(ctx: TaskContext) -> None:
+    if isinstance(ctx.handle, asyncio.Task):
+        ctx.handle.cancel()
 
 
 async def _arun(fn: Callable[..., Any], spec: TaskSpec, ctx: TaskContext) -> None:

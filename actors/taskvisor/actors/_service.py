@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from ._actor import AttemptEnded, TaskRef, TaskSnapshot, Verdict
+from ._base import ActorThreads
 from ._bus import EventBus, Subscriber
 from ._clock import Clock
 from ._errors import (
@@ -202,6 +203,7 @@ class ExecutorService:
         self._lock = threading.Lock()
         self._handles: dict[str, TaskHandle] = {}
         self._refs: list[TaskRef] = []
+        self._threads = ActorThreads()
         self._active = 0
         self._running = 0
         self._queued: deque[TaskHandle] = deque()
@@ -272,6 +274,7 @@ class ExecutorService:
                 clock=self.clock,
                 record=record,
                 begin=begin,
+                threads=self._threads,
             )
             handle._ref = ref
             self._refs.append(ref)
@@ -357,6 +360,7 @@ class ExecutorService:
                 logger.warning("a task did not end within %ss at shutdown", timeout)
         for ref in refs:
             ref.stop(timeout)
+        self._threads.close(timeout)
         for executor in self.executors.values():
             executor.close()
         self.bus.stop(timeout)

@@ -52,6 +52,7 @@ from taskvisor.actors import (
     now_ms,
     resume_record,
 )
+from taskvisor.actors._base import ActorThreads
 from taskvisor.actors._publish import logging_wanted
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
@@ -172,6 +173,7 @@ class _Runtime:
     clock: Clock
     ports: list[Any] = attrs.Factory(list)  # every actor started, for the final stop
     lock: threading.Lock = attrs.Factory(threading.Lock)
+    threads: ActorThreads = attrs.Factory(ActorThreads)  # every actor of the tree runs on these
 
     def track(self, port: Any) -> None:
         with self.lock:
@@ -308,7 +310,7 @@ class SupervisorActor(BaseActor):
     """One supervisor of a tree. Use ``Supervisor.start`` rather than this class."""
 
     def __init__(self, spec: AnySupervisorSpec, path: str, runtime: _Runtime, report: Report):
-        super().__init__()
+        super().__init__(threads=runtime.threads)
         self.spec = spec
         self.path = path
         self.runtime = runtime
@@ -415,6 +417,7 @@ class SupervisorActor(BaseActor):
                 record=record,
                 restored=restored,
                 begin=False,
+                threads=self.runtime.threads,
             )
         else:
             name = spec.name
@@ -1029,6 +1032,7 @@ class SupervisorRef:
         for port in ports:
             port.stop(timeout)
         self._port.stop(timeout)
+        self._runtime.threads.close(timeout)
         for executor in self._runtime.executors.values():
             executor.close()
         self._runtime.bus.stop(timeout)
