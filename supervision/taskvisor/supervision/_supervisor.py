@@ -189,6 +189,7 @@ class _Port(Protocol):
     def restart_and_confirm(self) -> Request: ...
     def terminate(self, *, brutal: bool = False, final: bool = True) -> Request: ...
     def stop(self, timeout: float | None = 10.0) -> None: ...
+    def stop_soon(self) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -873,6 +874,9 @@ class _SupervisorPort:
     def stop(self, timeout: float | None = 10.0) -> None:
         self.ref.stop(block=True, timeout=timeout)
 
+    def stop_soon(self) -> None:
+        self.ref.stop(block=False)
+
     def call(self, name: str, *args: Any, timeout: float | None = 60.0) -> Any:
         try:
             return self.ref.ask(_Api(name, args), timeout=timeout)
@@ -1029,9 +1033,9 @@ class SupervisorRef:
             logger.exception("stopping %s", self.path)
         with self._runtime.lock:
             ports = list(reversed(self._runtime.ports))
-        for port in ports:
-            port.stop(timeout)
-        self._port.stop(timeout)
+        for port in ports:  # every actor stops at once; closing their threads waits for all
+            port.stop_soon()
+        self._port.stop_soon()
         self._runtime.threads.close(timeout)
         for executor in self._runtime.executors.values():
             executor.close()
