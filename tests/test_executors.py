@@ -396,3 +396,15 @@ def _with_note(exc: BaseException, *notes: str) -> BaseException:
 )
 def test_error_lines_match_the_standard_traceback(exc: BaseException) -> None:
     assert _exception_line(exc) == "".join(traceback.format_exception_only(exc))
+
+
+def test_an_async_attempt_cancelled_before_its_first_step_is_not_abandoned() -> None:
+    # The cancel lands between handing the coroutine to the loop and its first
+    # step, as often as the race allows: each must end cancelled, never abandoned.
+    with ExecutorService() as svc:
+        for i in range(30):
+            handle = svc.submit(TaskSpec(name=f"a{i}", kind="async", target=asleep, shutdown=30.0))
+            handle.cancel()
+            task = handle.wait(10)
+            assert task.status.phase is TaskPhase.CANCELLED
+            assert "abandoned" not in (task.status.error or "")

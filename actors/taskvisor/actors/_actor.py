@@ -337,7 +337,8 @@ class TaskActor(BaseActor):
             return
         self.start_error = None
         self._record_start(closed, stamp)
-        self._publish(AttemptStarted(task.id, attempt, at=stamp))
+        if self._wanted():
+            self._publish(AttemptStarted(task.id, attempt, at=stamp))
         if not self.ever_started:
             self.ever_started = True
             self._publish(TaskStarted(task.id, at=stamp))
@@ -426,7 +427,8 @@ class TaskActor(BaseActor):
 
     def _record_close(self, closed: _Closed, *, save: bool) -> None:
         self._persist(TaskState.of(closed.run.phase), closed.stamp, closed.output, save=save)
-        self._publish(AttemptFinished(self.task.id, replace(closed.run), at=closed.stamp))
+        if self._wanted():
+            self._publish(AttemptFinished(self.task.id, replace(closed.run), at=closed.stamp))
 
     def _record_start(self, closed: _Closed | None, stamp: int) -> None:
         if closed is not None:
@@ -570,6 +572,9 @@ class TaskActor(BaseActor):
     def _publish(self, event: Event) -> None:
         if self.bus is not None:
             self.bus.publish(event)
+
+    def _wanted(self) -> bool:
+        return self.bus is not None and self.bus.wanted
 
     def _later(self, delay: float, message: Any, injected: bool) -> Timer:
         clock = self.clock if injected else _REAL_CLOCK

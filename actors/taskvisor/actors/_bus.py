@@ -215,6 +215,11 @@ class EventBus:
         # Read without a lock by publishers: with no subscriber, an event goes nowhere.
         self._subscribers = len(initial)
 
+    @property
+    def wanted(self) -> bool:
+        """Whether anyone subscribes: hot paths skip building events nobody takes."""
+        return self._subscribers > 0
+
     def publish(self, event: Event) -> None:
         """Queue ``event`` for every subscriber (dropped once the bus has stopped)."""
         if not self._subscribers:

@@ -402,7 +402,14 @@ def _spawn(
     loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], spec: TaskSpec, ctx: TaskContext
 ) -> None:
     """On the loop: start the attempt's coroutine as a task (its handle, for cancel)."""
-    ctx.handle = loop.create_task(_arun(fn, spec, ctx))
+    ctx.handle = task = loop.create_task(_arun(fn, spec, ctx))
+    task.add_done_callback(lambda done: _cancelled_unstarted(done, ctx))
+
+
+def _cancelled_unstarted(task: asyncio.Task[None], ctx: TaskContext) -> None:
+    """Report a coroutine cancelled before its first step: ``_arun`` never ran to say so."""
+    if task.cancelled():
+        ctx.sink.finished(Outcome(TaskPhase.CANCELLED, error="cancelled"))
 
 
 def _cancel_spawned(ctx: TaskContext) -> None:

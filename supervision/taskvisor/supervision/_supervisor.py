@@ -523,7 +523,9 @@ class SupervisorActor(BaseActor):
 
     def _restarting(self, child: _Child, notice: AttemptEnded, decision: RestartChildren) -> None:
         delay = decision.delay
-        self._publish(RestartScheduled(self.path, child.id, decision.restart, delay, at=now_ms()))
+        if self.runtime.bus.wanted:
+            event = RestartScheduled(self.path, child.id, decision.restart, delay, at=now_ms())
+            self._publish(event)
         if logging_wanted(logger, logging.WARNING):
             logger.warning(
                 "%s: child %r ended %s, restarting %s: %s",
