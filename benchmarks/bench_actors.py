@@ -249,7 +249,8 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'figure':<{width}}  {'value':>12}  {'ratio to raw':>12}")
     for name, value, ratio in rows:
-        print(f"{name:<{width}}  {value:>12.1f}  {ratio:>11.2f}x")
+        shown = f"{value:>12,.1f}" if value >= 100 else f"{value:>12.3f}"
+        print(f"{name:<{width}}  {shown}  {ratio:>11.2f}x")
 
 
 if __name__ == "__main__":

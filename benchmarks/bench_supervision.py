@@ -167,7 +167,40 @@ async def parked(ctx: TaskContext) -> None:
             raise RuntimeError("storm")
 
 
-def many_children(n: int) -> list[tuple[str, float]]:
+class RawChild(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(self, started: threading.Semaphore) -> None:
+        super().__init__()
+        self.started = started
+
+    def on_start(self) -> None:
+        self.started.release()
+
+
+def raw_many(n: int) -> tuple[float, float, float]:
+    """Start n raw pykka actors (each signals from on_start), then stop them all."""
+    started = threading.Semaphore(0)
+    gc.collect()
+    base = rss_kib()
+    t0 = time.perf_counter()
+    refs = [RawChild.start(started) for _ in range(n)]
+    for _ in range(n):
+        started.acquire()
+    start_s = time.perf_counter() - t0
+    rss = (rss_kib() - base) * 1024 / n
+    t0 = time.perf_counter()
+    for ref in refs:
+        ref.stop(block=False)
+    for ref in refs:
+        ref.actor_stopped.wait(60)
+    stop_s = time.perf_counter() - t0
+    return start_s, stop_s, rss / 1000
+
+
+def many_children(n: int) -> list[tuple[str, float, float | None]]:
+    raw_start, raw_stop, raw_rss = raw_many(n)
+    time.sleep(0.5)
     started = threading.Semaphore(0)
 
     def on_event(event: Event) -> None:
@@ -199,10 +232,13 @@ def many_children(n: int) -> list[tuple[str, float]]:
     tree.stop(timeout=300)
     stop_s = time.perf_counter() - t0
     return [
-        (f"{n} children: start (s)", start_s),
-        (f"{n} children: all fail at once, all restarted (s)", storm_s),
-        (f"{n} children: stop (s)", stop_s),
-        (f"{n} children: RSS per child (kB)", rss / 1000),
+        (f"{n} raw pykka actors: start (s)", raw_start, 1.0),
+        (f"{n} children: start (s)", start_s, start_s / raw_start),
+        (f"{n} children: all fail at once, all restarted (s)", storm_s, None),
+        (f"{n} raw pykka actors: stop (s)", raw_stop, 1.0),
+        (f"{n} children: stop (s)", stop_s, stop_s / raw_stop),
+        (f"{n} raw pykka actors: RSS per actor (kB)", raw_rss, 1.0),
+        (f"{n} children: RSS per child (kB)", rss / 1000, rss / 1000 / raw_rss),
     ]
 
 
@@ -228,8 +264,9 @@ def main() -> None:
         f"simulator: {decisions} decisions on a 1,000-child tree: {rate:,.0f} decisions/s "
         "(goal >= 100,000/s)"
     )
-    for name, value in many_children(500 if q else 10_000):
-        print(f"{name:<52}{value:>10.2f}")
+    for name, value, ratio in many_children(500 if q else 10_000):
+        shown = "" if ratio is None else f"{ratio:>10.2f}x"
+        print(f"{name:<52}{value:>10.2f}{shown}")
 
 
 if __name__ == "__main__":
