@@ -54,6 +54,10 @@ class Clock(Protocol):
         ...
 
 
+#: How long the idle timer thread waits for a new timer before it exits.
+_LINGER = 0.05
+
+
 class SystemClock:
     """The real monotonic clock with one timer thread, alive only while timers are pending.
 
@@ -84,7 +88,7 @@ class SystemClock:
                     target=self._run, name="taskvisor-timer", daemon=True
                 )
                 self._thread.start()
-            else:
+            elif self._heap[0][2] is timer:  # the new first deadline: wake to wait less
                 self._cond.notify()
         return timer
 
@@ -103,8 +107,12 @@ class SystemClock:
             with self._cond:
                 while True:
                     if self._live == 0:
-                        self._thread = None
-                        return
+                        # Linger a moment: timers often come in a row (a shutdown's graces).
+                        self._cond.wait(_LINGER)
+                        if self._live == 0:
+                            self._thread = None
+                            return
+                        continue
                     deadline, _, timer = self._heap[0]
                     if timer.cancelled:
                         heapq.heappop(self._heap)
