@@ -54,10 +54,6 @@ class Clock(Protocol):
         ...
 
 
-#: How long the idle timer thread waits for a new timer before it exits.
-_LINGER = 0.05
-
-
 class SystemClock:
     """The real monotonic clock with one timer thread, alive only while timers are pending.
 
@@ -107,12 +103,8 @@ class SystemClock:
             with self._cond:
                 while True:
                     if self._live == 0:
-                        # Linger a moment: timers often come in a row (a shutdown's graces).
-                        self._cond.wait(_LINGER)
-                        if self._live == 0:
-                            self._thread = None
-                            return
-                        continue
+                        self._thread = None
+                        return
                     deadline, _, timer = self._heap[0]
                     if timer.cancelled:
                         heapq.heappop(self._heap)
