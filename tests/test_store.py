@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import enum
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,9 +40,24 @@ from taskvisor.actors import (
     TaskState,
     TaskStore,
     UnknownTask,
+    from_data,
     to_data,
 )
-from taskvisor.actors._store import APPLICATION_ID, SCHEMA_VERSION
+from taskvisor.actors._store import (
+    _FAST_CHANGES,
+    _RECORD_KEYS,
+    _RUN_KEYS,
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    _encode,
+    _encode_checked,
+    _encode_json,
+    _NotPlain,
+    _record_data,
+    _record_from_data,
+    _structure_change_checked,
+    _to_record,
+)
 
 RUNNING, SUCCEEDED, FAILED = TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED
 
@@ -170,6 +188,255 @@ def test_record_clones_share_nothing_mutable(record: TaskRecord) -> None:
     if isinstance(clone.output, (dict, list)):
         clone.output.clear()
     assert plain(record) == before
+
+
+# --------------------------------------------------------------------------- fast paths
+#
+# The store converts plain records by hand and leaves anything else to
+# cattrs. Whatever the hand-written paths accept, they must convert exactly
+# as cattrs does: these tests compare the two, field by field, on a fixed
+# list of odd values and on drawn ones.
+
+RECORD_FIELDS = [f.name for f in attrs.fields(TaskRecord)]
+RUN_FIELDS = [f.name for f in attrs.fields(TaskRun)]
+#: Where a value can be: a record's field, or a field of its first run.
+PLACES = RECORD_FIELDS + [f"runs[0].{name}" for name in RUN_FIELDS]
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Shade(enum.Enum):
+    DARK = "dark"
+
+
+class NamedRecord(TaskRecord):
+    pass
+
+
+def _unchecked(obj: Any, **changes: Any) -> Any:
+    """``obj`` with ``changes`` set past its validators."""
+    for name, value in changes.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def odd_constants() -> list[Any]:
+    """Values of every type a field may hold, right or wrong (fresh ones each call)."""
+    return [
+        None,
+        "x",
+        "",
+        0,
+        -1,
+        1.5,
+        True,
+        float("nan"),
+        2**63 - 1,
+        2**63,
+        -(2**63) - 1,
+        *[s.value for s in TaskState],
+        *TaskState,
+        *TaskPhase,
+        Colour.RED,
+        Shade.DARK,
+        b"x",
+        {1, 2},
+        (),
+        ("a", ["b"]),
+        [],
+        [("a", "b")],
+        ["ab"],
+        [Colour.RED],
+        {},
+        {"k": "v"},
+        {"k": 1},
+        {1: "v"},
+        {Colour.RED: "v"},
+        {"k": Shade.DARK},
+        {"k": ({"n": 1},)},
+        [{}],
+        [{"attempt": 0}],
+        [to_data(TaskRun(attempt=1))],
+        [TaskRun(attempt=2, error="e")],
+        (TaskRun(attempt=2),),
+        [_unchecked(TaskRun(attempt=1), attempt=0)],
+        [_unchecked(TaskRun(attempt=1), phase="failed")],
+        [_unchecked(TaskRun(attempt=1), error=5)],
+        TaskRun(attempt=1),
+        NamedRecord(id="n"),
+    ]
+
+
+odd_values = st.one_of(
+    st.builds(odd_constants).flatmap(st.sampled_from),
+    json_values,
+    st.tuples(json_values, json_values),
+    st.dictionaries(st.integers(0, 3) | st.sampled_from(Colour), json_values, max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    st.lists(task_runs, max_size=2),
+    st.lists(task_runs, max_size=2).map(tuple),
+    st.lists(task_runs, max_size=2).map(lambda runs: [to_data(r) for r in runs]),
+)
+
+
+def _outcome(call: Any, *args: Any) -> tuple[str, Any]:
+    """``("ok", repr of the result)`` or the error raised: repr tells 1 from True."""
+    try:
+        return "ok", repr(call(*args))
+    except Exception as exc:  # compared by type and message
+        return type(exc).__name__, str(exc)
+
+
+def _fast_outcome(call: Any, *args: Any) -> tuple[str, Any] | None:
+    """The outcome of a fast path, or None when it leaves the value to cattrs.
+
+    It declines with ``_NotPlain``, or with an error (from a model validator)
+    that the cattrs path words better.
+    """
+    try:
+        return "ok", repr(call(*args))
+    except (_NotPlain, InvalidData):
+        return None
+
+
+def _with_a_run(record: TaskRecord) -> TaskRecord:
+    if not record.runs:
+        record.runs.append(TaskRun(attempt=1))
+    return record
+
+
+def _spoil(target: Any, place: str, value: Any) -> None:
+    """Set ``place`` of a record (or of its plain data) to ``value``, past any validator."""
+    if place.startswith("runs[0]."):
+        target = target["runs"][0] if isinstance(target, dict) else target.runs[0]
+        place = place.removeprefix("runs[0].")
+    if isinstance(target, dict):
+        target[place] = value
+    else:
+        _unchecked(target, **{place: value})
+
+
+def check_encoding(record: TaskRecord, place: str, value: Any, subclass: bool) -> None:
+    if subclass:
+        record = NamedRecord(**{name: getattr(record, name) for name in RECORD_FIELDS})
+    _spoil(record, place, value)
+
+    def stored(encode: Any) -> Any:  # what a store keeps: the text and its columns
+        data, text = encode(record)
+        return text, [data[key] for key in ("id", "state", "created_at", "updated_at")]
+
+    assert _outcome(stored, _encode) == _outcome(stored, _encode_checked)
+
+
+def check_decoding(record: TaskRecord, place: str, change: str, value: Any) -> None:
+    data: dict[str, Any] = json.loads(json.dumps(to_data(record)))
+    if change == "set":
+        _spoil(data, place, value)
+    elif change == "drop":
+        parent = data["runs"][0] if place.startswith("runs[0].") else data
+        del parent[place.removeprefix("runs[0].")]
+    elif change == "add":
+        _spoil(data, place + "_extra", value)
+
+    expected = _outcome(lambda d: from_data(TaskRecord, d), copy.deepcopy(data))
+    assert _outcome(_to_record, copy.deepcopy(data)) == expected
+    fast = _fast_outcome(_record_from_data, copy.deepcopy(data))
+    if fast is not None:
+        assert fast == expected
+    else:
+        assert change != "none"  # it takes whatever a store writes
+
+
+def check_change(name: str, value: Any) -> None:
+    before = repr(value)
+    fast = _fast_outcome(_FAST_CHANGES[name], value)
+    if fast is not None:
+        assert fast == _outcome(_structure_change_checked, name, value)
+        if isinstance(value, (dict, list, tuple)):
+            assert _FAST_CHANGES[name](value) is not value  # a copy
+    assert repr(value) == before  # the caller's value is not touched
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_fast_paths_agree_with_cattrs_on_odd_values(place: str) -> None:
+    record = TaskRecord(id="a", runs=[TaskRun(attempt=1)], output={"k": [1]})
+    for value in odd_constants():
+        for subclass in (False, True):
+            check_encoding(copy.deepcopy(record), place, value, subclass)
+        for change in ("set", "add"):
+            check_decoding(record, place, change, value)
+        if place in RECORD_FIELDS[1:]:
+            check_change(place, value)
+    check_decoding(record, place, "drop", None)
+
+
+@pytest.mark.parametrize("place", PLACES)
+@settings(max_examples=30)
+@given(record=task_records().map(_with_a_run), value=odd_values, subclass=st.booleans())
+def test_fast_encoding_agrees_with_cattrs(
+    place: str, record: TaskRecord, value: Any, subclass: bool
+) -> None:
+    check_encoding(record, place, value, subclass)
+
+
+@pytest.mark.parametrize("place", PLACES)
+@settings(max_examples=30)
+@given(
+    record=task_records().map(_with_a_run),
+    change=st.sampled_from(["none", "set", "drop", "add"]),
+    value=odd_values,
+)
+def test_fast_decoding_agrees_with_cattrs(
+    place: str, record: TaskRecord, change: str, value: Any
+) -> None:
+    check_decoding(record, place, change, value)
+
+
+@pytest.mark.parametrize("name", RECORD_FIELDS[1:])
+@settings(max_examples=30)
+@given(
+    value=st.one_of(
+        task_records().flatmap(lambda r: st.sampled_from([getattr(r, n) for n in RECORD_FIELDS])),
+        odd_values,
+    )
+)
+def test_fast_changes_agree_with_cattrs(name: str, value: Any) -> None:
+    check_change(name, value)
+
+
+@settings(max_examples=100)
+@given(record=task_records())
+def test_plain_records_take_the_fast_paths(record: TaskRecord) -> None:
+    data = _record_data(record)
+    assert data == to_data(record)
+    text = _encode_json(data)
+    assert text == _encode_json(to_data(record))
+    assert _record_from_data(json.loads(text)) == record
+
+
+def test_plain_changes_take_the_fast_path() -> None:
+    plain_changes = {
+        "state": RUNNING,
+        "attempts": 2,
+        "created_at": 1,
+        "updated_at": 1,
+        "started_at": None,
+        "finished_at": 3,
+        "output": {"rows": ({"n": 1.5}, [None, True, "x"])},
+        "error": "boom",
+        "metadata": {"k": "v"},
+        "runs": [TaskRun(attempt=1, error="e")],
+    }
+    assert set(plain_changes) == set(_FAST_CHANGES) == set(RECORD_FIELDS) - {"id"}
+    for name, value in plain_changes.items():
+        assert _fast_outcome(_FAST_CHANGES[name], value) is not None, name
+
+
+def test_fast_paths_know_every_field() -> None:
+    assert set(RECORD_FIELDS) == _RECORD_KEYS
+    assert set(RUN_FIELDS) == _RUN_KEYS
 
 
 # --------------------------------------------------------------------------- transition

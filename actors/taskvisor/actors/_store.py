@@ -39,7 +39,7 @@ import attrs
 
 from ._convert import from_data, to_data
 from ._errors import IllegalTransition, IncompatibleStore, InvalidData, StoreError, UnknownTask
-from ._model import TaskRecord, TaskState
+from ._model import TaskPhase, TaskRecord, TaskRun, TaskState
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MemoryStore", "SqliteStore", "TaskStore"]
 
@@ -139,7 +139,8 @@ class TaskStore(Protocol):
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _decode_json = json.JSONDecoder().decode
-_INT64 = range(-(2**63), 2**63)
+# Compared, not looked up `in range(...)`, which scans the range for an int subclass.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 Copier: TypeAlias = Callable[[Any], Any]
@@ -218,12 +219,175 @@ def _bad(field: str, message: str) -> InvalidData:
     return exc
 
 
+# Records cross the store boundary on every call, and cattrs converts them
+# through several layers of dispatch per field. So the common case (a record
+# of exactly the model's types, JSON of exactly JSON's types) is converted by
+# the hand-written functions below, which raise ``_NotPlain`` on anything
+# else. Their callers then take the cattrs path, which handles (or words the
+# error for) everything else. The fast paths take a strict subset of the
+# input: whatever they accept, they convert exactly as cattrs would
+# (tests/test_store.py checks that they agree).
+
+_STATES = {state.value: state for state in TaskState}
+_PHASES = {phase.value: phase for phase in TaskPhase}
+_RECORD_KEYS = frozenset(_FIELDS)
+_RUN_KEYS = frozenset(field.name for field in attrs.fields(TaskRun))
+_NONE = type(None)
+
+
+class _NotPlain(Exception):
+    """Raised by a fast path for a value it leaves to cattrs."""
+
+
+def _run_data(run: TaskRun) -> dict[str, Any]:
+    """Return ``to_data(run)`` (for JSON at once: values are not copied)."""
+    if type(run) is not TaskRun or type(run.phase) is not TaskPhase:
+        raise _NotPlain
+    return {
+        "attempt": run.attempt,
+        "phase": run.phase.value,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "error": run.error,
+        "exit_code": run.exit_code,
+    }
+
+
+def _record_data(record: TaskRecord) -> dict[str, Any]:
+    """Return ``to_data(record)`` (for JSON at once: values are not copied).
+
+    Values cattrs passes through as they are (``output``, the numbers and
+    strings) are left for the JSON encoder to accept or refuse.
+    """
+    if (
+        type(record) is not TaskRecord
+        or type(record.state) is not TaskState
+        or type(record.metadata) is not dict
+        or type(record.runs) is not list
+    ):
+        raise _NotPlain
+    return {
+        "id": record.id,
+        "state": record.state.value,
+        "attempts": record.attempts,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "output": record.output,
+        "error": record.error,
+        "metadata": record.metadata,
+        "runs": [_run_data(run) for run in record.runs],
+    }
+
+
+def _run_from_data(data: Any) -> TaskRun:
+    """Return ``from_data(TaskRun, data)``, taking over ``data``'s values."""
+    if type(data) is not dict or data.keys() != _RUN_KEYS:
+        raise _NotPlain
+    phase, finished, error, code = (
+        data["phase"],
+        data["finished_at"],
+        data["error"],
+        data["exit_code"],
+    )
+    if (
+        type(data["attempt"]) is not int
+        or type(phase) is not str
+        or phase not in _PHASES
+        or type(data["started_at"]) is not int
+        or (finished is not None and type(finished) is not int)
+        or (error is not None and type(error) is not str)
+        or (code is not None and type(code) is not int)
+    ):
+        raise _NotPlain
+    return TaskRun(
+        attempt=data["attempt"],
+        phase=_PHASES[phase],
+        started_at=data["started_at"],
+        finished_at=finished,
+        error=error,
+        exit_code=code,
+    )
+
+
+def _record_from_data(data: Any) -> TaskRecord:
+    """Return ``from_data(TaskRecord, data)``, taking over ``data``'s values.
+
+    Raises:
+        InvalidData: from a validator of the model (cattrs words it better).
+    """
+    if type(data) is not dict or data.keys() != _RECORD_KEYS:
+        raise _NotPlain
+    state, started, finished = data["state"], data["started_at"], data["finished_at"]
+    error, metadata, runs = data["error"], data["metadata"], data["runs"]
+    if (
+        type(data["id"]) is not str
+        or type(state) is not str
+        or state not in _STATES
+        or type(data["attempts"]) is not int
+        or type(data["created_at"]) is not int
+        or type(data["updated_at"]) is not int
+        or (started is not None and type(started) is not int)
+        or (finished is not None and type(finished) is not int)
+        or (error is not None and type(error) is not str)
+        or type(metadata) is not dict
+        or not all(type(k) is str and type(v) is str for k, v in metadata.items())
+        or type(runs) is not list
+    ):
+        raise _NotPlain
+    return TaskRecord(
+        id=data["id"],
+        state=_STATES[state],
+        attempts=data["attempts"],
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        started_at=started,
+        finished_at=finished,
+        output=data["output"],
+        error=error,
+        metadata=metadata,
+        runs=[_run_from_data(run) for run in runs],
+    )
+
+
+def _to_record(data: Any) -> TaskRecord:
+    """Build a record from plain data, taking it over: ``from_data``, fast when it can be.
+
+    Raises:
+        InvalidData: when the data is no record.
+    """
+    try:
+        return _record_from_data(data)
+    except (_NotPlain, InvalidData):
+        return from_data(TaskRecord, data)
+
+
 def _encode(record: TaskRecord) -> tuple[dict[str, Any], str]:
     """Return the plain data of ``record`` and its JSON text.
+
+    The data shares the record's values: read it, do not keep it.
 
     Raises:
         InvalidData: when the record does not convert, or its data is not JSON.
     """
+    try:
+        data = _record_data(record)
+        created, updated = data["created_at"], data["updated_at"]
+        if (
+            type(created) is int
+            and type(updated) is int
+            and _INT64_MIN <= created <= _INT64_MAX
+            and _INT64_MIN <= updated <= _INT64_MAX
+        ):
+            return data, _encode_json(data)
+    except (_NotPlain, AttributeError, TypeError, ValueError, RecursionError):
+        pass  # the checked path below finds (and names) any problem
+    return _encode_checked(record)
+
+
+def _encode_checked(record: TaskRecord) -> tuple[dict[str, Any], str]:
+    """``_encode`` by cattrs, naming the field at fault when there is one."""
     if not isinstance(record, TaskRecord):
         raise InvalidData(f"expected a TaskRecord, got {type(record).__name__}")
     try:
@@ -232,7 +396,11 @@ def _encode(record: TaskRecord) -> tuple[dict[str, Any], str]:
         raise InvalidData(f"record {record.id!r} cannot be converted: {exc}") from None
     for column in ("created_at", "updated_at"):
         value = data[column]
-        if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not _INT64_MIN <= value <= _INT64_MAX
+        ):
             raise _bad(column, f"expected milliseconds within 64 bits, got {value!r}")
     try:
         return data, _encode_json(data)
@@ -252,14 +420,70 @@ def _checked(record: TaskRecord) -> tuple[dict[str, Any], str, TaskRecord]:
         InvalidData: when the record cannot be stored, or would not read back.
     """
     data, text = _encode(record)
-    return data, text, from_data(TaskRecord, _decode_json(text))
+    return data, text, _to_record(_decode_json(text))
 
 
 def _decode(text: str, where: str) -> TaskRecord:
     try:
-        return from_data(TaskRecord, _decode_json(text))
+        return _to_record(_decode_json(text))
     except ValueError as exc:  # JSONDecodeError and InvalidData
         raise StoreError(f"{where}: a stored record is damaged: {exc}") from exc
+
+
+def _exact(*kinds: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if type(value) not in kinds:
+            raise _NotPlain
+        return value
+
+    return check
+
+
+def _copy_json(value: Any) -> Any:
+    """Deep-copy JSON data (a tuple becomes a list, as ``to_data`` makes it)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _copy_json(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_copy_json(item) for item in value]
+    raise _NotPlain
+
+
+def _copy_labels(value: Any) -> dict[str, str]:
+    if type(value) is not dict or not all(
+        type(key) is str and type(item) is str for key, item in value.items()
+    ):
+        raise _NotPlain
+    return dict(value)
+
+
+def _copy_runs(value: Any) -> list[TaskRun]:
+    if type(value) is not list:
+        raise _NotPlain
+    return [_run_from_data(_run_data(run)) for run in value]
+
+
+# How each field a transition may change is checked and copied, when its
+# value is of exactly the declared type: the same as ``_structure_change_checked``.
+_FAST_CHANGES: dict[str, Callable[[Any], Any]] = {
+    "state": _exact(TaskState),
+    "attempts": _exact(int),
+    "created_at": _exact(int),
+    "updated_at": _exact(int),
+    "started_at": _exact(int, _NONE),
+    "finished_at": _exact(int, _NONE),
+    "output": _copy_json,
+    "error": _exact(str, _NONE),
+    "metadata": _copy_labels,
+    "runs": _copy_runs,
+}
 
 
 def _structure_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,16 +495,28 @@ def _structure_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for name, value in changes.items():
-        if name == "id":
-            raise _bad("id", "a record's id cannot change; put a record with the new id instead")
-        if name not in _FIELDS:
-            known = ", ".join(n for n in _FIELDS if n not in ("id", "state"))
-            raise _bad(name, f"not a TaskRecord field (expected one of {known})")
-        kind = _FIELDS[name]
-        structured = to_data(value) if kind is Any else from_data(kind, to_data(value), where=name)
-        copy_ = _COPIERS[name]
-        out[name] = structured if copy_ is None else copy_(structured)
+        fast = _FAST_CHANGES.get(name)
+        if fast is not None:
+            try:
+                out[name] = fast(value)
+                continue
+            except (_NotPlain, InvalidData, RecursionError):
+                pass  # the checked path below accepts it, or names the problem
+        out[name] = _structure_change_checked(name, value)
     return out
+
+
+def _structure_change_checked(name: str, value: Any) -> Any:
+    """Check and copy one change by cattrs (``to_data`` then ``from_data``)."""
+    if name == "id":
+        raise _bad("id", "a record's id cannot change; put a record with the new id instead")
+    if name not in _FIELDS:
+        known = ", ".join(n for n in _FIELDS if n not in ("id", "state"))
+        raise _bad(name, f"not a TaskRecord field (expected one of {known})")
+    kind = _FIELDS[name]
+    structured = to_data(value) if kind is Any else from_data(kind, to_data(value), where=name)
+    copy_ = _COPIERS[name]
+    return structured if copy_ is None else copy_(structured)
 
 
 def _apply(
