@@ -146,3 +146,23 @@ def test_system_clock_runs_timers_on_one_thread_that_ends_when_idle() -> None:
     assert "cancelled" not in names
     assert not any(t.name == names[0] for t in threading.enumerate())
     assert clock.now() <= time.monotonic()
+
+
+def test_a_kept_timer_thread_serves_many_timers_and_ends_on_close() -> None:
+    clock = SystemClock(keep_thread=True)
+    seen: list[threading.Thread] = []
+    for _ in range(3):
+        fired = threading.Event()
+        clock.call_later(0.001, lambda f=fired: (seen.append(threading.current_thread()), f.set()))
+        assert fired.wait(5)
+        clock.call_later(60, lambda: None).cancel()  # none pending again
+    assert len(set(seen)) == 1  # one thread for all of them
+    assert seen[0].is_alive()
+    pending = clock.call_later(60, lambda: seen.append(threading.current_thread()))
+    clock.close()
+    assert not seen[0].is_alive()
+    pending.cancel()  # harmless after close
+    late = threading.Event()
+    clock.call_later(0, late.set)  # a closed clock runs nothing
+    assert not late.wait(0.05)
+    assert len(seen) == 3

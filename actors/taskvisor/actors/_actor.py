@@ -233,15 +233,18 @@ class TaskActor(BaseActor):
         mailbox: Mailbox | None = None,
         threads: ActorThreads | None = None,
         loop_ended: Latch | None = None,
+        real_clock: SystemClock | None = None,
     ) -> None:
         super().__init__(threads=threads, loop_ended=loop_ended)
+        #: Grace periods are about real threads and processes: they use real time.
+        self.real_clock = real_clock or _REAL_CLOCK
         self.task = task
         self.runs: deque[TaskRun] = deque(maxlen=RUNS_KEPT)
         self.executor = executor
         self.owner = owner
         self.bus = bus
         self.store = store
-        self.clock: Clock = clock or _REAL_CLOCK
+        self.clock: Clock = clock or self.real_clock
         self.mailbox = mailbox if mailbox is not None else Mailbox()
         self.record = record
         if store is not None and record is None:
@@ -577,7 +580,7 @@ class TaskActor(BaseActor):
         return self.bus is not None and self.bus.wanted
 
     def _later(self, delay: float, message: Any, injected: bool) -> Timer:
-        clock = self.clock if injected else _REAL_CLOCK
+        clock = self.clock if injected else self.real_clock
         tell = self.actor_ref.tell
         return clock.call_later(delay, lambda: _tell_quietly(tell, message))
 
@@ -651,6 +654,7 @@ class TaskRef:
         restored: bool = False,
         begin: bool = True,
         threads: ActorThreads | None = None,
+        real_clock: SystemClock | None = None,
     ) -> TaskRef:
         """Start the actor for ``task`` (and its first attempt, if ``begin``).
 
@@ -672,6 +676,7 @@ class TaskRef:
             mailbox=mailbox,
             threads=threads,
             loop_ended=loop_ended,
+            real_clock=real_clock,
         )
         if begin:
             ref.tell(_Begin())

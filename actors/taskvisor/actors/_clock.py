@@ -55,19 +55,35 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real monotonic clock with one timer thread, alive only while timers are pending.
+    """The real monotonic clock with one timer thread.
 
     Callbacks run on the timer thread and must be quick (they only send
-    messages). The thread exits when no timer is pending, so a stopped tree
-    leaves no thread behind.
+    messages). By default the thread runs only while timers are pending.
+    With ``keep_thread=True`` (a service's or tree's own clock) it stays
+    until ``close()``, so a burst of short timers (a shutdown's grace
+    periods) starts no thread per timer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_thread: bool = False) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._live = 0
         self._seq = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._keep_thread = keep_thread
+        self._closed = False
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Drop pending timers and end the timer thread (joined)."""
+        with self._cond:
+            self._closed = True
+            self._keep_thread = False
+            self._live = 0
+            self._heap.clear()
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def now(self) -> float:
         """Return ``time.monotonic()``."""
@@ -77,6 +93,9 @@ class SystemClock:
         """Schedule ``callback`` after ``delay`` seconds on the timer thread."""
         timer = Timer(time.monotonic() + max(0.0, delay), callback, self._cancelled)
         with self._cond:
+            if self._closed:  # nothing runs on a closed clock
+                timer.cancelled = True
+                return timer
             heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
             self._live += 1
             if self._thread is None:
@@ -90,7 +109,7 @@ class SystemClock:
 
     def _cancelled(self, timer: Timer) -> None:
         with self._cond:
-            if timer.cancelled:  # fired or cancelled already
+            if timer.cancelled or self._closed:  # fired, cancelled, or dropped by close
                 return
             timer.cancelled = True
             self._live -= 1
@@ -103,6 +122,9 @@ class SystemClock:
             with self._cond:
                 while True:
                     if self._live == 0:
+                        if self._keep_thread:
+                            self._cond.wait()
+                            continue
                         self._thread = None
                         return
                     deadline, _, timer = self._heap[0]

@@ -21,7 +21,7 @@ import attrs
 from ._actor import AttemptEnded, TaskRef, TaskSnapshot, Verdict
 from ._base import ActorThreads
 from ._bus import EventBus, Subscriber
-from ._clock import Clock
+from ._clock import Clock, SystemClock
 from ._errors import (
     InvalidData,
     RejectReason,
@@ -204,6 +204,7 @@ class ExecutorService:
         self._handles: dict[str, TaskHandle] = {}
         self._refs: list[TaskRef] = []
         self._threads = ActorThreads()
+        self._real_clock = SystemClock(keep_thread=True)
         self._active = 0
         self._running = 0
         self._queued: deque[TaskHandle] = deque()
@@ -275,6 +276,7 @@ class ExecutorService:
                 record=record,
                 begin=begin,
                 threads=self._threads,
+                real_clock=self._real_clock,
             )
             handle._ref = ref
             self._refs.append(ref)
@@ -361,6 +363,7 @@ class ExecutorService:
         for ref in refs:  # every actor stops at once; closing their threads waits for all
             ref.stop_soon()
         self._threads.close(timeout)
+        self._real_clock.close(timeout)
         for executor in self.executors.values():
             executor.close()
         self.bus.stop(timeout)

@@ -174,6 +174,7 @@ class _Runtime:
     ports: list[Any] = attrs.Factory(list)  # every actor started, for the final stop
     lock: threading.Lock = attrs.Factory(threading.Lock)
     threads: ActorThreads = attrs.Factory(ActorThreads)  # every actor of the tree runs on these
+    real_clock: SystemClock = attrs.Factory(lambda: SystemClock(keep_thread=True))  # graces
 
     def track(self, port: Any) -> None:
         with self.lock:
@@ -419,6 +420,7 @@ class SupervisorActor(BaseActor):
                 restored=restored,
                 begin=False,
                 threads=self.runtime.threads,
+                real_clock=self.runtime.real_clock,
             )
         else:
             name = spec.name
@@ -1039,6 +1041,7 @@ class SupervisorRef:
             port.stop_soon()
         self._port.stop_soon()
         self._runtime.threads.close(timeout)
+        self._runtime.real_clock.close(timeout)
         for executor in self._runtime.executors.values():
             executor.close()
         self._runtime.bus.stop(timeout)
@@ -1080,11 +1083,13 @@ class Supervisor:
             ChildStartError: when a child could not start; the children
                 already started are stopped first, and nothing is left running.
         """
+        real_clock = SystemClock(keep_thread=True)
         runtime = _Runtime(
             bus=EventBus(hooks),
             executors=dict(executors) if executors is not None else default_executors(),
             store=store,
-            clock=clock or SystemClock(),
+            clock=clock or real_clock,
+            real_clock=real_clock,
         )
         holder: list[SupervisorRef] = []
 
