@@ -24,6 +24,7 @@ from typing import Any
 
 import pykka
 
+from common import Started, raw_many, rss_kib
 from taskvisor.actors import (
     AttemptStarted,
     Event,
@@ -32,14 +33,6 @@ from taskvisor.actors import (
     TaskContext,
     TaskSpec,
 )
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def median_us(samples: list[float]) -> float:
@@ -51,17 +44,6 @@ class Echo(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         return message
-
-
-class Started(pykka.ThreadingActor):
-    use_daemon_thread = True
-
-    def __init__(self, flag: threading.Event) -> None:
-        super().__init__()
-        self.flag = flag
-
-    def on_start(self) -> None:
-        self.flag.set()
 
 
 class Counter(pykka.ThreadingActor):
@@ -193,25 +175,9 @@ def bench_bus(n: int) -> list[tuple[str, float, float]]:
 
 
 def bench_many(n: int) -> list[tuple[str, float, float]]:
+    raw_start, raw_stop, raw_rss_kb = raw_many(n)
+    raw_rss = raw_rss_kb * 1000
     gc.collect()
-    base_rss = rss_kib()
-    flags = [threading.Event() for _ in range(n)]
-    t0 = time.perf_counter()
-    refs = [Started.start(flag) for flag in flags]
-    for flag in flags:
-        flag.wait(30)
-    raw_start = time.perf_counter() - t0
-    raw_rss = (rss_kib() - base_rss) * 1024 / n
-    t0 = time.perf_counter()
-    for ref in refs:
-        ref.stop(block=False)
-    for ref in refs:
-        ref.actor_stopped.wait(30)
-    raw_stop = time.perf_counter() - t0
-    del refs, flags
-    time.sleep(0.5)
-    gc.collect()
-
     base_rss = rss_kib()
     started: list[int] = []
     all_in = threading.Event()

@@ -24,6 +24,7 @@ from typing import Any
 
 import pykka
 
+from common import raw_many, rss_kib
 from taskvisor.actors import AttemptStarted, Event, TaskContext, TaskSpec
 from taskvisor.supervision import (
     Fail,
@@ -33,14 +34,6 @@ from taskvisor.supervision import (
     SupervisorSpec,
     simulate,
 )
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -167,40 +160,8 @@ async def parked(ctx: TaskContext) -> None:
             raise RuntimeError("storm")
 
 
-class RawChild(pykka.ThreadingActor):
-    use_daemon_thread = True
-
-    def __init__(self, started: threading.Semaphore) -> None:
-        super().__init__()
-        self.started = started
-
-    def on_start(self) -> None:
-        self.started.release()
-
-
-def raw_many(n: int) -> tuple[float, float, float]:
-    """Start n raw pykka actors (each signals from on_start), then stop them all."""
-    started = threading.Semaphore(0)
-    gc.collect()
-    base = rss_kib()
-    t0 = time.perf_counter()
-    refs = [RawChild.start(started) for _ in range(n)]
-    for _ in range(n):
-        started.acquire()
-    start_s = time.perf_counter() - t0
-    rss = (rss_kib() - base) * 1024 / n
-    t0 = time.perf_counter()
-    for ref in refs:
-        ref.stop(block=False)
-    for ref in refs:
-        ref.actor_stopped.wait(60)
-    stop_s = time.perf_counter() - t0
-    return start_s, stop_s, rss / 1000
-
-
 def many_children(n: int) -> list[tuple[str, float, float | None]]:
     raw_start, raw_stop, raw_rss = raw_many(n)
-    time.sleep(0.5)
     started = threading.Semaphore(0)
 
     def on_event(event: Event) -> None:

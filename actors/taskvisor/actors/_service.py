@@ -33,7 +33,7 @@ from ._events import TaskAccepted, TaskFinished, TaskRejected
 from ._executors import TaskExecutor, default_executors
 from ._model import Restart, Task, TaskPhase, TaskRecord, TaskRun, TaskSpec, TaskState, now_ms
 
-__all__ = ["ExecutorService", "TaskHandle", "resume_record"]
+__all__ = ["ExecutorService", "TaskHandle", "close_shared", "resume_record"]
 
 logger = logging.getLogger("taskvisor.service")
 
@@ -57,6 +57,26 @@ def resume_record(record: TaskRecord, spec: TaskSpec, *, now: int | None = None)
         record.error = lost
         return spec.restart is not Restart.TEMPORARY
     return record.state is TaskState.PENDING
+
+
+def close_shared(
+    threads: ActorThreads,
+    real_clock: SystemClock,
+    executors: Mapping[str, TaskExecutor],
+    bus: EventBus,
+    timeout: float | None,
+) -> None:
+    """Release what the actors of a service or tree shared, once every actor has stopped.
+
+    Joins the actor threads and the timer thread, closes the executors
+    (their workers, loop and processes), then stops the bus after it has
+    delivered every event.
+    """
+    threads.close(timeout)
+    real_clock.close(timeout)
+    for executor in executors.values():
+        executor.close()
+    bus.stop(timeout)
 
 
 class TaskHandle:
@@ -362,11 +382,7 @@ class ExecutorService:
                 logger.warning("a task did not end within %ss at shutdown", timeout)
         for ref in refs:  # every actor stops at once; closing their threads waits for all
             ref.stop_soon()
-        self._threads.close(timeout)
-        self._real_clock.close(timeout)
-        for executor in self.executors.values():
-            executor.close()
-        self.bus.stop(timeout)
+        close_shared(self._threads, self._real_clock, self.executors, self.bus, timeout)
 
     def __enter__(self) -> ExecutorService:
         return self

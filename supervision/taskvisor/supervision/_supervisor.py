@@ -54,6 +54,7 @@ from taskvisor.actors import (
 )
 from taskvisor.actors._base import ActorThreads
 from taskvisor.actors._publish import logging_wanted
+from taskvisor.actors._service import close_shared
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
 from ._policy import (
@@ -1040,11 +1041,8 @@ class SupervisorRef:
         for port in ports:  # every actor stops at once; closing their threads waits for all
             port.stop_soon()
         self._port.stop_soon()
-        self._runtime.threads.close(timeout)
-        self._runtime.real_clock.close(timeout)
-        for executor in self._runtime.executors.values():
-            executor.close()
-        self._runtime.bus.stop(timeout)
+        runtime = self._runtime
+        close_shared(runtime.threads, runtime.real_clock, runtime.executors, runtime.bus, timeout)
 
     def __enter__(self) -> SupervisorRef:
         return self
