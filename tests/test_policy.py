@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +19,7 @@ from taskvisor.supervision import (
     AutoShutdown,
     Backoff,
     ChildExit,
+    ChildHistory,
     ChildInfo,
     Decision,
     GiveUp,
@@ -327,6 +327,21 @@ def test_backoff_without_jitter_never_shrinks(
     assert backoff.delay(1, 0.0) == min(initial, backoff.maximum)
 
 
+def test_decide_backs_off_past_the_delays_it_computes_ahead() -> None:
+    """A child restarted more than 64 times in a row still gets ``Backoff.delay``."""
+    backoff = Backoff(initial=0.001, maximum=1e9, multiplier=1.25)
+    policy = Policy(intensity=Intensity(1000, 1.0), backoff=backoff)
+    children = kids("a")
+    state = SupervisorState.initial(children, 0.0)
+    delays = []
+    for i in range(80):
+        state, decision = decide(policy, children, state, ChildExit("a", FAILED), 10.0 * i)
+        assert isinstance(decision, RestartChildren)
+        delays.append(decision.delay)
+    assert delays == [backoff.delay(n, 0.5) for n in range(1, 81)]
+    assert len(set(delays)) == 80
+
+
 def test_backoff_doubles_up_to_the_maximum() -> None:
     backoff = Backoff(initial=0.5, maximum=3.0)
     assert [backoff.delay(n, 0.5) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
@@ -369,6 +384,55 @@ def jittered_delays(seed: int | None, state_seed: int = 0) -> list[float]:
         out.append(decision.delay)
     assert state.draws == 6
     return out
+
+
+def test_jitter_draws_depend_only_on_the_seed_and_the_draw_count() -> None:
+    """The same state and event give the same delay, whatever was decided in between."""
+    policy = Policy(intensity=Intensity(10**6, 1.0), backoff=Backoff(initial=1.0, jitter=1.0))
+    children = kids("a")
+    state = SupervisorState.initial(children, 0.0, seed=11)
+    states, delays = [], []
+    for i in range(1200):  # more draws than one block of random numbers
+        states.append(state)
+        state, decision = decide(policy, children, state, ChildExit("a", FAILED), 10.0 * i)
+        assert isinstance(decision, RestartChildren)
+        delays.append(decision.delay)
+    assert state.draws == 1200
+    assert all(0.0 <= d <= 2.0 * min(30.0, 2.0 ** min(n, 10)) for n, d in enumerate(delays))
+    for i in (1199, 0, 700, 511, 512, 3):  # again, out of order: the same delays
+        _, decision = decide(policy, children, states[i], ChildExit("a", FAILED), 10.0 * i)
+        assert decision == RestartChildren("a", (), ("a",), (), delays[i])
+    other = decide(policy, children, states[5]._replace(seed=12), ChildExit("a", FAILED), 50.0)
+    assert other[1] != RestartChildren("a", (), ("a",), (), delays[5])
+
+
+def test_caches_are_bounded_and_never_change_a_decision() -> None:
+    """``decide`` caches per children tuple, policy, backoff, child id and seed."""
+    backoff = Backoff(initial=1.0, jitter=0.5)
+    policy = Policy(Strategy.ONE_FOR_ALL, Intensity(100, 1.0), backoff=backoff)
+    children = kids("a", "b")
+    state = SupervisorState.initial(children, 0.0, seed=3)
+    expected = decide(policy, children, state, ChildExit("b", FAILED), 1.0)
+    lone = Policy(intensity=Intensity(100, 1.0))
+    for i in range(4200):  # more than any cache holds
+        many = (ChildInfo(f"c{i}"),)
+        decide(lone, many, SupervisorState.initial(many, 0.0), ChildExit(f"c{i}", FAILED), 1.0)
+        if i < 300:
+            jittered = Policy(backoff=Backoff(initial=1.0, jitter=0.5))
+            first = SupervisorState.initial(many, 0.0, seed=i)
+            decide(jittered, many, first, ChildExit(f"c{i}", FAILED), 1.0)
+        assert decide(policy, children, state, ChildExit("b", FAILED), 1.0) == expected
+    assert decide(policy, list(children), state, ChildExit("b", FAILED), 1.0) == expected
+
+
+def test_states_and_decisions_are_named_tuples() -> None:
+    state = SupervisorState.initial(kids("a"), 2.0)
+    assert state == SupervisorState((), PMap({"a": ChildHistory(2.0)}), 2.0)
+    assert state._replace(draws=4).draws == 4
+    assert RestartChildren("a", (), ("a",))._replace(delay=1.5).delay == 1.5
+    assert repr(Ignore("a")) == "Ignore(child='a', remove=False)"
+    with pytest.raises(AttributeError):
+        state.draws = 1  # type: ignore[misc]
 
 
 def test_jitter_is_deterministic_per_seed() -> None:
@@ -479,7 +543,7 @@ def test_decide_is_pure() -> None:
     children = kids("a", "b", "c")
     policy = Policy(Strategy.REST_FOR_ONE, backoff=Backoff(jitter=0.3))
     state = SupervisorState.initial(children, 0.0)
-    snapshot = attrs.evolve(state)
+    snapshot = state._replace()
     first = decide(policy, children, state, ChildExit("b", FAILED), 1.0)
     second = decide(policy, list(children), state, ChildExit("b", FAILED), 1.0)
     assert first == second
@@ -557,6 +621,11 @@ def test_children_without_history_count_as_started_with_the_supervisor() -> None
     state, decision = decide(backoff, children, state, ChildExit("b", FAILED), 20.0)
     assert decision == RestartChildren("b", ("a",), ("a", "b"), (), 1.0)
     assert state.failures == {"b": 1}  # ran 10 s (>= reset_after) since the start: count 1
+    group = Policy(Strategy.ONE_FOR_ALL, Intensity(1, 1.0))
+    fresh = SupervisorState.initial((), 10.0)
+    state, decision = decide(group, children, fresh, ChildExit("a", FAILED), 11.0)
+    assert decision == RestartChildren("a", ("b",), ("a", "b"), (), 0.0)
+    assert state.started_at == {"a": 11.0, "b": 11.0}
 
 
 def test_enums_accept_their_string_values() -> None:
@@ -572,21 +641,27 @@ def test_enums_accept_their_string_values() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.booleans(), st.text(max_size=3), st.integers()),
+        st.tuples(st.sampled_from(["set", "remove", "update"]), st.text(max_size=3), st.integers()),
         max_size=60,
     )
 )
-def test_pmap_behaves_like_a_dict_and_never_changes(ops: list[tuple[bool, str, int]]) -> None:
+def test_pmap_behaves_like_a_dict_and_never_changes(ops: list[tuple[str, str, int]]) -> None:
     model: dict[str, int] = {}
     current: PMap[int] = PMap()
     history = [(current, dict(model))]
-    for put, key, value in ops:
-        if put:
+    for op, key, value in ops:
+        if op == "set":
             current = current.set(key, value)
             model[key] = value
-        else:
+        elif op == "remove":
             current = current.remove(key)
             model.pop(key, None)
+        else:  # set key and key + "x", remove key + "y" and key + "z" (absent or not)
+            changes = {key: value, key + "x": value + 1}
+            current = current.update(changes, [key + "y", key + "z"])
+            model.update(changes)
+            model.pop(key + "y", None)
+            model.pop(key + "z", None)
         history.append((current, dict(model)))
     for pmap, expected in history:  # every version still holds what it held
         assert len(pmap) == len(expected)
@@ -598,6 +673,24 @@ def test_pmap_behaves_like_a_dict_and_never_changes(ops: list[tuple[bool, str, i
     assert repr(PMap({"b": 1, "a": 2})) == "PMap({'a': 2, 'b': 1})"
     assert 3 not in current
     assert current.__eq__(3) is NotImplemented
+    assert current.update({}, ["not-there-at-all"]) is current
+
+
+def test_pmap_with_thousands_of_keys() -> None:
+    """Keys share the map's small dicts: each update still copies only its own."""
+    model = {f"k{i}": i for i in range(5000)}
+    pmap = PMap([*model.items(), ("k1", -1)])  # a later pair wins, as in dict()
+    model["k1"] = -1
+    assert pmap == model
+    assert len(pmap) == 5000
+    changed = pmap.update({f"k{i}": 0 for i in range(0, 6000, 3)}, [f"k{i}" for i in range(1, 99)])
+    expected = dict(model)
+    expected.update({f"k{i}": 0 for i in range(0, 6000, 3)})
+    for i in range(1, 99):
+        del expected[f"k{i}"]
+    assert changed == expected
+    assert len(changed) == len(expected)
+    assert pmap == model  # unchanged
 
 
 # --------------------------------------------------------------------------- against a model
@@ -711,7 +804,7 @@ class AgainstTheModel(RuleBasedStateMachine):
         got = self.sup.exit(f"c{child}", phase, self.now)
         expected = self.model.exit(f"c{child}", phase, self.now)
         if isinstance(got, GiveUp):
-            got = attrs.evolve(got, reason="")
+            got = got._replace(reason="")
         assert got == expected
 
     @invariant()

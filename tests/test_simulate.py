@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -196,6 +197,77 @@ def test_a_pending_restart_dies_with_its_supervisor() -> None:
     sim = simulate(spec, [Fail(1.0, "sub/x"), Fail(2.0, "sub/y")])
     assert sim.gave_up
     assert sim.children["sub/x"] == ChildOutcome(FAILED, 1, False)  # never restarted
+
+
+def test_delayed_restarts_deep_in_the_tree_and_of_gone_supervisors() -> None:
+    sub = SupervisorSpec(
+        "sub", intensity=Intensity(5, 60.0), backoff=Backoff(initial=1.0), children=[task("x")]
+    )
+    spec = SupervisorSpec("app", intensity=Intensity(5, 60.0), children=[sub, task("t")])
+    # sub restarts x at 2.0, found due before the event at 3.0.
+    sim = simulate(spec, [Fail(1.0, "sub/x"), Fail(3.0, "t")])
+    assert sim.children["sub/x"] == ChildOutcome(RUNNING, 2, True)
+    assert "     2.000  start    sub/x (start #2)" in sim.timeline().splitlines()
+    # sub crashes while x waits: the old sub's restart is dropped, due before an event ...
+    sim = simulate(spec, [Fail(1.0, "sub/x"), Fail(1.5, "sub"), Fail(3.0, "t")])
+    assert sim.children["sub/x"] == ChildOutcome(RUNNING, 2, True)  # with the fresh sub, at 1.5
+    assert sim.end == 3.0
+    # ... or after the last one.
+    sim = simulate(spec, [Fail(1.0, "sub/x"), Fail(1.5, "sub")])
+    assert sim.children["sub/x"] == ChildOutcome(RUNNING, 2, True)
+    assert sim.end == 2.0
+
+
+def test_events_under_a_supervisor_waiting_for_its_restart_are_skipped() -> None:
+    pool = DynamicSupervisorSpec("pool", template=task("w"))
+    sub = SupervisorSpec("sub", children=[task("x")])
+    spec = SupervisorSpec(
+        "app", intensity=Intensity(5, 60.0), backoff=Backoff(initial=1.0), children=[sub, pool]
+    )
+    script = [Fail(1.0, "sub"), Fail(1.2, "sub/x"), Fail(1.4, "pool"), Start(1.6, "pool")]
+    sim = simulate(spec, [*script, Fail(3.0, "sub/x")])
+    assert sim.skipped == (
+        (Fail(1.2, "sub/x"), "supervisor 'sub' is not running"),
+        (Start(1.6, "pool"), "not running"),
+    )
+    assert sim.children["sub/x"] == ChildOutcome(RUNNING, 3, True)  # restarted at 2.0 and 4.0
+
+
+def test_a_replaced_restart_is_dropped_before_the_next_event() -> None:
+    spec = SupervisorSpec(
+        "app",
+        strategy="rest_for_one",
+        intensity=Intensity(10, 60.0),
+        backoff=Backoff(initial=1.0),
+        children=[task("b"), task("a")],
+    )
+    sim = simulate(spec, [Fail(1.0, "a"), Fail(1.5, "b"), Fail(5.0, "a")])
+    starts = [line for line in sim.timeline().splitlines() if "start    a" in line]
+    assert starts == [
+        "     0.000  start    a",
+        "     2.500  start    a (start #2)",  # not at 2.0: that restart was replaced
+        "     7.000  start    a (start #3)",  # its second restart in a row waits 2 s
+    ]
+
+
+def test_a_supervisor_deep_in_the_tree_crashes() -> None:
+    sim = simulate(three_levels(mid_budget=1), [Fail(1.0, "mid/leaf", "bug")])
+    assert [(sup, d) for _, sup, d in sim.decisions] == [
+        ("app/mid", RestartChildren("leaf", (), ("leaf",), (), 0.0)),
+    ]
+    assert sim.children["mid/leaf/worker"] == ChildOutcome(RUNNING, 2, True)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_garbage_collector_is_left_as_it_was(enabled: bool) -> None:
+    """``simulate`` pauses the cyclic collector while it runs, and only then."""
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        simulate(SupervisorSpec("app", children=[task("a")]), [Fail(1.0, "a")])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_jitter_follows_the_seed() -> None:

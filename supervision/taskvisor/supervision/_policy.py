@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import math
+import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 
@@ -365,40 +366,46 @@ class Policy:
 
 # --------------------------------------------------------------------------- persistent map
 
-_EMPTY_LEAF: dict[str, Any] = {}  # shared and never mutated: every update copies a leaf
-_EMPTY_NODE: tuple[dict[str, Any], ...] = (_EMPTY_LEAF,) * 32
-_EMPTY_ROOT: tuple[tuple[dict[str, Any], ...], ...] = (_EMPTY_NODE,) * 32
+_EMPTY_LEAF: dict[str, Any] = {}  # shared and never changed, like every part of a PMap
+_new_object = object.__new__
+_ABSENT: Any = object()
 
 
 class PMap(Mapping[str, V]):
     """An immutable mapping of strings whose updates copy a small part of it.
 
     Keys are spread over 32 x 32 small dicts by hash; ``set`` and
-    ``remove`` copy one of them and two 32-tuples, so a supervisor with
+    ``remove`` copy one of them and two 32-slot lists, so a supervisor with
     thousands of children updates one child's history in about a
-    microsecond, not in time proportional to the number of children.
+    microsecond, not in time proportional to the number of children. No
+    part of a map is changed once the map is made: versions share them.
     """
 
     __slots__ = ("_len", "_root")
 
-    _root: tuple[tuple[dict[str, V], ...], ...]
+    # Lists rather than tuples because a list copies in one step; never changed.
+    _root: list[list[dict[str, V]]]
     _len: int
 
     def __init__(self, items: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        leaves: dict[tuple[int, int], dict[str, V]] = {}
+        root: list[list[dict[str, V]]] = [[_EMPTY_LEAF] * 32 for _ in range(32)]
+        size = 0
         for key, value in pairs:
             h = hash(key)
-            leaves.setdefault((h & 31, (h >> 5) & 31), {})[key] = value
-        root = [list(node) for node in _EMPTY_ROOT]
-        for (i, j), leaf in leaves.items():
-            root[i][j] = leaf
-        self._root = tuple(tuple(node) for node in root)
-        self._len = sum(len(leaf) for leaf in leaves.values())
+            node = root[h & 31]
+            j = (h >> 5) & 31
+            leaf = node[j]
+            if leaf is _EMPTY_LEAF:
+                leaf = node[j] = {}
+            size += key not in leaf
+            leaf[key] = value
+        self._root = root
+        self._len = size
 
     @classmethod
-    def _make(cls, root: tuple[tuple[dict[str, V], ...], ...], size: int) -> PMap[V]:
-        new = cls.__new__(cls)
+    def _make(cls, root: list[list[dict[str, V]]], size: int) -> PMap[V]:
+        new = _new_object(cls)
         new._root = root
         new._len = size
         return new
@@ -433,14 +440,53 @@ class PMap(Mapping[str, V]):
         root = self._root
         node = root[i]
         leaf = node[j]
-        size = self._len if key in leaf else self._len + 1
         new_leaf = leaf.copy()
         new_leaf[key] = value
-        new_node = list(node)
+        new_node = node.copy()
         new_node[j] = new_leaf
-        new_root = list(root)
-        new_root[i] = tuple(new_node)
-        return PMap._make(tuple(new_root), size)
+        new_root = root.copy()
+        new_root[i] = new_node
+        new = _new_object(PMap)
+        new._root = new_root
+        new._len = self._len + (len(new_leaf) - len(leaf))
+        return new
+
+    def update(self, changes: Mapping[str, V], removed: Iterable[str] = ()) -> PMap[V]:
+        """Return a copy with ``changes`` set and the keys ``removed`` deleted.
+
+        Each part of the map that changes is copied once, however many keys
+        land in it.
+        """
+        root = self._root
+        leaves: dict[tuple[int, int], dict[str, V]] = {}
+        size = self._len
+        for key, value in changes.items():
+            h = hash(key)
+            slot = (h & 31, (h >> 5) & 31)
+            leaf = leaves.get(slot)
+            if leaf is None:
+                leaf = leaves[slot] = root[slot[0]][slot[1]].copy()
+            size += key not in leaf
+            leaf[key] = value
+        for key in removed:
+            h = hash(key)
+            slot = (h & 31, (h >> 5) & 31)
+            leaf = leaves.get(slot)
+            if leaf is None:
+                if key not in root[slot[0]][slot[1]]:
+                    continue
+                leaf = leaves[slot] = root[slot[0]][slot[1]].copy()
+            size -= leaf.pop(key, _ABSENT) is not _ABSENT
+        if not leaves:
+            return self
+        new_root = root.copy()
+        copied: set[int] = set()
+        for (i, j), leaf in leaves.items():
+            if i not in copied:
+                copied.add(i)
+                new_root[i] = new_root[i].copy()
+            new_root[i][j] = leaf
+        return PMap._make(new_root, size)
 
     def remove(self, key: str) -> PMap[V]:
         """Return a copy without ``key`` (the same map when it is absent)."""
@@ -453,11 +499,11 @@ class PMap(Mapping[str, V]):
             return self
         new_leaf = leaf.copy()
         del new_leaf[key]
-        new_node = list(node)
+        new_node = node.copy()
         new_node[j] = new_leaf
-        new_root = list(root)
-        new_root[i] = tuple(new_node)
-        return PMap._make(tuple(new_root), self._len - 1)
+        new_root = root.copy()
+        new_root[i] = new_node
+        return PMap._make(new_root, self._len - 1)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
@@ -487,9 +533,11 @@ class ChildHistory(NamedTuple):
     """The child ended and will not be restarted (OTP: its pid is ``undefined``)."""
 
 
-@attrs.frozen
-class SupervisorState:
+class SupervisorState(NamedTuple):
     """What a supervisor remembers between decisions; change it only through this module.
+
+    A named tuple, like ``ChildHistory``: ``decide`` makes one per decision,
+    and a tuple is quicker to make than a frozen attrs instance.
 
     Attributes:
         restarts: times of the restarts inside the intensity window, oldest first.
@@ -548,10 +596,6 @@ class SupervisorState:
         return record is None or not record.ended
 
 
-def _evolve(state: SupervisorState, **changes: Any) -> SupervisorState:
-    return attrs.evolve(state, **changes)
-
-
 def started(state: SupervisorState, child_id: str, now: float) -> SupervisorState:
     """Return ``state`` after the child was started explicitly (start or restart on request).
 
@@ -559,29 +603,31 @@ def started(state: SupervisorState, child_id: str, now: float) -> SupervisorStat
     """
     old: ChildHistory | None = state.history.get(child_id)
     record = ChildHistory(now) if old is None else old._replace(started_at=now, ended=False)
-    return _evolve(state, history=state.history.set(child_id, record))
+    return state._replace(history=state.history.set(child_id, record))
 
 
 def stopped(state: SupervisorState, child_id: str) -> SupervisorState:
     """Return ``state`` after the child was terminated on request (it stays defined)."""
     old: ChildHistory | None = state.history.get(child_id)
     record = ChildHistory(state.created_at, ended=True) if old is None else old._replace(ended=True)
-    return _evolve(state, history=state.history.set(child_id, record))
+    return state._replace(history=state.history.set(child_id, record))
 
 
 def removed(state: SupervisorState, child_id: str) -> SupervisorState:
     """Return ``state`` without anything about the child (its spec was deleted)."""
-    return _evolve(state, history=state.history.remove(child_id))
+    return state._replace(history=state.history.remove(child_id))
 
 
 # --------------------------------------------------------------------------- events and decisions
 
 
 _ENDS = frozenset(p for p in TaskPhase if p.is_terminal)
+_END_VALUES = frozenset(p.value for p in _ENDS)
 
 
 def _to_phase(value: TaskPhase | str) -> TaskPhase:
-    if value in _ENDS:  # the common case, first and fast
+    # The common case first and fast (hashing an enum member runs Python code; a str does not).
+    if type(value) is TaskPhase and value._value_ in _END_VALUES:
         return value
     phase = to_enum(TaskPhase, "phase", value)
     if phase not in _ENDS:
@@ -610,16 +656,18 @@ class ChildExit:
     error: str | None = None
 
 
-@attrs.frozen
-class Ignore:
+# The decisions are named tuples, like the state: ``decide`` makes one each
+# time, and a tuple is quicker to make than a frozen attrs instance.
+
+
+class Ignore(NamedTuple):
     """Do not restart the child. ``remove``: delete its spec (a temporary child)."""
 
     child: str
     remove: bool = False
 
 
-@attrs.frozen
-class RestartChildren:
+class RestartChildren(NamedTuple):
     """Restart children after ``delay`` seconds.
 
     Stop ``terminate`` first (reverse start order), delete the specs of
@@ -636,8 +684,7 @@ class RestartChildren:
     delay: float = 0.0
 
 
-@attrs.frozen
-class GiveUp:
+class GiveUp(NamedTuple):
     """The restart budget is exhausted: stop ``terminate`` (reverse start order) and exit.
 
     The supervisor's parent sees this as its child ending ``EXHAUSTED``.
@@ -648,8 +695,7 @@ class GiveUp:
     terminate: tuple[str, ...]
 
 
-@attrs.frozen
-class Shutdown:
+class Shutdown(NamedTuple):
     """Automatic shutdown fired: stop ``terminate`` (reverse start order) and end normally."""
 
     child: str
@@ -661,40 +707,122 @@ Decision: TypeAlias = Ignore | RestartChildren | GiveUp | Shutdown
 
 # --------------------------------------------------------------------------- decide
 
-_ABNORMAL = frozenset({TaskPhase.FAILED, TaskPhase.TIMEOUT, TaskPhase.EXHAUSTED})
+_FAILED, _TIMEOUT, _EXHAUSTED = TaskPhase.FAILED, TaskPhase.TIMEOUT, TaskPhase.EXHAUSTED
 _PERMANENT, _TRANSIENT, _TEMPORARY = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
-_MASK64 = (1 << 64) - 1
+_ONE_FOR_ONE, _ONE_FOR_ALL = Strategy.ONE_FOR_ONE, Strategy.ONE_FOR_ALL
+_new_tuple = tuple.__new__
 
-# Position of each child id in a children tuple, cached by identity. A tuple
-# of frozen ChildInfo cannot change, and the cache holds a reference to each
-# tuple it indexes, so an id() is never reused while its entry lives.
-_INDEX_CACHE: dict[int, tuple[Sequence[ChildInfo], dict[str, int]]] = {}
-_INDEX_CACHE_SIZE = 256
+# ``decide`` caches what it derives from its immutable inputs, keyed by id().
+# Each entry holds a reference to the objects it was derived from, so an id()
+# is never reused while its entry lives, and a hit is used only when those
+# objects ``are`` the arguments: a hit gives exactly what a miss computes.
+_CACHE_SIZE = 256
+_BASES = 64  # backoff base delays computed ahead (for 1 to 64 restarts in a row)
+
+
+# Plain tuples, not named ones: unpacking a tuple subclass goes through an
+# iterator, several times slower than unpacking a tuple.
+
+#: What ``decide`` reads of a ``Backoff``: (backoff, bases, maximum, jitter,
+#: reset_after, seed), where bases[n] == backoff.base(n) for 1 <= n <= _BASES.
+_BackoffPlan: TypeAlias = tuple[Backoff, tuple[float, ...], float, float, float | None, int | None]
+
+#: What ``decide`` reads of its children and policy, computed once for both:
+#: (children, policy, positions of the child ids in children, max_restarts,
+#: within, lone: a restart restarts the child alone (ONE_FOR_ONE or a single
+#: child), child_intensity, backoff plan).
+_Context: TypeAlias = tuple[
+    Sequence[ChildInfo],
+    Policy,
+    dict[str, int],
+    int,
+    float,
+    bool,
+    Intensity | None,
+    _BackoffPlan | None,
+]
+
+
+_BACKOFFS: dict[int, _BackoffPlan] = {}
+_CONTEXTS: dict[int, _Context] = {}  # by id(children), for tuples (a list may change)
+_NO_CONTEXT: _Context = ((), Policy(), {}, 0, 1.0, True, None, None)  # matches no call
 
 
 def _index(children: Sequence[ChildInfo]) -> dict[str, int]:
-    """Index ``children`` by id (``decide`` looks in the cache first)."""
+    """Index ``children`` by id.
+
+    Raises:
+        InvalidSpec: when two children share an id.
+    """
     index = {c.id: i for i, c in enumerate(children)}
     if len(index) != len(children):
-        seen: set[str] = set()
-        for i, c in enumerate(children):
-            if c.id in seen:
-                raise invalid(f"children[{i}].id", "duplicate child id", c.id)
-            seen.add(c.id)
-    if type(children) is tuple:
-        if len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.clear()
-        _INDEX_CACHE[id(children)] = (children, index)
+        ids = [c.id for c in children]
+        i = next(i for i, cid in enumerate(ids) if cid in ids[:i])
+        raise invalid(f"children[{i}].id", "duplicate child id", ids[i])
     return index
 
 
-def _unit(seed: int, counter: int) -> float:
-    """A uniform number in [0, 1) from ``(seed, counter)`` (SplitMix64)."""
-    z = (seed * 0x9E3779B97F4A7C15 + (counter + 1) * 0xD1B54A32D192ED03) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    z ^= z >> 31
-    return (z >> 11) * (1.0 / (1 << 53))
+def _backoff_plan(backoff: Backoff) -> _BackoffPlan:
+    plan = _BACKOFFS.get(id(backoff))
+    if plan is None or plan[0] is not backoff:
+        bases = (0.0, *(backoff.base(n) for n in range(1, _BASES + 1)))
+        plan = (backoff, bases, backoff.maximum, backoff.jitter, backoff.reset_after, backoff.seed)
+        if len(_BACKOFFS) >= _CACHE_SIZE:
+            _BACKOFFS.clear()
+        _BACKOFFS[id(backoff)] = plan
+    return plan
+
+
+def _context(policy: Policy, children: Sequence[ChildInfo]) -> _Context:
+    """The context of ``decide`` (``decide`` looks in the cache first)."""
+    old = _CONTEXTS.get(id(children))
+    positions = old[2] if old is not None and old[0] is children else _index(children)
+    intensity, backoff = policy.intensity, policy.backoff
+    context: _Context = (
+        children,
+        policy,
+        positions,
+        intensity.max_restarts,
+        intensity.within,
+        policy.strategy is _ONE_FOR_ONE or len(children) == 1,
+        policy.child_intensity,
+        None if backoff is None else _backoff_plan(backoff),
+    )
+    if type(children) is tuple:
+        if len(_CONTEXTS) >= _CACHE_SIZE:
+            _CONTEXTS.clear()
+        _CONTEXTS[id(children)] = context
+    return context
+
+
+# The decision to restart a child alone at once, one per child id. Delayed
+# restarts share its ``restart`` tuple.
+_LONE: dict[str, RestartChildren] = {}
+
+
+def _restart_alone(child: str) -> RestartChildren:
+    """Make ``_LONE[child]`` (``decide`` looks there first)."""
+    if len(_LONE) >= 4096:
+        _LONE.clear()
+    decision = _LONE[child] = RestartChildren(child, (), (child,), (), 0.0)
+    return decision
+
+
+# Jitter draws its uniform numbers from blocks of a Mersenne Twister seeded
+# with (seed, block number): number ``counter`` of ``seed`` is always the same.
+_BLOCK_BITS = 9
+_BLOCK_MASK = (1 << _BLOCK_BITS) - 1
+_BLOCKS: dict[tuple[int, int], list[float]] = {}
+
+
+def _block(seed: int, number: int) -> list[float]:
+    """Make ``_BLOCKS[seed, number]`` (``decide`` looks there first)."""
+    rand = random.Random(f"taskvisor-jitter:{seed}:{number}").random
+    block = [rand() for _ in range(_BLOCK_MASK + 1)]
+    if len(_BLOCKS) >= 64:
+        _BLOCKS.clear()  # one step, safe with supervisors on other threads
+    _BLOCKS[seed, number] = block
+    return block
 
 
 def _window(restarts: tuple[float, ...], now: float, within: float) -> tuple[float, ...]:
@@ -705,7 +833,7 @@ def _window(restarts: tuple[float, ...], now: float, within: float) -> tuple[flo
         if r >= threshold:
             break
         cut += 1
-    return (*restarts[cut:], now) if cut else (*restarts, now)
+    return (restarts[cut:] if cut else restarts) + (now,)
 
 
 def _others_running(
@@ -721,7 +849,7 @@ def _others_running(
     return tuple(out)
 
 
-def decide(
+def decide(  # noqa: PLR0915  (one flat function: this is the hot path)
     policy: Policy,
     children: Sequence[ChildInfo],
     state: SupervisorState,
@@ -749,101 +877,112 @@ def decide(
         InvalidSpec: when two children share an id.
     """
     child = event.child
-    hit = _INDEX_CACHE.get(id(children))
-    index = hit[1] if hit is not None and hit[0] is children else _index(children)
-    pos = index.get(child)
-    if pos is None or state.gave_up or state.shut_down:
+    context = _CONTEXTS.get(id(children), _NO_CONTEXT)
+    if context[0] is not children or context[1] is not policy:
+        context = _context(policy, children)
+    _, _, positions, max_restarts, within, lone, child_intensity, backoff = context
+    restarts, history, created_at, draws, seed, gave_up, shut_down = state
+    pos = positions.get(child)
+    if pos is None or gave_up or shut_down:
         return state, Ignore(child)
+    # history.get(child), keeping the way to it for the update below
     h = hash(child)
-    record: ChildHistory | None = state.history._root[h & 31][(h >> 5) & 31].get(child)
-    if record is not None and record.ended:
+    i, j = h & 31, (h >> 5) & 31
+    root = history._root
+    node = root[i]
+    leaf = node[j]
+    record: ChildHistory | None = leaf.get(child)
+    if record is not None and record[3]:  # ended
         return state, Ignore(child)
     info = children[pos]
     restart = info.restart
-    if restart is _TEMPORARY or (restart is _TRANSIENT and event.phase not in _ABNORMAL):
-        return _not_restarted(policy, children, state, info, record)
+    if restart is not _PERMANENT:
+        phase = event.phase
+        if restart is _TEMPORARY or (
+            phase is not _FAILED and phase is not _TIMEOUT and phase is not _EXHAUSTED
+        ):
+            return _not_restarted(policy, children, state, info, record)
 
-    intensity = policy.intensity
-    restarts = state.restarts
-    if restarts and restarts[0] < now - intensity.within:
-        restarts = _window(restarts, now, intensity.within)
+    threshold = now - within
+    if restarts and restarts[0] < threshold:
+        if len(restarts) > 1 and restarts[1] < threshold:
+            restarts = _window(restarts, now, within)
+        else:  # the common case: one restart leaves the window as this one comes in
+            restarts = restarts[1:] + (now,)  # noqa: RUF005  (copies once; unpacking copies twice)
     else:
-        restarts = (*restarts, now)
-    if len(restarts) > intensity.max_restarts:
+        restarts += (now,)
+    if len(restarts) > max_restarts:
         reason = (
-            f"reached max restart intensity: more than {intensity.max_restarts} "
-            f"restart(s) within {intensity.within:g}s"
+            f"reached max restart intensity: more than {max_restarts} restart(s) within {within:g}s"
         )
         return _give_up(children, state, record, restarts, reason, child=child)
     delay = 0.0
-    draws = state.draws
-    per_child = policy.child_intensity is not None or policy.backoff is not None
-    if per_child:
-        record, delay, draws, why = _per_child(policy, state, record, child=child, now=now)
-        if why is not None:
-            return _give_up(children, state, record, restarts, why, child=child)
+    if child_intensity is None and backoff is None:
+        if lone:  # nothing about the child changes: the history stays
+            alone = _LONE.get(child) or _restart_alone(child)
+            state_items = (restarts, history, created_at, draws, seed, False, False)
+            return _new_tuple(SupervisorState, state_items), alone
+        if record is None:
+            record = _new_tuple(ChildHistory, (created_at, 0, (), False))
+    else:
+        own: tuple[float, ...]
+        if record is None:
+            started_at, failures, own = created_at, 0, ()
+        else:
+            started_at, failures, own, _ = record
+        if child_intensity is not None:
+            own = _window(own, now, child_intensity.within)
+            if len(own) > child_intensity.max_restarts:
+                reason = (
+                    f"child {child!r} reached its own restart limit: more than "
+                    f"{child_intensity.max_restarts} restart(s) within "
+                    f"{child_intensity.within:g}s"
+                )
+                return _give_up(children, state, record, restarts, reason, child=child)
+        if backoff is not None:
+            backoff_value, bases, maximum, jitter, reset_after, backoff_seed = backoff
+            if reset_after is not None and now - started_at >= reset_after:
+                failures = 0
+            failures += 1
+            delay = bases[failures] if failures <= _BASES else backoff_value.base(failures)
+            if jitter:  # Backoff.delay(failures, rand), written out
+                key = (seed if backoff_seed is None else backoff_seed, draws >> _BLOCK_BITS)
+                block = _BLOCKS.get(key)
+                if block is None:
+                    block = _block(*key)
+                rand = block[draws & _BLOCK_MASK]
+                draws += 1
+                spread = delay * (1.0 + jitter * (2.0 * rand - 1.0))
+                delay = maximum if spread > maximum else (spread if spread > 0.0 else 0.0)
+            started_at = now + delay
+        record = _new_tuple(ChildHistory, (started_at, failures, own, False))
+        if lone:
+            # history.set(child, record), written out: copy the leaf and the path to it
+            new_leaf = leaf.copy()
+            new_leaf[child] = record
+            new_node = node.copy()
+            new_node[j] = new_leaf
+            new_root = root.copy()
+            new_root[i] = new_node
+            new_history: PMap[ChildHistory] = _new_object(PMap)
+            new_history._root = new_root
+            new_history._len = history._len + (len(new_leaf) > len(leaf))
+            state_items = (restarts, new_history, created_at, draws, seed, False, False)
+            alone = _LONE.get(child) or _restart_alone(child)
+            if not delay:
+                return _new_tuple(SupervisorState, state_items), alone
+            decision_items = (child, (), alone.restart, (), delay)
+            return (
+                _new_tuple(SupervisorState, state_items),
+                _new_tuple(RestartChildren, decision_items),
+            )
 
-    history = state.history
-    if policy.strategy is Strategy.ONE_FOR_ONE or len(children) == 1:
-        if per_child:  # else nothing about the child changed: skip the copy
-            history = history.set(child, record)  # type: ignore[arg-type]
-        new_state = SupervisorState(
-            restarts, history, state.created_at, draws, state.seed, False, False
-        )
-        return new_state, RestartChildren(child, (), (child,), (), delay)
-    group = children if policy.strategy is Strategy.ONE_FOR_ALL else children[pos:]
-    if record is None:
-        record = ChildHistory(state.created_at)
-    history, decision = _restart_group(
+    group = children if policy.strategy is _ONE_FOR_ALL else children[pos:]
+    history, group_decision = _restart_group(
         group, history, record, child=child, delay=delay, start_at=now + delay
     )
-    new_state = SupervisorState(
-        restarts, history, state.created_at, draws, state.seed, False, False
-    )
-    return new_state, decision
-
-
-def _per_child(
-    policy: Policy,
-    state: SupervisorState,
-    record: ChildHistory | None,
-    *,
-    child: str,
-    now: float,
-) -> tuple[ChildHistory, float, int, str | None]:
-    """Apply the per-child window and the backoff to a child about to be restarted.
-
-    Returns:
-        The child's new history, the delay, the new draw counter, and the
-        reason to give up (None while the child is inside its own budget).
-    """
-    if record is None:
-        record = ChildHistory(state.created_at)
-    started_at, failures, own, _ = record
-    child_intensity = policy.child_intensity
-    if child_intensity is not None:
-        own = _window(own, now, child_intensity.within)
-        if len(own) > child_intensity.max_restarts:
-            reason = (
-                f"child {child!r} reached its own restart limit: more than "
-                f"{child_intensity.max_restarts} restart(s) within {child_intensity.within:g}s"
-            )
-            return record, 0.0, state.draws, reason
-    delay = 0.0
-    draws = state.draws
-    backoff = policy.backoff
-    if backoff is not None:
-        reset_after = backoff.reset_after
-        if reset_after is not None and now - started_at >= reset_after:
-            failures = 0
-        failures += 1
-        rand = 0.5
-        if backoff.jitter:
-            rand = _unit(state.seed if backoff.seed is None else backoff.seed, draws)
-            draws += 1
-        delay = backoff.delay(failures, rand)
-        started_at = now + delay
-    return ChildHistory(started_at, failures, own, False), delay, draws, None
+    state_items = (restarts, history, created_at, draws, seed, False, False)
+    return _new_tuple(SupervisorState, state_items), group_decision
 
 
 def _restart_group(
@@ -863,25 +1002,27 @@ def _restart_group(
     terminate: list[str] = []
     restart_ids: list[str] = []
     drop: list[str] = []
+    changes: dict[str, ChildHistory] = {}
     for c in group:
         cid = c.id
         if cid == child:
             restart_ids.append(cid)
-            history = history.set(cid, record._replace(started_at=start_at))
+            changes[cid] = _new_tuple(ChildHistory, (start_at, record[1], record[2], record[3]))
             continue
         old: ChildHistory | None = history.get(cid)
-        if old is None or not old.ended:
+        if old is None or not old[3]:
             terminate.append(cid)
         if c.restart is _TEMPORARY:
             drop.append(cid)
-            history = history.remove(cid)
         else:
             restart_ids.append(cid)
-            fresh = ChildHistory(start_at) if old is None else old._replace(started_at=start_at)
-            history = history.set(cid, fresh._replace(ended=False))
+            changes[cid] = _new_tuple(
+                ChildHistory,
+                (start_at, 0, (), False) if old is None else (start_at, *old[1:3], False),
+            )
     terminate.reverse()
     decision = RestartChildren(child, tuple(terminate), tuple(restart_ids), tuple(drop), delay)
-    return history, decision
+    return history.update(changes, drop), decision
 
 
 def _not_restarted(
@@ -898,18 +1039,24 @@ def _not_restarted(
     else:
         base = record if record is not None else ChildHistory(state.created_at)
         history = state.history.set(child, base._replace(ended=True))
-    new_state = _evolve(state, history=history)
     auto = policy.auto_shutdown
+    shut_down = False
+    decision: Decision = Ignore(child, remove)
     if info.significant and auto is not AutoShutdown.NEVER:
-        if auto is AutoShutdown.ALL_SIGNIFICANT:
-            for c in children:
-                if c.significant and c.id != child:
-                    h = history.get(c.id)
-                    if h is None or not h.ended:
-                        return new_state, Ignore(child, remove)
-        terminate = _others_running(children, history, child)
-        return _evolve(new_state, shut_down=True), Shutdown(child, terminate)
-    return new_state, Ignore(child, remove)
+        shut_down = auto is AutoShutdown.ANY_SIGNIFICANT or not any(
+            c.significant and c.id != child and _running(history, c.id) for c in children
+        )
+        if shut_down:
+            decision = Shutdown(child, _others_running(children, history, child))
+    new_state = SupervisorState(
+        state.restarts, history, state.created_at, state.draws, state.seed, False, shut_down
+    )
+    return new_state, decision
+
+
+def _running(history: PMap[ChildHistory], child_id: str) -> bool:
+    record = history.get(child_id)
+    return record is None or not record.ended
 
 
 def _give_up(
@@ -925,5 +1072,7 @@ def _give_up(
         record = ChildHistory(state.created_at)
     history = state.history.set(child, record._replace(ended=True))
     terminate = _others_running(children, history, child)
-    new_state = _evolve(state, restarts=restarts, history=history, gave_up=True)
+    new_state = SupervisorState(
+        restarts, history, state.created_at, state.draws, state.seed, True, False
+    )
     return new_state, GiveUp(child, reason, terminate)
