@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -39,7 +40,7 @@ from taskvisor.actors import (
     Unsupported,
     resolve_target,
 )
-from taskvisor.actors._executors import _exception_line, describe_exit
+from taskvisor.actors._executors import AsyncExecutor, _exception_line, describe_exit
 
 PY = sys.executable
 
@@ -408,3 +409,35 @@ def test_an_async_attempt_cancelled_before_its_first_step_is_not_abandoned() -> 
             task = handle.wait(10)
             assert task.status.phase is TaskPhase.CANCELLED
             assert "abandoned" not in (task.status.error or "")
+
+
+def test_async_jobs_from_many_threads_run_once_each_in_their_order() -> None:
+    # Task actors hand starts and cancels to the loop through one queue, with
+    # one wake-up per batch: none may be lost, run twice or overtake another.
+    executor = AsyncExecutor()
+    loop = executor._running_loop()
+    ran: list[tuple[int, int]] = []
+    senders, per_sender = 4, 2000
+    all_sent = threading.Barrier(senders + 1)
+
+    def send(sender: int) -> None:
+        for i in range(per_sender):
+            executor._send(loop, functools.partial(ran.append, (sender, i)))
+        all_sent.wait()
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+    for t in threads:
+        t.start()
+    all_sent.wait()
+    done = threading.Event()
+    executor._send(loop, done.set)  # runs after every job sent before it
+    assert done.wait(10)
+    for t in threads:
+        t.join()
+    assert len(ran) == senders * per_sender
+    for s in range(senders):
+        assert [i for sender, i in ran if sender == s] == list(range(per_sender))
+    executor.close()
+    with pytest.raises(RuntimeError):  # a closed loop runs nothing, and says so
+        executor._send(loop, done.set)
+    assert not executor._wake_pending

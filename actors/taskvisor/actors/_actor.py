@@ -234,8 +234,10 @@ class TaskActor(BaseActor):
         threads: ActorThreads | None = None,
         loop_ended: Latch | None = None,
         real_clock: SystemClock | None = None,
+        begin: bool = False,
     ) -> None:
         super().__init__(threads=threads, loop_ended=loop_ended)
+        self.begin = begin  # start the first attempt as soon as the actor runs
         #: Grace periods are about real threads and processes: they use real time.
         self.real_clock = real_clock or _REAL_CLOCK
         self.task = task
@@ -285,6 +287,8 @@ class TaskActor(BaseActor):
     def on_start(self) -> None:
         if self.restored:
             self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
+        elif self.begin:
+            self._start_attempt()
 
     def on_stop(self) -> None:
         self._cancel_timers()
@@ -677,9 +681,8 @@ class TaskRef:
             threads=threads,
             loop_ended=loop_ended,
             real_clock=real_clock,
+            begin=begin,
         )
-        if begin:
-            ref.tell(_Begin())
         return cls(ref, task, executor, mailbox, loop_ended)
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import itertools
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -328,6 +330,9 @@ class AsyncExecutor(BaseExecutor):
     """Run coroutine functions on one shared event-loop thread.
 
     The loop thread starts with the first task and stops on ``close()``.
+    Starts and cancels from task actors queue up in order and the loop
+    takes them in batches: a burst of them wakes the loop once, not once
+    each.
     """
 
     kind = "async"
@@ -336,6 +341,34 @@ class AsyncExecutor(BaseExecutor):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+
+    def _send(self, loop: asyncio.AbstractEventLoop, job: Callable[[], None]) -> None:
+        """Run ``job`` on the loop, after every job sent before it.
+
+        Raises:
+            RuntimeError: when the loop has closed.
+        """
+        self._jobs.append(job)
+        with self._wake_lock:
+            if self._wake_pending:  # the loop has yet to run a batch that will take it
+                return
+            self._wake_pending = True
+        try:
+            loop.call_soon_threadsafe(self._run_jobs)
+        except RuntimeError:
+            with self._wake_lock:
+                self._wake_pending = False
+            raise
+
+    def _run_jobs(self) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        jobs = self._jobs
+        while jobs:
+            jobs.popleft()()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -363,15 +396,15 @@ class AsyncExecutor(BaseExecutor):
                 f"{spec.name}.target: an 'async' task needs a coroutine function, got {fn!r}"
             )
         loop = self._running_loop()
-        loop.call_soon_threadsafe(_spawn, loop, fn, spec, ctx)
+        self._send(loop, functools.partial(_spawn, loop, fn, spec, ctx))
 
     def cancel(self, task: Task, ctx: TaskContext) -> None:
         ctx.request_cancel()
         loop = self._loop
         if loop is not None:
-            # Runs after the _spawn queued by start (the loop keeps FIFO order).
+            # Runs after the _spawn queued by start (jobs keep their order).
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing runs there
-                loop.call_soon_threadsafe(_cancel_spawned, ctx)
+                self._send(loop, functools.partial(_cancel_spawned, ctx))
 
     def deliver(self, task: Task, message: Any, ctx: TaskContext) -> None:
         ctx.mailbox.put(message)
