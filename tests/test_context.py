@@ -166,3 +166,19 @@ def test_a_kept_timer_thread_serves_many_timers_and_ends_on_close() -> None:
     clock.call_later(0, late.set)  # a closed clock runs nothing
     assert not late.wait(0.05)
     assert len(seen) == 3
+
+
+def test_a_kept_timer_thread_wakes_for_a_timer_due_before_the_one_it_waits_for() -> None:
+    clock = SystemClock(keep_thread=True)
+    fired: list[str] = []
+    done = threading.Event()
+    far = clock.call_later(60, lambda: fired.append("far"))
+    clock.call_later(0.01, lambda: fired.append("soon"))  # the thread waits 60 s: wake it
+    clock.call_later(0.03, lambda: (fired.append("later"), done.set()))  # no wake needed
+    assert done.wait(5)
+    far.cancel()  # none pending: the thread still sleeps towards the old deadline
+    again = threading.Event()
+    clock.call_later(0.01, again.set)  # due long before that deadline: wakes it
+    assert again.wait(5)
+    clock.close()
+    assert fired == ["soon", "later"]

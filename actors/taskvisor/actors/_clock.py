@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,9 @@ class SystemClock:
         self._thread: threading.Thread | None = None
         self._keep_thread = keep_thread
         self._closed = False
+        #: The deadline the timer thread sleeps until (inf: until notified). A
+        #: new timer wakes it only when due before that.
+        self._waiting_until = math.inf
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Drop pending timers and end the timer thread (joined)."""
@@ -103,7 +107,7 @@ class SystemClock:
                     target=self._run, name="taskvisor-timer", daemon=True
                 )
                 self._thread.start()
-            elif self._heap[0][2] is timer:  # the new first deadline: wake to wait less
+            elif timer.deadline < self._waiting_until:  # due before the thread wakes
                 self._cond.notify()
         return timer
 
@@ -115,7 +119,8 @@ class SystemClock:
             self._live -= 1
             if self._live == 0:
                 self._heap.clear()
-                self._cond.notify()
+                if not self._keep_thread:  # let the thread end now, not at the old deadline
+                    self._cond.notify()
 
     def _run(self) -> None:
         while True:
@@ -123,6 +128,7 @@ class SystemClock:
                 while True:
                     if self._live == 0:
                         if self._keep_thread:
+                            self._waiting_until = math.inf
                             self._cond.wait()
                             continue
                         self._thread = None
@@ -137,6 +143,7 @@ class SystemClock:
                         timer.cancelled = True  # fired: a later cancel() is a no-op
                         self._live -= 1
                         break
+                    self._waiting_until = deadline
                     self._cond.wait(wait)
             timer.callback()
 
