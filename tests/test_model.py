@@ -242,6 +242,33 @@ def test_task_stamps_wall_clock_when_now_is_omitted() -> None:
     assert abs(now_ms() - time.time() * 1000) < 1000
 
 
+@pytest.mark.parametrize("now", ["soon", 1.5, True, None])
+def test_stamps_must_be_integer_milliseconds(now: Any) -> None:
+    spec = TaskSpec(name="t", target="json:dumps")
+    record = TaskRecord.new("r", now=1)
+    task = Task.new("t", spec, now=1)
+    run = TaskRun.starting(1, now=1)
+    calls = [
+        lambda: Task.new("t", spec, now=now),
+        lambda: task.transition_starting(now=now),
+        lambda: TaskRun.starting(1, now=now),
+        lambda: run.finish(TaskPhase.FAILED, now=now),
+        lambda: TaskRecord.new("r", now=now),
+        lambda: record.transition(TaskState.RUNNING, now=now),
+    ]
+    for call in calls:
+        if now is None:  # the wall clock
+            call()
+            continue
+        with pytest.raises(InvalidData, match=r"^now: expected milliseconds since the epoch"):
+            call()
+    if now is not None:  # a bad stamp changes nothing
+        assert record.state is TaskState.PENDING
+        assert task.status.phase is TaskPhase.PENDING
+        assert task.metadata.resource_version == 1
+        assert run.is_active
+
+
 def test_finish_rejects_non_terminal_phase_by_name() -> None:
     task = Task.new("t", TaskSpec(name="t", target="json:dumps"), now=1)
     task.transition_starting(now=2)

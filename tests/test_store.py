@@ -523,6 +523,8 @@ def test_bad_changes_are_named_and_change_nothing(
         (TaskRecord(id="a", error=3), r"^error: expected str, got 3"),  # type: ignore[arg-type]
         (TaskRecord(id=7), r"^id: expected str, got 7"),  # type: ignore[arg-type]
         (TaskRecord(id="a", created_at=2**70), r"^created_at: expected milliseconds"),
+        (TaskRecord(id="a", metadata=[1, 2]), r"^metadata: cannot be converted"),  # type: ignore[arg-type]
+        (TaskRecord(id="a", runs=[3]), r"^runs: cannot be converted"),  # type: ignore[list-item]
         ("not a record", r"expected a TaskRecord, got str"),
     ],
 )

@@ -83,6 +83,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def stamp_ms(now: int | None) -> int:
+    """Return ``now``, or the wall-clock time when it is None.
+
+    Raises:
+        InvalidData: when ``now`` is not an integer (milliseconds since the epoch).
+    """
+    if now is None:
+        return time.time_ns() // 1_000_000
+    if isinstance(now, bool) or not isinstance(now, int):
+        raise InvalidData(f"now: expected milliseconds since the epoch (an int), got {now!r}")
+    return now
+
+
 class Restart(enum.Enum):
     """When a supervisor restarts a child that ended (OTP restart types)."""
 
@@ -393,7 +406,7 @@ class Task:
     @classmethod
     def new(cls, id: str, spec: TaskSpec, *, now: int | None = None) -> Task:
         """Create a task in ``PENDING``."""
-        stamp = now_ms() if now is None else now
+        stamp = stamp_ms(now)
         meta = ObjectMeta(
             id=id, name=spec.name, labels=spec.labels, created_at=stamp, updated_at=stamp
         )
@@ -419,6 +432,7 @@ class Task:
                 f"task {self.id!r}: cannot start attempt {self.status.attempt + 1} "
                 f"while attempt {self.status.attempt} is {self.status.phase.value}"
             )
+        stamp = stamp_ms(now)
         self.status = replace(
             self.status,
             phase=TaskPhase.RUNNING,
@@ -426,7 +440,7 @@ class Task:
             error=None,
             exit_code=None,
         )
-        self.metadata = self.metadata.bumped(now_ms() if now is None else now)
+        self.metadata = self.metadata.bumped(stamp)
 
     def transition_finished(
         self,
@@ -451,8 +465,9 @@ class Task:
             raise IllegalTransition(
                 f"task {self.id!r}: cannot move from {self.status.phase.value!r} to {phase.value!r}"
             )
+        stamp = stamp_ms(now)
         self.status = replace(self.status, phase=phase, error=error, exit_code=exit_code)
-        self.metadata = self.metadata.bumped(now_ms() if now is None else now)
+        self.metadata = self.metadata.bumped(stamp)
 
 
 # --------------------------------------------------------------------------- runs
@@ -472,7 +487,7 @@ class TaskRun:
     @classmethod
     def starting(cls, attempt: int, *, now: int | None = None) -> TaskRun:
         """Create the record of an attempt that has just started."""
-        return cls(attempt=attempt, started_at=now_ms() if now is None else now)
+        return cls(attempt=attempt, started_at=stamp_ms(now))
 
     @property
     def is_active(self) -> bool:
@@ -496,12 +511,13 @@ class TaskRun:
             raise IllegalTransition(f"run {self.attempt}: {phase.value!r} is not terminal")
         if not self.is_active:
             raise IllegalTransition(f"run {self.attempt}: already closed as {self.phase.value!r}")
+        stamp = stamp_ms(now)
         # Checked above: set without the per-field validators of __setattr__.
         _set = object.__setattr__
         _set(self, "phase", phase)
         _set(self, "error", error)
         _set(self, "exit_code", exit_code)
-        _set(self, "finished_at", now_ms() if now is None else now)
+        _set(self, "finished_at", stamp)
 
 
 # --------------------------------------------------------------------------- records
@@ -526,7 +542,7 @@ class TaskRecord:
     @classmethod
     def new(cls, id: str, *, now: int | None = None) -> TaskRecord:
         """Create a fresh record in ``PENDING``."""
-        stamp = now_ms() if now is None else now
+        stamp = stamp_ms(now)
         return cls(id=id, created_at=stamp, updated_at=stamp)
 
     def transition(self, state: TaskState, *, now: int | None = None) -> bool:
@@ -541,7 +557,7 @@ class TaskRecord:
         """
         if not self.state.can_transition_to(state):
             return False
-        stamp = now_ms() if now is None else now
+        stamp = stamp_ms(now)
         self.state = state
         self.updated_at = stamp
         if state is TaskState.RUNNING:

@@ -31,7 +31,17 @@ from ._errors import (
 )
 from ._events import TaskAccepted, TaskFinished, TaskRejected
 from ._executors import TaskExecutor, default_executors
-from ._model import Restart, Task, TaskPhase, TaskRecord, TaskRun, TaskSpec, TaskState, now_ms
+from ._model import (
+    Restart,
+    Task,
+    TaskPhase,
+    TaskRecord,
+    TaskRun,
+    TaskSpec,
+    TaskState,
+    now_ms,
+    stamp_ms,
+)
 
 __all__ = ["ExecutorService", "TaskHandle", "close_shared", "resume_record"]
 
@@ -47,7 +57,7 @@ def resume_record(record: TaskRecord, spec: TaskSpec, *, now: int | None = None)
     ``TEMPORARY``. A record that ended (any terminal state) is not run again:
     its output and status are restored.
     """
-    stamp = now_ms() if now is None else now
+    stamp = stamp_ms(now)
     if record.state is TaskState.RUNNING:
         lost = "lost: the process running this attempt ended before it finished"
         for run in record.runs:

@@ -37,7 +37,7 @@ from typing import Any, Protocol, Self, TypeAlias, TypeVar, runtime_checkable
 
 import attrs
 
-from ._convert import from_data, to_data
+from ._convert import converter, from_data, to_data
 from ._errors import IllegalTransition, IncompatibleStore, InvalidData, StoreError, UnknownTask
 from ._model import TaskPhase, TaskRecord, TaskRun, TaskState
 
@@ -392,7 +392,13 @@ def _encode_checked(record: TaskRecord) -> tuple[dict[str, Any], str]:
         raise InvalidData(f"expected a TaskRecord, got {type(record).__name__}")
     try:
         data: dict[str, Any] = to_data(record)
-    except (AttributeError, TypeError) as exc:
+    except (AttributeError, TypeError, ValueError) as exc:
+        for field in attrs.fields(type(record)):
+            try:
+                kind = None if isinstance(field.type, str) else field.type
+                converter.unstructure(getattr(record, field.name), kind)
+            except (AttributeError, TypeError, ValueError) as field_exc:
+                raise _bad(field.name, f"cannot be converted ({field_exc})") from None
         raise InvalidData(f"record {record.id!r} cannot be converted: {exc}") from None
     for column in ("created_at", "updated_at"):
         value = data[column]
