@@ -437,14 +437,19 @@ class PMap(Mapping[str, V]):
         """Return a copy with ``key`` set to ``value``."""
         h = hash(key)
         i, j = h & 31, (h >> 5) & 31
-        root = self._root
-        node = root[i]
-        leaf = node[j]
+        return self._set_at(i, j, self._root[i][j], key, value)
+
+    def _set_at(self, i: int, j: int, leaf: dict[str, V], key: str, value: V) -> PMap[V]:
+        """``set(key, value)``, given where ``key`` goes: ``leaf`` is ``_root[i][j]``.
+
+        Copies the leaf and the two lists on the way to it; shares the rest.
+        """
         new_leaf = leaf.copy()
         new_leaf[key] = value
+        node = self._root[i]
         new_node = node.copy()
         new_node[j] = new_leaf
-        new_root = root.copy()
+        new_root = self._root.copy()
         new_root[i] = new_node
         new = _new_object(PMap)
         new._root = new_root
@@ -888,9 +893,7 @@ def decide(  # noqa: PLR0915  (one flat function: this is the hot path)
     # history.get(child), keeping the way to it for the update below
     h = hash(child)
     i, j = h & 31, (h >> 5) & 31
-    root = history._root
-    node = root[i]
-    leaf = node[j]
+    leaf = history._root[i][j]
     record: ChildHistory | None = leaf.get(child)
     if record is not None and record[3]:  # ended
         return state, Ignore(child)
@@ -957,16 +960,7 @@ def decide(  # noqa: PLR0915  (one flat function: this is the hot path)
             started_at = now + delay
         record = _new_tuple(ChildHistory, (started_at, failures, own, False))
         if lone:
-            # history.set(child, record), written out: copy the leaf and the path to it
-            new_leaf = leaf.copy()
-            new_leaf[child] = record
-            new_node = node.copy()
-            new_node[j] = new_leaf
-            new_root = root.copy()
-            new_root[i] = new_node
-            new_history: PMap[ChildHistory] = _new_object(PMap)
-            new_history._root = new_root
-            new_history._len = history._len + (len(new_leaf) > len(leaf))
+            new_history = history._set_at(i, j, leaf, child, record)
             state_items = (restarts, new_history, created_at, draws, seed, False, False)
             alone = _LONE.get(child) or _restart_alone(child)
             if not delay:
