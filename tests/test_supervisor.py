@@ -220,11 +220,11 @@ def test_escalation_through_three_levels(
         ("root", "mid", TaskPhase.EXHAUSTED),
     ]
     assert "chain of failures" in str(exhausted.value)
+    ref.stop()  # returns once every event has been delivered
     gave_up = [e.supervisor for e in recorder.events if isinstance(e, SupervisorGaveUp)]
     assert gave_up == ["root/mid/leaf", "root/mid", "root"]
     escalated = [(e.supervisor, e.parent) for e in recorder.events if isinstance(e, Escalated)]
     assert escalated == [("root/mid/leaf", "root/mid"), ("root/mid", "root")]
-    ref.stop()
     finished = {e.task_id: e.status.phase for e in recorder.events if isinstance(e, TaskFinished)}
     assert finished == {
         "root/mid/leaf/w": TaskPhase.EXHAUSTED,

@@ -14,12 +14,17 @@ Every change is persisted to the store before its event is published.
 from __future__ import annotations
 
 import logging
+import queue
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import pykka
+import pykka.messages
+from pykka._envelope import Envelope
 
 from ._base import ActorThreads, BaseActor, Latch
 from ._bus import EventBus
@@ -35,6 +40,9 @@ from ._events import (
 )
 from ._executors import BaseExecutor, TaskExecutor
 from ._model import Task, TaskPhase, TaskRecord, TaskRun, TaskState, now_ms, replace
+
+if TYPE_CHECKING:
+    from pykka._actor import ActorInbox
 
 __all__ = [
     "RUNS_KEPT",
@@ -184,12 +192,18 @@ class _Snapshot:
 
 
 class _Sink:
-    """The ``TaskSink`` of one attempt: turns reports into messages to the actor."""
+    """The ``TaskSink`` of one attempt: turns reports into messages to the actor.
 
-    __slots__ = ("_ctx", "_tell")
+    With ``direct``, the end of the work is handled on the reporting thread
+    when the actor is idle (``TaskActor.handle_now``): a restart then starts
+    the next attempt without waking the actor's thread.
+    """
 
-    def __init__(self, tell: Callable[[Any], None]) -> None:
+    __slots__ = ("_ctx", "_direct", "_tell")
+
+    def __init__(self, tell: Callable[[Any], None], direct: TaskActor | None = None) -> None:
         self._tell = tell
+        self._direct = direct
         self._ctx: TaskContext | None = None
 
     def bind(self, ctx: TaskContext) -> None:
@@ -201,7 +215,49 @@ class _Sink:
 
     def finished(self, outcome: Outcome) -> None:
         assert self._ctx is not None
-        _tell_quietly(self._tell, _WorkDone(self._ctx, outcome))
+        message = _WorkDone(self._ctx, outcome)
+        if self._direct is None or not self._direct.handle_now(message):
+            _tell_quietly(self._tell, message)
+
+
+class _CountingInbox:
+    """A task actor's inbox: counts the messages put and not yet handled, and
+    once closed, bounces what is put instead of keeping it unread."""
+
+    __slots__ = ("_closed", "_lock", "bounce", "empty", "get", "put_raw", "unhandled")
+
+    def __init__(self) -> None:
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.get = inbox.get
+        self.empty = inbox.empty
+        self.put_raw = inbox.put
+        self._lock = threading.Lock()
+        self._closed = False
+        #: Messages put and not yet handled, plus one until ``on_start`` has run.
+        self.unhandled = 1
+        #: Answers a message that reached the inbox after it closed.
+        self.bounce: Callable[[Envelope[Any]], None] = lambda _envelope: None
+
+    def put(self, envelope: Envelope[Any]) -> None:
+        with self._lock:
+            if not self._closed:
+                self.unhandled += 1
+                self.put_raw(envelope)
+                return
+        self.bounce(envelope)
+
+    def handled(self) -> None:
+        with self._lock:
+            self.unhandled -= 1
+
+    def close(self) -> list[Envelope[Any]]:
+        """Take no more messages; return those still unread."""
+        with self._lock:
+            self._closed = True
+        unread = []
+        while not self.empty():
+            unread.append(self.get())
+        return unread
 
 
 def _tell_quietly(tell: Callable[[Any], None], message: Any) -> None:
@@ -237,6 +293,9 @@ class TaskActor(BaseActor):
         begin: bool = False,
     ) -> None:
         super().__init__(threads=threads, loop_ended=loop_ended)
+        #: Held while the actor handles anything, on its thread or (``handle_now``) another.
+        self.turn = threading.Lock()
+        self.actor_inbox.bounce = self._bounce
         self.begin = begin  # start the first attempt as soon as the actor runs
         #: Grace periods are about real threads and processes: they use real time.
         self.real_clock = real_clock or _REAL_CLOCK
@@ -281,14 +340,76 @@ class TaskActor(BaseActor):
 
     # pykka entry points ---------------------------------------------------------
 
+    actor_inbox: _CountingInbox
+
+    @staticmethod
+    def _create_actor_inbox() -> ActorInbox:
+        return _CountingInbox()
+
+    def _actor_loop_teardown(self) -> None:
+        for envelope in self.actor_inbox.close():
+            self._bounce(envelope)
+
+    def _bounce(self, envelope: Envelope[Any]) -> None:
+        """Answer whoever waits on a message that came after the actor stopped.
+
+        A terminate gets the task's final snapshot (it has ended), a start
+        confirmation the reason it did not start, an ``ask`` ``ActorDeadError``.
+        """
+        message = envelope.message
+        if isinstance(message, _Terminate):
+            message.reply.reply(self._snapshot(done=self.state == _DONE))
+        elif isinstance(message, (_Begin, _Resume)) and message.reply is not None:
+            message.reply.reply(f"task {self.task.id!r} has stopped")
+        if envelope.reply_to is not None:
+            if isinstance(message, pykka.messages._ActorStop):
+                envelope.reply_to.set(None)
+            else:
+                error = pykka.ActorDeadError(f"{self.actor_ref} stopped before handling it")
+                envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
+
+    def _handle_receive(self, message: Any) -> Any:
+        with self.turn:
+            try:
+                return super()._handle_receive(message)
+            finally:
+                self.actor_inbox.handled()
+
     def on_receive(self, message: Any) -> Any:
         return _HANDLERS[type(message)](self, message)
 
     def on_start(self) -> None:
-        if self.restored:
-            self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
-        elif self.begin:
-            self._start_attempt()
+        with self.turn:
+            try:
+                if self.restored:
+                    self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
+                elif self.begin:
+                    self._start_attempt()
+            finally:
+                self.actor_inbox.handled()
+
+    def handle_now(self, message: _WorkDone) -> bool:
+        """Handle ``message`` on the calling thread, as the actor's next message.
+
+        Only when the actor is idle, has nothing queued and still runs:
+        then no message can come before this one, and any sent meanwhile
+        waits for ``turn``. Returns whether the message was handled; if
+        not, send it.
+        """
+        if not self.turn.acquire(blocking=False):
+            return False
+        try:
+            if self.actor_inbox.unhandled or self.actor_stopped.is_set():
+                return False
+            try:
+                self._on_work_done(message)
+            except Exception:  # pragma: no cover - handlers do not raise
+                self._handle_failure(*sys.exc_info())  # logs it and marks the actor stopped
+                self.on_failure(*sys.exc_info())
+                self.actor_inbox.put_raw(Envelope(pykka.messages._ActorStop()))  # ends its loop
+            return True
+        finally:
+            self.turn.release()
 
     def on_stop(self) -> None:
         self._cancel_timers()
@@ -328,7 +449,7 @@ class TaskActor(BaseActor):
         stamp = now_ms()
         task.transition_starting(now=stamp)
         attempt = task.status.attempt
-        sink = _Sink(self.actor_ref.tell)
+        sink = _Sink(self.actor_ref.tell, self if self.executor.kind in _DIRECT_KINDS else None)
         ctx = TaskContext(task.id, attempt, self.mailbox, sink)
         sink.bind(ctx)
         self.ctx, self.state, self.end_reason, self.pending = ctx, _RUNNING, None, None
@@ -615,6 +736,10 @@ _REAL_CLOCK = SystemClock()
 
 
 _END_REASONS = {"cancel": "cancelled", "terminate": "terminated by its owner"}
+
+#: Kinds whose work reports its end from a thread of its own (not an event
+#: loop that other tasks share): that thread may handle the end itself.
+_DIRECT_KINDS = frozenset({"call", "subprocess"})
 
 
 def _describe(exc: BaseException) -> str:
