@@ -11,16 +11,42 @@ import pytest
 from pykka._envelope import Envelope
 
 from helpers import double, stubborn
-from taskvisor.actors import ExecutorService, Request, TaskHandle, TaskPhase, TaskSpec
-from taskvisor.actors._actor import TaskActor, _Begin, _Cancel, _Snapshot, _Terminate
+from taskvisor.actors import (
+    AttemptEnded,
+    ExecutorService,
+    Request,
+    Task,
+    TaskContext,
+    TaskPhase,
+    TaskSnapshot,
+    TaskSpec,
+    Verdict,
+)
+from taskvisor.actors._actor import TaskActor, TaskRef, _Begin, _Cancel, _Snapshot, _Terminate
+from taskvisor.actors._executors import CallExecutor
 
 
-def actor_of(handle: TaskHandle) -> TaskActor:
-    ref = handle._ref
-    assert ref is not None
+def actor_of(ref: TaskRef) -> TaskActor:
     actor = ref._ref._actor_weakref()
     assert isinstance(actor, TaskActor)
     return actor
+
+
+class Once:
+    """An owner that may restart (so ends are handled on the work's thread) but never does."""
+
+    restarts = True
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.final: TaskSnapshot | None = None
+
+    def attempt_ended(self, notice: AttemptEnded) -> Verdict:
+        return Verdict(notice.attempt)
+
+    def task_done(self, snapshot: TaskSnapshot) -> None:
+        self.final = snapshot
+        self.done.set()
 
 
 def test_work_ending_behind_a_queued_message_is_handled_after_it() -> None:
@@ -29,9 +55,11 @@ def test_work_ending_behind_a_queued_message_is_handled_after_it() -> None:
     # but must not overtake the cancel: the run closes CANCELLED, as if the
     # actor had handled both in order.
     release = threading.Event()
-    with ExecutorService() as svc:
-        handle = svc.submit(TaskSpec(name="s", target=stubborn, args=[release]))
-        actor = actor_of(handle)
+    executor, owner = CallExecutor(), Once()
+    spec = TaskSpec(name="s", target=stubborn, args=[release])
+    ref = TaskRef.start(Task.new("s", spec), executor, owner)
+    try:
+        actor = actor_of(ref)
         holding, gate = threading.Event(), threading.Event()
         real_get = actor.actor_inbox.get
 
@@ -43,8 +71,8 @@ def test_work_ending_behind_a_queued_message_is_handled_after_it() -> None:
             return envelope
 
         actor.actor_inbox.get = gated_get  # type: ignore[method-assign]
-        handle.status()  # the actor's next read goes through gated_get
-        handle.cancel()
+        ref.snapshot()  # the actor's next read goes through gated_get
+        ref.cancel()
         assert holding.wait(10)
         assert not actor.turn.locked()
         assert actor.actor_inbox.unhandled == 1  # the cancel, taken but not handled
@@ -53,9 +81,44 @@ def test_work_ending_behind_a_queued_message_is_handled_after_it() -> None:
         while actor.actor_inbox.unhandled < 2 and time.monotonic() < deadline:
             time.sleep(0.001)  # until the work's end is queued behind the cancel
         gate.set()
-        task = handle.wait(10)
-    assert task.status.phase is TaskPhase.CANCELLED
-    assert handle.runs()[-1].phase is TaskPhase.CANCELLED
+        assert owner.done.wait(10)
+    finally:
+        release.set()
+        ref.stop()
+        executor.close()
+    assert owner.final is not None
+    assert owner.final.task.status.phase is TaskPhase.CANCELLED
+    assert owner.final.runs[-1].phase is TaskPhase.CANCELLED
+
+
+def test_an_idle_actor_handles_the_end_of_work_on_the_works_thread() -> None:
+    executor, owner = CallExecutor(), Once()
+    seen: list[str] = []
+
+    def note(ctx: TaskContext) -> str:
+        seen.append(threading.current_thread().name)
+        return "ok"
+
+    spec = TaskSpec(name="n", target=note)
+    ref = TaskRef.start(Task.new("n", spec), executor, owner, begin=False)
+    try:
+        actor = actor_of(ref)
+        ref.snapshot()  # the actor is up and idle
+        handled_on: list[str] = []
+        real = actor._on_work_done
+
+        def spy(message: Any) -> None:
+            handled_on.append(threading.current_thread().name)
+            real(message)
+
+        actor._on_work_done = spy  # type: ignore[method-assign]
+        ref.begin()
+        assert owner.done.wait(10)
+    finally:
+        ref.stop()
+        executor.close()
+    assert handled_on == seen  # the work's own thread, not the actor's
+    assert seen[0].startswith("taskvisor-call")
 
 
 def test_messages_that_reach_a_stopped_actor_are_answered() -> None:

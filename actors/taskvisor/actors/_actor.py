@@ -124,6 +124,11 @@ class AttemptProgress(Event):
 class TaskOwner(Protocol):
     """Who a task actor reports to. Called on the task actor's thread: keep it quick."""
 
+    #: Whether an attempt's end may be followed at once by another attempt (a
+    #: supervisor's restart). Then the work's thread handles the end itself
+    #: when the actor is idle, and starts the next attempt without a hand-over.
+    restarts: bool
+
     def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
         """Return a verdict now, or None and send one later with ``TaskRef.verdict``."""
         ...
@@ -449,7 +454,8 @@ class TaskActor(BaseActor):
         stamp = now_ms()
         task.transition_starting(now=stamp)
         attempt = task.status.attempt
-        sink = _Sink(self.actor_ref.tell, self if self.executor.kind in _DIRECT_KINDS else None)
+        direct = self.owner.restarts and self.executor.kind in _DIRECT_KINDS
+        sink = _Sink(self.actor_ref.tell, self if direct else None)
         ctx = TaskContext(task.id, attempt, self.mailbox, sink)
         sink.bind(ctx)
         self.ctx, self.state, self.end_reason, self.pending = ctx, _RUNNING, None, None

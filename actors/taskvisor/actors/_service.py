@@ -189,6 +189,7 @@ class _Owner:
 
     service: ExecutorService
     handle: TaskHandle
+    restarts = False
 
     def attempt_ended(self, notice: AttemptEnded) -> Verdict:
         return Verdict(notice.attempt)

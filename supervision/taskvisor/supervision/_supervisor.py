@@ -224,6 +224,8 @@ class _ChildOwner:
 
     __slots__ = ("_child_id", "_decide_alone", "_tell")
 
+    restarts = True
+
     def __init__(
         self,
         tell: Callable[[Any], None],
