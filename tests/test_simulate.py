@@ -166,15 +166,20 @@ def test_backoff_delays_the_restart_on_the_fake_clock() -> None:
     assert stopped.end == 4.0
 
 
-def test_a_newer_decision_replaces_a_pending_restart() -> None:
-    """A child waiting for its backoff that a sibling's restart takes along starts once."""
-    spec = SupervisorSpec(
+def backed_off_pair() -> SupervisorSpec:
+    """rest_for_one over b then a, restarts 1 s after a first failure (2 s after a second)."""
+    return SupervisorSpec(
         "app",
         strategy="rest_for_one",
         intensity=Intensity(10, 60.0),
         backoff=Backoff(initial=1.0),
         children=[task("b"), task("a")],
     )
+
+
+def test_a_newer_decision_replaces_a_pending_restart() -> None:
+    """A child waiting for its backoff that a sibling's restart takes along starts once."""
+    spec = backed_off_pair()
     sim = simulate(spec, [Fail(1.0, "a"), Fail(1.5, "b")])
     assert [d for _, _, d in sim.decisions] == [
         RestartChildren("a", (), ("a",), (), 1.0),
@@ -234,13 +239,7 @@ def test_events_under_a_supervisor_waiting_for_its_restart_are_skipped() -> None
 
 
 def test_a_replaced_restart_is_dropped_before_the_next_event() -> None:
-    spec = SupervisorSpec(
-        "app",
-        strategy="rest_for_one",
-        intensity=Intensity(10, 60.0),
-        backoff=Backoff(initial=1.0),
-        children=[task("b"), task("a")],
-    )
+    spec = backed_off_pair()
     sim = simulate(spec, [Fail(1.0, "a"), Fail(1.5, "b"), Fail(5.0, "a")])
     starts = [line for line in sim.timeline().splitlines() if "start    a" in line]
     assert starts == [
