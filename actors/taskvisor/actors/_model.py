@@ -90,7 +90,7 @@ def stamp_ms(now: int | None) -> int:
         InvalidData: when ``now`` is not an integer (milliseconds since the epoch).
     """
     if now is None:
-        return time.time_ns() // 1_000_000
+        return now_ms()
     if isinstance(now, bool) or not isinstance(now, int):
         raise InvalidData(f"now: expected milliseconds since the epoch (an int), got {now!r}")
     return now
