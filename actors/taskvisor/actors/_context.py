@@ -163,6 +163,15 @@ class TaskContext:
     Attributes:
         task_id: the task's id.
         attempt: this attempt's number (1-based).
+        pid: the process id of a ``subprocess`` attempt, set by the executor
+            before ``start()`` returns; None for other kinds (and when the
+            start failed).
+        pgid: the process group of a ``subprocess`` attempt (its own group,
+            so equal to ``pid``); None for other kinds.
+        started: the process's start time as the kernel counts it (Linux
+            ``/proc/<pid>/stat`` field 22, clock ticks since boot), a
+            fingerprint that tells the process from a later one given the
+            same pid; None for other kinds or where ``/proc`` is missing.
     """
 
     def __init__(self, task_id: str, attempt: int, mailbox: Mailbox, sink: TaskSink) -> None:
@@ -173,6 +182,9 @@ class TaskContext:
         self._cancel = threading.Event()
         #: Executor-private state of this attempt (a thread, a process, a future).
         self.handle: Any = None
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.started: int | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -180,7 +192,13 @@ class TaskContext:
         return self._cancel.is_set()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
-        """Block until this attempt is asked to stop; return whether it was."""
+        """Block until this attempt is asked to stop; return whether it was.
+
+        Args:
+            timeout: seconds to wait at most; None (the default) waits until
+                the attempt is cancelled, which the tree always does at the
+                latest when it stops.
+        """
         return self._cancel.wait(timeout)
 
     def request_cancel(self) -> None:

@@ -11,13 +11,20 @@ for callers that do not know taskvisor::
     ├── IllegalTransition(TaskvisorError, ValueError) a state change the model forbids
     ├── StoreError(TaskvisorError, RuntimeError)      a record store cannot do its work
     │   ├── IncompatibleStore(StoreError, ValueError) not a taskvisor store, or too new
+    │   ├── StoreLocked(StoreError)                   the store is owned by another live tree
     │   └── UnknownTask(StoreError, KeyError)         no record with that id
     ├── Unsupported(TaskvisorError, NotImplementedError)  a kind without that operation
     ├── SubmissionError(TaskvisorError, RuntimeError) a submission was rejected
     ├── TaskFailedError(TaskvisorError, RuntimeError) a task ended without a result
     ├── WaitTimeout(TaskvisorError, TimeoutError)     a wait ran out of time
-    ├── TaskCancelled(TaskvisorError)                 raised in work whose attempt was cancelled
     └── (taskvisor.supervision adds SupervisorExhausted and ChildStartError)
+
+    BaseException
+    └── TaskCancelled(BaseException)                  raised in work whose attempt was cancelled
+
+``TaskCancelled`` is not a ``TaskvisorError``: like trio's ``Cancelled`` and
+asyncio's ``CancelledError`` it derives from ``BaseException``, so a user's
+``except Exception:`` does not swallow a stop the tree asked for.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = [
     "InvalidSpec",
     "RejectReason",
     "StoreError",
+    "StoreLocked",
     "SubmissionError",
     "TargetImportError",
     "TaskCancelled",
@@ -55,15 +63,18 @@ class InvalidData(TaskvisorError, ValueError):
 
     The message names the field path of each problem, for example
     ``children[2].restart: expected one of permanent, transient, temporary,
-    got 'always'``.
+    got 'always'``. It is at most ``MAX_MESSAGE`` (1,000) characters long,
+    and so is each of ``problems``: a longer text keeps its start (the path)
+    and its end, joined by ``" … "``.
     """
 
     #: The field the problem is in, when one field is to blame.
     field: str | None = None
 
     def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        message = bounded(message)
         super().__init__(message)
-        self.problems = problems or (message,)
+        self.problems = tuple(bounded(p) for p in problems) or (message,)
 
 
 class InvalidSpec(InvalidData):
@@ -84,6 +95,16 @@ class StoreError(TaskvisorError, RuntimeError):
 
 class IncompatibleStore(StoreError, ValueError):
     """Raised when a file is not a taskvisor store or has a newer schema."""
+
+
+class StoreLocked(StoreError):
+    """Raised by ``TaskStore.acquire`` when another live tree owns the store.
+
+    The message names the store and its owner: the tree's name, its process
+    id and host, and since when it has owned the store. An owner whose
+    process has ended no longer owns the store: the next ``acquire`` takes it
+    over without any action.
+    """
 
 
 class UnknownTask(StoreError, KeyError):
@@ -129,5 +150,112 @@ class WaitTimeout(TaskvisorError, TimeoutError):
     """Raised when waiting for a task or a tree runs out of time."""
 
 
-class TaskCancelled(TaskvisorError):
-    """Raised inside running work by ``ctx.receive()`` when its attempt is cancelled."""
+class TaskCancelled(BaseException):
+    """Raised inside running work by ``ctx.receive()`` when its attempt is cancelled.
+
+    It derives from ``BaseException`` (as trio's ``Cancelled`` and asyncio's
+    ``CancelledError`` do), not from ``TaskvisorError``: ``except Exception:``
+    in the work does not catch it, so a stop cannot be swallowed by mistake.
+    Catch it by name only to clean up, then re-raise it.
+
+    Raised by the work when the tree did not ask for a cancel (the attempt's
+    ``ctx.cancelled`` is False), it ends the attempt abnormally: ``FAILED``,
+    with an error saying no cancel was requested, for every kind alike.
+    """
+
+
+# --------------------------------------------------------------------------- message helpers
+
+#: The longest message an ``InvalidData`` carries, in characters.
+MAX_MESSAGE = 1000
+#: The longest echo of a bad value in a message, in characters.
+MAX_SHOWN = 80
+# Ints longer than this many bits are described, not printed: str() of an int
+# over 4,300 digits raises ValueError, and a shorter one is still too long.
+_INT_BITS = 200
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """Return a repr of ``value`` for an error message, at most ``limit`` characters.
+
+    Safe for any value: strings and containers are cut (``"…"`` marks the
+    cut), huge ints are described by their size, nesting is shown three
+    levels deep, and a ``__repr__`` that raises gives ``<type object>``.
+    Never raises.
+    """
+    try:
+        text = _repr(value, limit, 3)
+    except Exception:  # a user's __repr__ may raise anything; the message must not
+        text = f"<{_type_name(value)} object>"
+    return cut(text, limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """Return ``text``, or its first ``limit - 1`` characters and ``"…"`` when longer."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """Return ``message`` cut to ``limit`` characters, keeping its start and its end."""
+    if len(message) <= limit:
+        return message
+    head = (limit - 3) // 2
+    tail = limit - 3 - head
+    return message[:head] + " … " + message[len(message) - tail :]
+
+
+def _type_name(value: object) -> str:
+    try:
+        return type(value).__name__
+    except Exception:  # pragma: no cover - type() of anything has a name
+        return "value"
+
+
+def _repr(value: object, budget: int, depth: int) -> str:
+    kind = type(value)
+    if value is None or kind is bool or kind is float:
+        return repr(value)
+    if kind is int:
+        bits = value.bit_length()  # type: ignore[attr-defined]
+        if bits > _INT_BITS:
+            sign = "negative " if value < 0 else ""  # type: ignore[operator]
+            return f"<{sign}int of about {int(bits * 0.30103) + 1} digits>"
+        return repr(value)
+    if kind is str:
+        return repr(value[: budget + 1])  # type: ignore[index]
+    if kind is bytes:
+        return repr(value[: budget + 1])  # type: ignore[index]
+    if kind in (list, tuple, dict):
+        return _repr_container(value, budget, depth)
+    return cut(repr(value), budget + 1)
+
+
+def _repr_container(value: object, budget: int, depth: int) -> str:
+    if isinstance(value, dict):
+        opening, closing = "{", "}"
+        items: object = value.items()
+    else:
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+        items = value
+    size = len(value)  # type: ignore[arg-type]
+    if not size:
+        return opening + closing
+    if depth <= 0:
+        return opening + "…" + closing
+    parts: list[str] = []
+    used = 2
+    for item in items:  # type: ignore[attr-defined]
+        if used > budget:
+            parts.append("…")
+            break
+        if isinstance(value, dict):
+            key, val = item
+            part = _repr(key, budget, depth - 1) + ": " + _repr(val, budget, depth - 1)
+        else:
+            part = _repr(item, budget, depth - 1)
+        parts.append(part)
+        used += len(part) + 2
+    if closing == ")" and size == 1 and parts[-1] != "…":
+        return f"({parts[0]},)"
+    return opening + ", ".join(parts) + closing
+

@@ -12,29 +12,81 @@ Built-in kinds:
 
 Every executor reports how the work ended through ``ctx.sink.finished``
 exactly once per attempt, from a thread of its own, never the task actor's.
+
+Cancellation is honest: an attempt ends ``CANCELLED`` only when the tree
+asked for it (``ctx.cancelled``). ``TaskCancelled`` or
+``asyncio.CancelledError`` raised by the work when no cancel was requested
+is reported ``FAILED`` with an error saying so, for every kind alike.
+Work that ignores a cancel is abandoned by its actor after its grace
+(``kill`` returns False for what cannot be killed: a thread, a coroutine
+that swallows ``CancelledError``) and never holds up ``close()``.
+
+Process lifetime (``subprocess``)
+---------------------------------
+
+A child must not outlive the process hosting its tree, even when that
+process is SIGKILLed. Two layers see to it:
+
+1. On Linux each child is spawned with ``PR_SET_PDEATHSIG = SIGKILL``: the
+   kernel kills it when its parent dies. The signal fires when the *thread*
+   that forked the child ends, not the process, so every child is forked by
+   one long-lived spawner thread of the executor (started with the first
+   child, ended by ``close()``), never by a task actor's thread. The
+   ``prctl`` call runs in ``preexec_fn``. Python warns that ``preexec_fn``
+   can deadlock in a threaded parent, because the child runs Python code
+   between fork and exec and may wait for a lock another thread held at
+   fork time. The function used here takes no such lock: it calls one
+   ``prctl`` already resolved through ``ctypes`` before the fork (no import,
+   no logging) and ``os.getppid()``; if the parent died before ``prctl``
+   took effect, the child kills itself. (A wrapper program that sets the
+   flag and then execs the command would avoid ``preexec_fn`` but costs an
+   interpreter start, or ``setpriv``, per child, and turns "program not
+   found" into an exit code instead of a start error.)
+2. ``PDEATHSIG`` reaches the direct child only. For the rest of its process
+   group (a shell's children, a server's workers), one small guard process
+   per executor (``python -I -S -c``) keeps the set of live groups, which the
+   executor writes to a pipe; when the pipe closes, because the host exited
+   or died, the guard SIGKILLs every group still listed and exits. This
+   layer works on macOS and the BSDs too.
+
+Other platforms: macOS and the BSDs have no ``PDEATHSIG``; there the guard
+alone kills the groups of a SIGKILLed host, a moment after the host dies.
+Windows is not supported by the ``subprocess`` kind (process groups and
+``killpg`` are POSIX). If the guard cannot start (no ``sys.executable``), a
+warning is logged and only layer 1 remains.
+
+Each attempt's ``ctx.pid``, ``ctx.pgid`` and ``ctx.started`` (a start-time
+fingerprint) are set before ``start()`` returns, so the run can record
+them; a tree resumed after its host died calls ``kill_stale_group`` with
+them to kill a group that survived (another host's, or a platform without
+either layer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import importlib
 import inspect
 import itertools
 import linecache
+import logging
 import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ._context import Outcome, TaskContext
-from ._errors import TargetImportError, Unsupported
+from ._errors import TargetImportError, TaskCancelled, Unsupported
 from ._model import Task, TaskPhase, TaskSpec
 
 __all__ = [
@@ -44,8 +96,15 @@ __all__ = [
     "SubprocessExecutor",
     "TaskExecutor",
     "default_executors",
+    "kill_stale_group",
+    "process_start_time",
     "resolve_target",
 ]
+
+logger = logging.getLogger("taskvisor.executors")
+
+#: How long ``close()`` waits, in seconds, when given no timeout.
+CLOSE_TIMEOUT = 10.0
 
 
 @runtime_checkable
@@ -66,7 +125,12 @@ class TaskExecutor(Protocol):
         ...
 
     def kill(self, task: Task, ctx: TaskContext) -> bool:
-        """Stop the work at once if the kind can; return whether it will still report."""
+        """Stop the work at once if the kind can; return whether it will still report.
+
+        Never blocks; calling it again is harmless. False means the work
+        cannot be killed (a thread, a coroutine that ignores cancellation):
+        the actor abandons it and closes the run itself.
+        """
         ...
 
     def deliver(self, task: Task, message: Any, ctx: TaskContext) -> None:
@@ -81,8 +145,14 @@ class TaskExecutor(Protocol):
         """Free what the executor keeps for a task whose actor has stopped."""
         ...
 
-    def close(self) -> None:
-        """Stop shared resources (threads, loops) once no task uses them."""
+    def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Stop shared resources (threads, loops, processes) once no task uses them.
+
+        Args:
+            timeout: seconds the whole close may take (default
+                ``CLOSE_TIMEOUT``, 10 s); None waits as long as it takes.
+                What has not ended by then (abandoned work) is left behind.
+        """
         ...
 
 
@@ -113,7 +183,7 @@ class BaseExecutor:
     def release(self, task_id: str) -> None:
         """Nothing is kept per task by default."""
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Nothing is shared by default."""
 
 
@@ -205,11 +275,47 @@ def _exception_line(exc: BaseException) -> str:
     return line
 
 
+# --------------------------------------------------------------------------- cancellation
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _cancelled_outcome(exc: BaseException, ctx: TaskContext) -> Outcome:
+    """The outcome of work that ended with a cancellation exception.
+
+    ``CANCELLED`` only when the tree asked for a cancel; otherwise the end
+    is abnormal (``FAILED``), with an error saying no cancel was requested.
+    """
+    if ctx.cancelled:
+        return Outcome(TaskPhase.CANCELLED, error="cancelled")
+    name = type(exc).__name__
+    if isinstance(exc, asyncio.CancelledError):
+        name = "asyncio.CancelledError"
+    return Outcome(
+        TaskPhase.FAILED,
+        error=f"{name} raised but no cancel was requested\n{_error_text(exc)}",
+    )
+
+
+def _report(ctx: TaskContext, outcome: Outcome) -> None:
+    """Report an attempt's end; a sink that raises is logged, never fatal to the thread."""
+    try:
+        ctx.sink.finished(outcome)
+    except BaseException:
+        logger.exception("reporting the end of %s attempt %s failed", ctx.task_id, ctx.attempt)
+
+
 # --------------------------------------------------------------------------- call
 
 
 class _Worker:
-    """A thread that runs one job at a time."""
+    """A thread that runs one job at a time and survives whatever a job raises."""
 
     __slots__ = ("jobs", "thread")
 
@@ -221,7 +327,10 @@ class _Worker:
     def _run(self) -> None:
         get = self.jobs.get
         while (job := get()) is not None:
-            job()
+            try:
+                job()
+            except BaseException:  # the thread keeps serving: log it and go on
+                logger.exception("a job on %s raised", threading.current_thread().name)
 
     def stop(self) -> None:
         self.jobs.put(None)
@@ -232,7 +341,8 @@ class _WorkerPool:
 
     A released worker (its task's actor stopped) is parked and handed to the
     next task, so starting a task usually starts no thread. An abandoned
-    worker (stuck in work that ignored cancellation) is never reused.
+    worker (stuck in work that ignored cancellation) is never reused, and
+    ``close()`` does not wait for it.
     """
 
     def __init__(self, prefix: str, max_idle: int = 256) -> None:
@@ -260,8 +370,8 @@ class _WorkerPool:
         if worker is not None:
             worker.stop()
 
-    def release(self, task_id: str) -> None:
-        """Park the task's worker for reuse (or stop it when enough are parked)."""
+    def release(self, task_id: str, timeout: float = 5.0) -> None:
+        """Park the task's worker for reuse (or stop it, waiting up to ``timeout`` s)."""
         with self._lock:
             worker = self._workers.pop(task_id, None)
             if worker is None:
@@ -270,17 +380,18 @@ class _WorkerPool:
                 self._idle.append(worker)
                 return
         worker.stop()
-        worker.thread.join()
+        worker.thread.join(timeout)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop every worker and join those not abandoned."""
+    def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Stop every worker; join them (not the abandoned ones) within ``timeout`` s overall."""
+        deadline = _deadline(timeout)
         with self._lock:
             workers = [*self._workers.values(), *self._idle]
             self._workers, self._idle = {}, []
         for worker in workers:
             worker.stop()
         for worker in workers:
-            worker.thread.join(timeout)
+            worker.thread.join(_left(deadline))
 
 
 class CallExecutor(BaseExecutor):
@@ -301,7 +412,7 @@ class CallExecutor(BaseExecutor):
         ctx.mailbox.put(message)
 
     def kill(self, task: Task, ctx: TaskContext) -> bool:
-        """Cancel and give up the worker: Python threads cannot be killed."""
+        """Cancel and give up the worker: Python threads cannot be killed; returns False."""
         ctx.request_cancel()
         self._pool.abandon(task.id)
         return False
@@ -309,18 +420,21 @@ class CallExecutor(BaseExecutor):
     def release(self, task_id: str) -> None:
         self._pool.release(task_id)
 
-    def close(self) -> None:
-        self._pool.close()
+    def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Stop the workers, joining them within ``timeout`` s (not the abandoned ones)."""
+        self._pool.close(timeout)
 
 
 def _call(fn: Callable[..., Any], spec: TaskSpec, ctx: TaskContext) -> None:
     try:
         output = fn(ctx, *spec.args, **spec.kwargs)
+    except (TaskCancelled, asyncio.CancelledError) as exc:
+        outcome = _cancelled_outcome(exc, ctx)
     except BaseException as exc:
         outcome = Outcome(TaskPhase.FAILED, error=_error_text(exc))
     else:
         outcome = Outcome(TaskPhase.SUCCEEDED, output=output)
-    ctx.sink.finished(outcome)
+    _report(ctx, outcome)
 
 
 # --------------------------------------------------------------------------- async
@@ -332,7 +446,15 @@ class AsyncExecutor(BaseExecutor):
     The loop thread starts with the first task and stops on ``close()``.
     Starts and cancels from task actors queue up in order and the loop
     takes them in batches: a burst of them wakes the loop once, not once
-    each.
+    each. The loop thread survives any exception raised by what it runs
+    (logged, and the loop runs on).
+
+    A coroutine that swallows ``CancelledError`` cannot be stopped: ``kill``
+    cancels it once more and returns False, and its actor abandons it; it
+    keeps its place on the loop without holding up the loop's other tasks
+    (as long as it awaits), and ``close()`` gives up on it at its deadline.
+    A coroutine that blocks the thread (``time.sleep``) blocks every task on
+    the loop: use a ``call`` task for blocking work.
     """
 
     kind = "async"
@@ -368,22 +490,22 @@ class AsyncExecutor(BaseExecutor):
             self._wake_pending = False
         jobs = self._jobs
         while jobs:
-            jobs.popleft()()
+            job = jobs.popleft()
+            try:
+                job()
+            except BaseException:  # the loop keeps running the rest
+                logger.exception("a job on the taskvisor event loop raised")
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=run, name="taskvisor-async", daemon=True)
+                self._thread = threading.Thread(
+                    target=_serve_loop, args=(loop, ready), name="taskvisor-async", daemon=True
+                )
                 self._thread.start()
-                ready.wait()
+                ready.wait(CLOSE_TIMEOUT)
                 self._loop = loop
             return self._loop
 
@@ -406,29 +528,60 @@ class AsyncExecutor(BaseExecutor):
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing runs there
                 self._send(loop, functools.partial(_cancel_spawned, ctx))
 
+    def kill(self, task: Task, ctx: TaskContext) -> bool:
+        """Cancel the coroutine once more and give it up; returns False (it cannot be killed)."""
+        self.cancel(task, ctx)
+        return False
+
     def deliver(self, task: Task, message: Any, ctx: TaskContext) -> None:
         ctx.mailbox.put(message)
 
-    def close(self) -> None:
-        """Cancel what still runs, stop the loop and join its thread."""
+    def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Cancel what still runs, stop the loop and join its thread, within ``timeout`` s.
+
+        Coroutines still running when half of ``timeout`` has passed (they
+        ignore cancellation) are given up: the loop stops without them.
+        """
+        deadline = _deadline(timeout)
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        grace = None if timeout is None else timeout / 2
 
         async def shutdown() -> None:
             pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in pending:
                 t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            await loop.shutdown_asyncgens()
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(loop.shutdown_asyncgens(), grace)
             loop.stop()
 
-        loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
-        thread.join(10)
-        if not thread.is_alive():
-            loop.close()
+        try:
+            loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
+        except RuntimeError:  # pragma: no cover - the loop closed already
+            return
+        thread.join(_left(deadline))
+        if thread.is_alive():
+            logger.warning("the taskvisor event loop did not stop within %ss", timeout)
+            return
+        loop.close()
+
+
+def _serve_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    """The event-loop thread: run the loop until it is stopped, whatever escapes it."""
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    while True:
+        try:
+            loop.run_forever()
+        except BaseException:  # SystemExit/KeyboardInterrupt from a callback: run on
+            logger.exception("the taskvisor event loop caught an exception; it keeps running")
+            continue
+        return
 
 
 def _spawn(
@@ -442,7 +595,7 @@ def _spawn(
 def _cancelled_unstarted(task: asyncio.Task[None], ctx: TaskContext) -> None:
     """Report a coroutine cancelled before its first step: ``_arun`` never ran to say so."""
     if task.cancelled():
-        ctx.sink.finished(Outcome(TaskPhase.CANCELLED, error="cancelled"))
+        _report(ctx, _cancelled_outcome(asyncio.CancelledError("before its first step"), ctx))
 
 
 def _cancel_spawned(ctx: TaskContext) -> None:
@@ -453,14 +606,13 @@ def _cancel_spawned(ctx: TaskContext) -> None:
 async def _arun(fn: Callable[..., Any], spec: TaskSpec, ctx: TaskContext) -> None:
     try:
         output = await fn(ctx, *spec.args, **spec.kwargs)
-    except asyncio.CancelledError:
-        ctx.sink.finished(Outcome(TaskPhase.CANCELLED, error="cancelled"))
-        return
+    except (TaskCancelled, asyncio.CancelledError) as exc:
+        outcome = _cancelled_outcome(exc, ctx)
     except BaseException as exc:
         outcome = Outcome(TaskPhase.FAILED, error=_error_text(exc))
     else:
         outcome = Outcome(TaskPhase.SUCCEEDED, output=output)
-    ctx.sink.finished(outcome)
+    _report(ctx, outcome)
 
 
 # --------------------------------------------------------------------------- subprocess
@@ -477,73 +629,446 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def process_start_time(pid: int) -> int | None:
+    """Return the start time of process ``pid`` (Linux ``/proc/<pid>/stat`` field 22).
+
+    The value counts clock ticks since boot: with the pid it names one
+    process, so a later process given the same pid is told apart. Returns
+    None when the process does not exist or ``/proc`` is not there.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2 (the command) is in parentheses and may hold spaces: count after it.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22; fields[0] is field 3
+    except (IndexError, ValueError):  # pragma: no cover - a kernel that formats otherwise
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def kill_stale_group(
+    pgid: int, pid: int | None = None, started: int | None = None, *, timeout: float = 5.0
+) -> bool:
+    """SIGKILL a process group left running by a host that died; return whether one was.
+
+    A resumed tree calls this with what the lost run recorded (``pgid``,
+    ``pid``, ``started``) before it starts a new attempt, so the old work
+    never runs beside the new one.
+
+    Pid reuse: when ``pid`` and ``started`` are given and a process with
+    that pid is alive with another start time, the pid was reused, which
+    the kernel allows only once the old group is gone: nothing is killed.
+    When the recorded leader is gone but its group lives on (orphaned
+    children), the group is killed: a group id stays taken while any member
+    lives, so the group is the old one unless the id was reused twice. The
+    caller's own process group is never killed.
+
+    Args:
+        pgid: the recorded process group id.
+        pid: the recorded pid of the group's leader (the attempt's process).
+        started: its recorded start time (``process_start_time``).
+        timeout: seconds to wait, at most, for the group to be gone after
+            the signal (default 5); the members are no children of ours, so
+            they are polled, not reaped.
+
+    Returns:
+        True when a live group was found and sent SIGKILL.
+    """
+    if pgid <= 1 or pgid == os.getpgrp():
+        return False
+    if pid is not None and started is not None:
+        now_started = process_start_time(pid)
+        if now_started is not None and now_started != started:
+            return False  # that pid names another process now: our group is gone
+    if not _group_alive(pgid):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        logger.warning("process group %s is alive but not ours to kill", pgid)
+        return False
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.005)  # polled: the members are not our children
+    return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """Resolve ``prctl`` once, before any fork (None off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child die with the thread that forks it (Linux)."""
+    prctl = _prctl
+    if prctl is None:
+        return None
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:  # runs in the child between fork and exec: no locks, no imports
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sigkill)
+
+    return preexec
+
+
+_GUARD = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin.buffer:
+    pgid = int(line[1:])
+    if line[:1] == b"+":
+        groups.add(pgid)
+    else:
+        groups.discard(pgid)
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _Guard:
+    """A helper process that SIGKILLs the listed process groups when the host goes.
+
+    The host writes ``+pgid`` when a child starts and ``-pgid`` before it
+    reaps it; the guard reads until end of file, which comes when the host
+    closes the pipe (``close``) or dies, and then kills what is listed.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C to the host's group leaves it be
+            )
+        except OSError as exc:
+            logger.warning(
+                "the process-group guard could not start (%s): a SIGKILLed host may leave "
+                "grandchildren of its subprocess tasks running",
+                exc,
+            )
+            return
+        assert self.proc.stdin is not None
+        self._fd = self.proc.stdin.fileno()
+
+    def _write(self, line: bytes) -> None:
+        if self._fd < 0:
+            return
+        try:
+            os.write(self._fd, line)  # shorter than PIPE_BUF: atomic, no lock needed
+        except OSError as exc:
+            logger.warning("the process-group guard is gone (%s); going on without it", exc)
+            self._fd = -1
+
+    def add(self, pgid: int) -> None:
+        self._write(b"+%d\n" % pgid)
+
+    def discard(self, pgid: int) -> None:
+        self._write(b"-%d\n" % pgid)
+
+    def close(self, timeout: float | None) -> None:
+        """Close the pipe; the guard kills what is still listed and exits (reaped here)."""
+        proc = self.proc
+        if proc is None:
+            return
+        self._fd = -1
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _Child:
+    """One attempt's process; signalled and reaped under one lock, so a signal
+    never reaches a group id reused after the reap."""
+
+    __slots__ = ("lock", "pgid", "pid", "proc", "reaped")
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.pgid = proc.pid  # a session of its own: it leads its group
+        self.lock = threading.Lock()
+        self.reaped = False
+
+    def signal(self, sig: signal.Signals) -> None:
+        with self.lock:
+            if self.reaped:
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, sig)
+
+    def reap(self) -> int:
+        with self.lock:
+            code = self.proc.wait()  # it has exited: returns at once
+            self.reaped = True
+        return code
+
+
+class _Spawn:
+    """A request to the spawner thread, answered once (or given up by its asker)."""
+
+    __slots__ = ("abandoned", "argv", "child", "cwd", "done", "env", "error", "lock", "shell")
+
+    def __init__(
+        self, argv: str | list[str], shell: bool, env: dict[str, str] | None, cwd: str | None
+    ) -> None:
+        self.argv, self.shell, self.env, self.cwd = argv, shell, env, cwd
+        self.child: _Child | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.abandoned = False
+
+
 class SubprocessExecutor(BaseExecutor):
-    """Run an argv list as a child process in a session (process group) of its own."""
+    """Run an argv list as a child process in a session (process group) of its own.
+
+    Every child is forked by one spawner thread that lives until
+    ``close()`` (see the module docstring: the child dies with that thread
+    on Linux, and a guard process kills its group when the host dies).
+    ``start()`` hands the spawn to that thread and waits for the pid, at
+    most ``spawn_timeout`` seconds: a fork and exec take milliseconds, so
+    the wait is short and the start error (a missing program) is raised by
+    ``start()`` itself, as the task actor expects.
+
+    Args:
+        spawn_timeout: seconds ``start()`` waits for the spawner (default 10).
+            A spawn that comes later is killed at once.
+        guard: whether to run the guard process (default True).
+    """
 
     kind = "subprocess"
 
-    def __init__(self) -> None:
+    def __init__(self, *, spawn_timeout: float = 10.0, guard: bool = True) -> None:
+        self.spawn_timeout = spawn_timeout
+        self._use_guard = guard
         self._pool = _WorkerPool("taskvisor-wait")
+        self._lock = threading.Lock()
+        self._children: dict[int, _Child] = {}
+        self._spawns: queue.SimpleQueue[_Spawn | None] | None = None
+        self._spawner: threading.Thread | None = None
+        self._guard: _Guard | None = None
+        self._closing = False
+
+    def _spawner_queue(self) -> queue.SimpleQueue[_Spawn | None]:
+        with self._lock:
+            if self._spawns is None:
+                self._spawns = queue.SimpleQueue()
+                self._spawner = threading.Thread(
+                    target=self._spawn_loop,
+                    args=(self._spawns,),
+                    name="taskvisor-spawner",
+                    daemon=True,
+                )
+                self._spawner.start()
+            return self._spawns
+
+    def _spawn_loop(self, spawns: queue.SimpleQueue[_Spawn | None]) -> None:
+        """The spawner thread: fork every child, so they die with it (and with the host)."""
+        if self._use_guard:
+            self._guard = _Guard()  # forked here too, though it needs no death signal
+        parent = os.getpid()
+        preexec = _die_with_parent(parent)
+        while (job := spawns.get()) is not None:
+            try:
+                self._spawn_one(job, preexec)
+            except BaseException:  # the spawner keeps serving
+                logger.exception("the subprocess spawner failed")
+
+    def _spawn_one(self, job: _Spawn, preexec: Callable[[], None] | None) -> None:
+        try:
+            proc = subprocess.Popen(
+                job.argv,
+                shell=job.shell,
+                env=job.env,
+                cwd=job.cwd,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=preexec,  # noqa: PLW1509 - lock-free, see the module docstring
+            )
+        except BaseException as exc:
+            job.error = exc
+            job.done.set()
+            return
+        child = _Child(proc)
+        if self._guard is not None:
+            self._guard.add(child.pgid)
+        with self._lock:
+            orphan = self._closing
+            if not orphan:
+                self._children[child.pid] = child
+        with job.lock:
+            orphan = orphan or job.abandoned
+            if not orphan:
+                job.child = child
+                job.done.set()
+        if orphan:  # nobody will watch it: kill and reap it now
+            child.signal(signal.SIGKILL)
+            self._forget(child)
+            with self._lock:
+                self._children.pop(child.pid, None)
+            with job.lock:
+                job.error = OSError("the subprocess executor is closing")
+                job.done.set()
+
+    def _forget(self, child: _Child) -> int:
+        """Reap an exited child; tell the guard first (the group id is ours until the reap)."""
+        if self._guard is not None:
+            self._guard.discard(child.pgid)
+        return child.reap()
 
     def start(self, task: Task, ctx: TaskContext) -> None:
-        """Raises: OSError: when the program cannot be started (the work never began)."""
+        """Start the attempt's process; set ``ctx.pid``, ``ctx.pgid`` and ``ctx.started``.
+
+        Raises:
+            OSError: when the program cannot be started (the work never
+                began), or the spawner did not answer within
+                ``spawn_timeout`` seconds.
+        """
         spec = task.spec
         assert spec.command is not None
         env = None if spec.env is None else {**os.environ, **spec.env}
-        args: str | list[str] = spec.command[0] if spec.shell else list(spec.command)
-        proc = subprocess.Popen(
-            args,
-            shell=spec.shell,
-            env=env,
-            cwd=spec.cwd,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        ctx.handle = proc
-        self._pool.run(task.id, lambda: _wait(proc, ctx))
+        argv: str | list[str] = spec.command[0] if spec.shell else list(spec.command)
+        job = _Spawn(argv, spec.shell, env, spec.cwd)
+        self._spawner_queue().put(job)
+        if not job.done.wait(self.spawn_timeout):
+            with job.lock:
+                if not job.done.is_set():
+                    job.abandoned = True
+            if job.abandoned:
+                raise OSError(f"the process did not start within {self.spawn_timeout}s")
+        if job.error is not None:
+            raise job.error
+        child = job.child
+        assert child is not None
+        ctx.handle = child
+        ctx.pid, ctx.pgid = child.pid, child.pgid
+        ctx.started = process_start_time(child.pid)
+        self._pool.run(task.id, lambda: self._wait(child, ctx))
+
+    def _wait(self, child: _Child, ctx: TaskContext) -> None:
+        """On the task's waiter thread: wait for the exit, kill the group's rest, reap, report."""
+        try:
+            # Wait without reaping, so the group id cannot be reused before the
+            # leftovers of the group are killed; then reap.
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            child.signal(signal.SIGKILL)
+            code = self._forget(child)
+        except BaseException as exc:
+            outcome = Outcome(TaskPhase.FAILED, error=f"waiting for the process failed: {exc!r}")
+        else:
+            if code == 0:
+                outcome = Outcome(TaskPhase.SUCCEEDED, exit_code=0)
+            else:
+                outcome = Outcome(TaskPhase.FAILED, error=describe_exit(code), exit_code=code)
+        finally:
+            with self._lock:
+                self._children.pop(child.pid, None)
+        _report(ctx, outcome)
 
     def cancel(self, task: Task, ctx: TaskContext) -> None:
-        """Send SIGTERM to the process group."""
+        """Send SIGTERM to the process group (at once; again is harmless)."""
         ctx.request_cancel()
-        _signal_group(ctx.handle, signal.SIGTERM)
+        if isinstance(ctx.handle, _Child):
+            ctx.handle.signal(signal.SIGTERM)
 
     def kill(self, task: Task, ctx: TaskContext) -> bool:
-        """Send SIGKILL to the process group; the exit is still reported."""
+        """Send SIGKILL to the process group (at once; again is harmless); returns True.
+
+        The exit is still reported, by the attempt's waiter thread.
+        """
         ctx.request_cancel()
-        _signal_group(ctx.handle, signal.SIGKILL)
+        if isinstance(ctx.handle, _Child):
+            ctx.handle.signal(signal.SIGKILL)
         return True
 
     def reconcile(self, task: Task, ctx: TaskContext) -> None:
-        """Poll the process (its waiter reports the exit)."""
-        if ctx.handle is not None:
-            ctx.handle.poll()
+        """Nothing to poll: the attempt's waiter thread reports the exit."""
 
     def release(self, task_id: str) -> None:
         self._pool.release(task_id)
 
-    def close(self) -> None:
-        self._pool.close()
+    def live_children(self) -> list[int]:
+        """Return the pids of the children started and not yet reaped."""
+        with self._lock:
+            return sorted(self._children)
 
+    def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """SIGKILL every process group still running, reap each, stop the threads.
 
-def _signal_group(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
-    if proc is None or proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):  # it may end between check and kill
-        os.killpg(proc.pid, sig)
-
-
-def _wait(proc: subprocess.Popen[bytes], ctx: TaskContext) -> None:
-    # Wait without reaping, so the group id cannot be reused before the
-    # leftovers of the group are killed; then reap.
-    with contextlib.suppress(ChildProcessError):
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    code = proc.wait()
-    if code == 0:
-        ctx.sink.finished(Outcome(TaskPhase.SUCCEEDED, exit_code=0))
-    else:
-        ctx.sink.finished(Outcome(TaskPhase.FAILED, error=describe_exit(code), exit_code=code))
+        Returns within ``timeout`` seconds (default ``CLOSE_TIMEOUT``); a
+        SIGKILLed process ends at once, so its waiter reaps it well within.
+        The executor can be used again after (it starts its threads anew).
+        """
+        deadline = _deadline(timeout)
+        with self._lock:
+            self._closing = True
+            spawns, spawner = self._spawns, self._spawner
+            self._spawns = self._spawner = None
+        try:
+            if spawns is not None and spawner is not None:
+                spawns.put(None)
+                spawner.join(_left(deadline))  # spawns queued before close end here
+            with self._lock:
+                children = list(self._children.values())
+            for child in children:
+                child.signal(signal.SIGKILL)
+            self._pool.close(_left(deadline))
+            with self._lock:
+                left = list(self._children.values())
+            for child in left:  # a waiter did not get to it in time: reap it here
+                child.signal(signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+                self._forget(child)
+            guard, self._guard = self._guard, None
+            if guard is not None:
+                guard.close(_left(deadline))
+        finally:
+            with self._lock:
+                self._closing = False
 
 
 def default_executors() -> dict[str, TaskExecutor]:
