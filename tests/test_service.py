@@ -41,12 +41,17 @@ def test_rejections_carry_a_reason_and_no_task_id() -> None:
         with pytest.raises(SubmissionError) as full:
             svc.submit(TaskSpec(name="more", target=double, args=[1]))
         assert full.value.reason is RejectReason.CAPACITY
-        release.set()
-        busy.wait(10)
-        with pytest.raises(SubmissionError) as dup:
+        with pytest.raises(SubmissionError) as dup:  # "busy" has not finished
             svc.submit(TaskSpec(name="busy", target=double, args=[1]))
         assert dup.value.reason is RejectReason.DUPLICATE_ID
+        release.set()
+        busy.wait(10)
         assert svc.submit(TaskSpec(name="more", target=double, args=[1])).result(10) == 2
+        # A finished task's id is free again: the new task gets it, get() finds the new one.
+        again = svc.submit(TaskSpec(name="busy", target=double, args=[3]))
+        assert again.result(10) == 6
+        assert svc.get("busy") is again
+        assert busy.result(0) == "late"  # the old handle still answers
     with pytest.raises(SubmissionError) as closed:
         svc.submit(TaskSpec(name="late", target=double, args=[1]))
     assert closed.value.reason is RejectReason.SHUTTING_DOWN

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import socket
 import threading
-from collections import deque
+import time
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -30,7 +33,7 @@ from ._errors import (
     WaitTimeout,
 )
 from ._events import TaskAccepted, TaskFinished, TaskRejected
-from ._executors import TaskExecutor, default_executors
+from ._executors import TaskExecutor, default_executors, kill_stale_group
 from ._model import (
     Restart,
     Task,
@@ -48,21 +51,52 @@ __all__ = ["ExecutorService", "TaskHandle", "close_shared", "resume_record"]
 logger = logging.getLogger("taskvisor.service")
 
 
+def kill_leftover(run: TaskRun) -> str | None:
+    """Kill the process group a lost run left running, if it recorded one that lives.
+
+    Reads ``run.pgid``, ``run.pid`` and ``run.started`` (absent fields count
+    as None) and, when ``run.host`` is recorded, acts only on that host.
+    Returns a sentence for the run's error when a group was killed.
+    """
+    pgid = getattr(run, "pgid", None)
+    if not isinstance(pgid, int):
+        return None
+    host = getattr(run, "host", None)
+    if isinstance(host, str) and host and host != socket.gethostname():
+        return None  # another machine's process: not ours to see or kill
+    pid = getattr(run, "pid", None)
+    started = getattr(run, "started", None)
+    killed = kill_stale_group(
+        pgid,
+        pid if isinstance(pid, int) else None,
+        started if isinstance(started, int) else None,
+    )
+    if not killed:
+        return None
+    logger.warning("killed process group %s left running by a lost run", pgid)
+    return f"its process group {pgid} was still running and was killed"
+
+
 def resume_record(record: TaskRecord, spec: TaskSpec, *, now: int | None = None) -> bool:
     """Bring a record found in a store at start-up up to date; return whether to run the task.
 
     A ``SUCCEEDED`` record is not run again. A record found ``RUNNING`` was
-    lost with the process that ran it: its open run is closed as ``FAILED``
-    with an error saying so, and the task runs again unless it is
-    ``TEMPORARY``. A record that ended (any terminal state) is not run again:
-    its output and status are restored.
+    lost with the process that ran it: a process group its open run
+    recorded (``pgid``, guarded against pid reuse by ``pid`` and
+    ``started``) that is still alive is killed first (``kill_stale_group``,
+    which waits up to 5 s for it to be gone), so the old work never runs
+    beside a new attempt; then the run is closed as ``FAILED`` with an error
+    saying so, and the task runs again unless it is ``TEMPORARY``. A record
+    that ended (any terminal state) is not run again: its output and status
+    are restored.
     """
     stamp = stamp_ms(now)
     if record.state is TaskState.RUNNING:
         lost = "lost: the process running this attempt ended before it finished"
         for run in record.runs:
             if run.is_active:
-                run.finish(TaskPhase.FAILED, lost, now=stamp)
+                killed = kill_leftover(run)
+                run.finish(TaskPhase.FAILED, f"{lost}; {killed}" if killed else lost, now=stamp)
         record.transition(TaskState.FAILED, now=stamp)
         record.error = lost
         return spec.restart is not Restart.TEMPORARY
@@ -79,22 +113,39 @@ def close_shared(
     """Release what the actors of a service or tree shared, once every actor has stopped.
 
     Joins the actor threads and the timer thread, closes the executors
-    (their workers, loop and processes), then stops the bus after it has
-    delivered every event.
+    (their workers, loop and processes: every child process group still
+    running is killed), then stops the bus after it has delivered every
+    event. ``timeout`` (seconds, None for no bound) is one deadline for all
+    of it, not a bound per step.
     """
-    threads.close(timeout)
-    real_clock.close(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    threads.close(left())
+    real_clock.close(left())
     for executor in executors.values():
-        executor.close()
-    bus.stop(timeout)
+        try:
+            executor.close(left())
+        except Exception:  # one executor's failure must not leave the others open
+            logger.exception("closing the %r executor failed", executor.kind)
+    bus.stop(left())
 
 
 class TaskHandle:
-    """The submitter's view of one task."""
+    """The submitter's view of one task.
+
+    A handle keeps working after its task ended, for as long as it is held:
+    it keeps the final snapshot (task, runs, output), not the task's actor,
+    which is released as soon as the task ends.
+    """
+
+    __slots__ = ("__weakref__", "_begun", "_done", "_final", "_ref", "_seq", "id")
 
     def __init__(self, service: ExecutorService, task: Task) -> None:
-        self._service = service
         self.id = task.id
+        self._seq = 0  # submission order, set by the service
         self._ref: TaskRef | None = None
         self._final: TaskSnapshot | None = None
         self._done = threading.Event()
@@ -115,6 +166,11 @@ class TaskHandle:
     def wait(self, timeout: float | None = None) -> Task:
         """Wait for the task to end and return it, in its terminal phase.
 
+        Args:
+            timeout: seconds to wait at most; None (the default, as in
+                ``concurrent.futures``) waits until the task ends, which it
+                does at the latest when the service shuts down.
+
         Raises:
             WaitTimeout: when it has not ended within ``timeout`` seconds.
         """
@@ -125,6 +181,9 @@ class TaskHandle:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return its output.
+
+        Args:
+            timeout: as for ``wait`` (None, the default, waits until it ends).
 
         Raises:
             TaskFailedError: when it ended without succeeding (carries the task).
@@ -138,8 +197,9 @@ class TaskHandle:
 
     def cancel(self) -> None:
         """Ask the task to stop; a task that has not started ends without starting."""
-        if self._ref is not None and not self._done.is_set():
-            self._ref.cancel()
+        ref = self._ref
+        if ref is not None and not self._done.is_set():
+            ref.cancel()
 
     def deliver(self, message: Any) -> None:
         """Put ``message`` in the task's mailbox (``ctx.receive()`` takes it).
@@ -148,21 +208,27 @@ class TaskHandle:
             Unsupported: when the task's kind takes no messages.
             TaskFailedError: never; a message to an ended task is dropped with a warning.
         """
-        if self._ref is None or self._done.is_set():
+        ref = self._ref
+        if ref is None or self._done.is_set():
             logger.warning("task %s has ended; message %r dropped", self.id, message)
             return
-        self._ref.deliver(message)
+        ref.deliver(message)
 
     def ask(self, message: Any, timeout: float | None = 10.0) -> Any:
         """Send ``message`` as a ``Request`` and return the work's reply.
 
+        Args:
+            timeout: seconds to wait for the reply (default 10).
+
         Raises:
-            WaitTimeout: when no reply comes within ``timeout`` seconds.
+            WaitTimeout: when no reply comes within ``timeout`` seconds, or
+                the task is not running.
             Unsupported: when the task's kind takes no messages.
         """
-        if self._ref is None:
+        ref = self._ref
+        if ref is None:
             raise WaitTimeout(f"task {self.id!r} is not running")
-        return self._ref.ask(message, timeout)
+        return ref.ask(message, timeout)
 
     def _snapshot(self) -> TaskSnapshot:
         ref = self._ref
@@ -170,7 +236,7 @@ class TaskHandle:
             with contextlib.suppress(WaitTimeout):
                 return ref.snapshot()
         # It ended (and its actor stopped) between the check and the ask.
-        if not self._done.wait(10):
+        if not self._done.wait(_ANSWER_TIMEOUT):
             raise WaitTimeout(f"task {self.id!r} does not answer")
         assert self._final is not None
         return self._final
@@ -181,6 +247,10 @@ class TaskHandle:
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.id!r} {'done' if self.done() else 'active'}>"
+
+
+#: Seconds a handle waits for an actor that is stopping to hand over its final snapshot.
+_ANSWER_TIMEOUT = 10.0
 
 
 @attrs.define
@@ -195,8 +265,7 @@ class _Owner:
         return Verdict(notice.attempt)
 
     def task_done(self, snapshot: TaskSnapshot) -> None:
-        self.service._task_done(self.handle, snapshot)
-        ref = self.handle._ref
+        ref = self.service._task_done(self.handle, snapshot)
         if ref is not None:
             ref.stop_soon()  # the task ran once; free its thread
 
@@ -211,6 +280,16 @@ class ExecutorService:
         executors: executors by kind (defaults: call, async, subprocess).
         max_tasks: how many unfinished tasks may be accepted at once.
         max_running: how many may run at once; the rest wait, ``PENDING``.
+        keep_finished: how many handles of finished tasks ``get`` still
+            finds although nobody holds them (default 1,000; the most
+            recently finished are kept).
+
+    Memory stays bounded however many tasks pass through: a finished
+    task's actor, thread and executor state are released when it ends, and
+    the service keeps its handle only weakly (``get`` finds it while the
+    submitter holds it) plus the last ``keep_finished`` in a bounded list.
+    A finished task's id may be submitted again; ``get`` then returns the
+    new task's handle.
 
     Usable as a context manager: leaving it shuts the service down.
     """
@@ -224,6 +303,7 @@ class ExecutorService:
         executors: Mapping[str, TaskExecutor] | None = None,
         max_tasks: int | None = None,
         max_running: int | None = None,
+        keep_finished: int = 1000,
     ) -> None:
         self.bus = EventBus(hooks)
         self.store = store
@@ -231,9 +311,12 @@ class ExecutorService:
         self.executors = dict(executors) if executors is not None else default_executors()
         self.max_tasks = max_tasks
         self.max_running = max_running
+        self.keep_finished = keep_finished
         self._lock = threading.Lock()
-        self._handles: dict[str, TaskHandle] = {}
-        self._refs: list[TaskRef] = []
+        self._handles: dict[str, TaskHandle] = {}  # unfinished tasks, in submission order
+        self._refs: dict[str, TaskRef] = {}  # their actors
+        self._finished: weakref.WeakValueDictionary[str, TaskHandle] = weakref.WeakValueDictionary()
+        self._kept: OrderedDict[str, TaskHandle] = OrderedDict()  # the last keep_finished
         self._threads = ActorThreads()
         self._real_clock = SystemClock(keep_thread=True)
         self._active = 0
@@ -274,7 +357,9 @@ class ExecutorService:
                     f"(known: {', '.join(sorted(self.executors))})",
                 )
             if task_id in self._handles:
-                raise self._reject(RejectReason.DUPLICATE_ID, f"duplicate task id {task_id!r}")
+                raise self._reject(
+                    RejectReason.DUPLICATE_ID, f"duplicate task id {task_id!r}: it has not finished"
+                )
             if self.max_tasks is not None and self._active >= self.max_tasks:
                 raise self._reject(
                     RejectReason.CAPACITY,
@@ -285,6 +370,7 @@ class ExecutorService:
             except InvalidData as exc:
                 raise self._reject(RejectReason.INVALID_SPEC, str(exc)) from None
             handle = TaskHandle(self, task)
+            handle._seq = next(self._ids)
             self._handles[task_id] = handle
             self._active += 1
             record, run_it = self._resume(task_id, spec)
@@ -292,6 +378,7 @@ class ExecutorService:
             if not run_it:
                 assert record is not None
                 self._restore(handle, task, record)
+                self._release(handle)
                 return handle
             begin = self.max_running is None or self._running < self.max_running
             if begin:
@@ -310,7 +397,7 @@ class ExecutorService:
                 real_clock=self._real_clock,
             )
             handle._ref = ref
-            self._refs.append(ref)
+            self._refs[task_id] = ref
             if not begin:
                 self._queued.append(handle)
         return handle
@@ -340,9 +427,30 @@ class ExecutorService:
         self._active -= 1
         handle._finished(snapshot)
 
-    def _task_done(self, handle: TaskHandle, snapshot: TaskSnapshot) -> None:
+    def _release(self, handle: TaskHandle) -> TaskRef | None:
+        """Forget a finished task's actor; keep its handle weakly (and among the last few).
+
+        Call with the lock held. Returns the task's ref, for the caller to stop.
+        """
+        task_id = handle.id
+        if self._handles.get(task_id) is handle:
+            del self._handles[task_id]
+        ref = handle._ref  # the handle keeps its ref (small: no actor) for late messages
+        if ref is not None and self._refs.get(task_id) is ref:
+            del self._refs[task_id]
+        self._finished[task_id] = handle
+        if self.keep_finished > 0:
+            self._kept[task_id] = handle
+            self._kept.move_to_end(task_id)
+            while len(self._kept) > self.keep_finished:
+                self._kept.popitem(last=False)
+        return ref
+
+    def _task_done(self, handle: TaskHandle, snapshot: TaskSnapshot) -> TaskRef | None:
+        """On the task's actor thread: the task ended; returns its ref, to be stopped."""
         handle._finished(snapshot)
         with self._lock:
+            ref = self._release(handle)
             self._active -= 1
             if handle._begun:
                 self._running -= 1
@@ -354,21 +462,34 @@ class ExecutorService:
                 queued._begun = True
                 assert queued._ref is not None
                 queued._ref.begin()
+        return ref
 
     # inspection ------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskHandle:
         """Return the handle of ``task_id``.
 
+        Finds every unfinished task, and a finished one while its handle is
+        held somewhere or is among the last ``keep_finished`` to finish.
+
         Raises:
-            KeyError: when no task has that id.
+            KeyError: when no task has that id, or it finished and its
+                handle was let go.
         """
-        return self._handles[task_id]
+        with self._lock:
+            handle = self._handles.get(task_id)
+            if handle is None:
+                handle = self._finished.get(task_id)
+        if handle is None:
+            raise KeyError(task_id)
+        return handle
 
     def handles(self) -> list[TaskHandle]:
-        """Return every handle, in submission order."""
+        """Return the handles ``get`` can find, in submission order."""
         with self._lock:
-            return list(self._handles.values())
+            live = list(self._handles.values())
+            done = [h for h in self._finished.values() if h.id not in self._handles]
+        return sorted([*done, *live], key=lambda h: h._seq)
 
     # shutdown --------------------------------------------------------------------
 
@@ -376,24 +497,30 @@ class ExecutorService:
         """Stop accepting, end every task (reverse submission order), stop every thread.
 
         Returns when every task actor, worker thread and child process is gone
-        and every event has been delivered to the hooks.
-
-        Raises:
-            WaitTimeout: when something did not stop within ``timeout`` seconds.
+        and every event has been delivered to the hooks, or when ``timeout``
+        seconds (default 30; None: no bound) have passed: one deadline for
+        all of it. Child processes still running then are killed and reaped
+        all the same; work that cannot be killed (a thread) is abandoned and
+        logged. Safe to call more than once.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         with self._lock:
             self._closing = True
-            refs = list(reversed(self._refs))
+            refs = list(reversed(self._refs.values()))
             self._queued.clear()
         requests = [ref.terminate() for ref in refs if ref.alive]
         for request in requests:
             try:
-                request.wait(timeout)
+                request.wait(left())
             except WaitTimeout:
                 logger.warning("a task did not end within %ss at shutdown", timeout)
         for ref in refs:  # every actor stops at once; closing their threads waits for all
             ref.stop_soon()
-        close_shared(self._threads, self._real_clock, self.executors, self.bus, timeout)
+        close_shared(self._threads, self._real_clock, self.executors, self.bus, left())
 
     def __enter__(self) -> ExecutorService:
         return self
