@@ -329,7 +329,7 @@ def test_backoff_without_jitter_never_shrinks(
 
 def test_decide_backs_off_past_the_delays_it_computes_ahead() -> None:
     """A child restarted more than 64 times in a row still gets ``Backoff.delay``."""
-    backoff = Backoff(initial=0.001, maximum=1e9, multiplier=1.25)
+    backoff = Backoff(initial=0.001, maximum=1e8, multiplier=1.25)
     policy = Policy(intensity=Intensity(1000, 1.0), backoff=backoff)
     children = kids("a")
     state = SupervisorState.initial(children, 0.0)
@@ -563,16 +563,31 @@ def test_duplicate_child_ids_are_rejected() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: Intensity(-1), "max_restarts: expected an integer >= 0, got -1"),
-        (lambda: Intensity(1.5), "max_restarts: expected an integer >= 0, got 1.5"),  # type: ignore[arg-type]
-        (lambda: Intensity(1, 0), "within: expected a finite number > 0, got 0"),
-        (lambda: Intensity(1, float("nan")), "within: expected a finite number > 0, got nan"),
-        (lambda: Backoff(initial=-1), "initial: expected a finite number >= 0, got -1"),
+        (lambda: Intensity(-1), "max_restarts: expected an integer >= 0 and <= 2**63 - 1, got -1"),
+        (
+            lambda: Intensity(1.5),  # type: ignore[arg-type]
+            "max_restarts: expected an integer >= 0 and <= 2**63 - 1, got 1.5",
+        ),
+        (lambda: Intensity(1, 0), "within: expected a finite number > 0 and <= 100,000,000, got 0"),
+        (
+            lambda: Intensity(1, float("nan")),
+            "within: expected a finite number > 0 and <= 100,000,000, got nan",
+        ),
+        (
+            lambda: Backoff(initial=-1),
+            "initial: expected a finite number >= 0 and <= 100,000,000, got -1",
+        ),
         (lambda: Backoff(initial=5, maximum=1), "maximum: expected a number >= initial (5)"),
         (lambda: Backoff(multiplier=0.5), "multiplier: expected a finite number >= 1"),
-        (lambda: Backoff(jitter=2), "jitter: expected a number between 0 and 1, got 2.0"),
-        (lambda: Backoff(reset_after=0), "reset_after: expected a finite number > 0, got 0"),
-        (lambda: Backoff(seed="x"), "seed: expected an integer or None, got 'x'"),  # type: ignore[arg-type]
+        (lambda: Backoff(jitter=2), "jitter: expected a number between 0 and 1, got 2"),
+        (
+            lambda: Backoff(reset_after=0),
+            "reset_after: expected a finite number > 0 and <= 100,000,000, got 0",
+        ),
+        (
+            lambda: Backoff(seed="x"),  # type: ignore[arg-type]
+            "seed: expected an integer between -(2**63 - 1) and 2**63 - 1, or None, got 'x'",
+        ),
         (
             lambda: Policy("one_for_some"),  # type: ignore[arg-type]
             "strategy: expected one of one_for_one, one_for_all, rest_for_one, got 'one_for_some'",

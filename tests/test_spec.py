@@ -145,7 +145,8 @@ def test_policy_of_specs() -> None:
         (lambda: SupervisorSpec("app", backoff=1.0), "backoff: expected a Backoff or None"),
         (
             lambda: SupervisorSpec("app", shutdown=-1),
-            "shutdown: expected a grace in seconds >= 0, 'brutal' or 'infinity', got -1",
+            "shutdown: expected a grace in seconds >= 0 and <= 100,000,000, 'brutal' or "
+            "'infinity', got -1",
         ),
         (lambda: SupervisorSpec("app", labels={"a": 1}), "labels: expected a mapping of strings"),
         (lambda: SupervisorSpec("app", significant="yes"), "significant: expected true or false"),
@@ -158,7 +159,7 @@ def test_policy_of_specs() -> None:
         (lambda: DynamicSupervisorSpec("pool", template="w"), "template: expected a TaskSpec"),
         (
             lambda: DynamicSupervisorSpec("pool", template=task("w"), max_children=-1),
-            "max_children: expected an integer >= 0 or None, got -1",
+            "max_children: expected an integer >= 0 (at most 2**63 - 1) or None, got -1",
         ),
     ],
 )
@@ -287,7 +288,7 @@ GOOD_TASK = {"name": "t", "target": "app.tasks:work"}
                 "name": "app",
                 "children": [{"name": "sub", "children": [], "intensity": {"max_restarts": -2}}],
             },
-            "children[0].intensity.max_restarts: expected an integer >= 0, got -2",
+            "children[0].intensity.max_restarts: expected an integer >= 0 and <= 2**63 - 1, got -2",
         ),
         (
             {"name": "app", "intensity": {"max_restarts": 1, "period": 5}},
@@ -337,7 +338,8 @@ GOOD_TASK = {"name": "t", "target": "app.tasks:work"}
                 "name": "app",
                 "children": [{"name": "p", "template": GOOD_TASK, "max_children": "9"}],
             },
-            "children[0].max_children: expected an integer >= 0 or None, got '9'",
+            "children[0].max_children: expected an integer >= 0 (at most 2**63 - 1) or None, "
+            "got '9'",
         ),
         ([], "(top level): expected a mapping of supervisor spec fields, got list"),
         (

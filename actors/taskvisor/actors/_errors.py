@@ -258,4 +258,3 @@ def _repr_container(value: object, budget: int, depth: int) -> str:
     if closing == ")" and size == 1 and parts[-1] != "…":
         return f"({parts[0]},)"
     return opening + ", ".join(parts) + closing
-

@@ -24,10 +24,11 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
-from ._errors import IllegalTransition, InvalidData, InvalidSpec
+from ._errors import IllegalTransition, InvalidData, InvalidSpec, shown
 
 __all__ = [
     "KINDS",
+    "MAX_SECONDS",
     "ObjectMeta",
     "Restart",
     "Shutdown",
@@ -173,6 +174,14 @@ _STATE_OF: dict[TaskPhase, TaskState] = {phase: TaskState(phase.value) for phase
 
 # --------------------------------------------------------------------------- specs
 
+#: The longest time any spec accepts, in seconds (10**8 s, about 3.2 years):
+#: timeouts, shutdown graces, restart windows, backoff delays. Every timer
+#: can wait this long (``threading.TIMEOUT_MAX`` is about 9.2e9 s on Linux),
+#: so no accepted value can overflow a wait. Where OTP has ``infinity`` it is
+#: spelled as such (a supervisor's shutdown), or None (no task timeout).
+MAX_SECONDS = 100_000_000
+_MAX = f"{MAX_SECONDS:,}"
+
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@/+-]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -180,7 +189,7 @@ _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 def _fail(
     field: str, problem: str, value: object, error: type[InvalidData] = InvalidSpec
 ) -> InvalidData:
-    exc = error(f"{field}: {problem}, got {value!r}")
+    exc = error(f"{field}: {problem}, got {shown(value)}")
     exc.field = field
     return exc
 
@@ -206,11 +215,13 @@ def _check_name(_inst: object, attribute: attrs.Attribute[str], value: object) -
 def _to_restart(value: Restart | str) -> Restart:
     if isinstance(value, Restart):
         return value
-    try:
-        return Restart(value)
-    except ValueError:
-        choices = ", ".join(r.value for r in Restart)
-        raise _fail("restart", f"expected one of {choices}", value) from None
+    if isinstance(value, str):  # only a str names one: nothing else is even compared
+        try:
+            return Restart(value)
+        except ValueError:
+            pass
+    choices = ", ".join(r.value for r in Restart)
+    raise _fail("restart", f"expected one of {choices}", value)
 
 
 def _to_args(value: Any) -> tuple[Any, ...]:
@@ -267,18 +278,30 @@ def _check_target(_inst: object, _attribute: attrs.Attribute[Any], value: object
         raise _fail("target", "expected a callable or a 'package.module:function' string", value)
 
 
+def in_seconds(value: object, *, strict: bool) -> bool:
+    """Return whether ``value`` is a number of seconds in range.
+
+    In range: an int or float ``> 0`` (``strict``) or ``>= 0``, and at most
+    ``MAX_SECONDS``; never NaN, infinite or a bool. It compares without
+    converting to float, so a huge int is out of range, not an OverflowError.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (value > 0 if strict else value >= 0) and value <= MAX_SECONDS  # False for NaN
+
+
 def _check_timeout(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise _fail("timeout", "expected a number of seconds > 0, or None", value)
+    if value is not None and not in_seconds(value, strict=True):
+        raise _fail("timeout", f"expected a number of seconds > 0 and <= {_MAX}, or None", value)
 
 
 def _to_shutdown(value: Any) -> Shutdown:
-    if value == "brutal":
+    if isinstance(value, str) and value == "brutal":
         return "brutal"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise _fail("shutdown", "expected a grace in seconds >= 0, or 'brutal'", value)
+    if not in_seconds(value, strict=False):
+        raise _fail(
+            "shutdown", f"expected a grace in seconds >= 0 and <= {_MAX}, or 'brutal'", value
+        )
     return float(value)
 
 
@@ -298,11 +321,15 @@ def _same_target(a: object, b: object) -> bool:
 class TaskSpec:
     """Desired state of a task: what to run and how to restart it.
 
-    The field names are the ones configuration files use.
+    The field names are the ones configuration files use. Times are in
+    seconds: ``timeout`` is ``> 0`` and at most ``MAX_SECONDS`` (10**8 s,
+    about 3.2 years), or None for no timeout (the default); ``shutdown``, the
+    grace a stopping attempt gets before it is killed, is ``>= 0`` and at
+    most ``MAX_SECONDS`` (default 5.0), or ``"brutal"`` to kill at once.
 
     Raises:
         InvalidSpec: when a field or a combination of fields is invalid; the
-            message names the field and the bad value.
+            message names the field and the bad value (cut to 80 characters).
     """
 
     name: str = attrs.field(validator=_check_name)

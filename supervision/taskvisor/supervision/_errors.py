@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from taskvisor.actors import InvalidData, InvalidSpec, TaskPhase, TaskvisorError
+from taskvisor.actors._errors import shown
 
 __all__ = ["ChildStartError", "Failure", "SupervisorExhausted"]
 
@@ -31,11 +32,13 @@ __all__ = ["ChildStartError", "Failure", "SupervisorExhausted"]
 def _to_phase(value: TaskPhase | str) -> TaskPhase:
     if isinstance(value, TaskPhase):
         return value
-    try:
-        return TaskPhase(value)
-    except ValueError:
-        choices = ", ".join(p.value for p in TaskPhase)
-        raise invalid("phase", f"expected one of {choices}", value) from None
+    if isinstance(value, str):
+        try:
+            return TaskPhase(value)
+        except ValueError:
+            pass
+    choices = ", ".join(p.value for p in TaskPhase)
+    raise invalid("phase", f"expected one of {choices}", value)
 
 
 @attrs.frozen
@@ -118,8 +121,12 @@ class ChildStartError(TaskvisorError, RuntimeError):
 
 
 def invalid(field: str, problem: str, value: object) -> InvalidSpec:
-    """Return an ``InvalidSpec`` for ``field`` reading ``"field: problem, got value"``."""
-    exc = InvalidSpec(f"{field}: {problem}, got {value!r}")
+    """Return an ``InvalidSpec`` for ``field`` reading ``"field: problem, got value"``.
+
+    ``value`` is shown by ``shown``: cut to 80 characters, a huge int by its
+    size, so no value can make the message long or its building fail.
+    """
+    exc = InvalidSpec(f"{field}: {problem}, got {shown(value)}")
     exc.field = field
     return exc
 

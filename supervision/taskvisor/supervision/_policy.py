@@ -35,7 +35,6 @@ so the same inputs always give the same decisions.
 from __future__ import annotations
 
 import enum
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 import attrs
 
 from taskvisor.actors import Restart, TaskPhase
+from taskvisor.actors._model import MAX_SECONDS
 
 from ._errors import invalid
 
@@ -107,26 +107,48 @@ def to_enum(cls: type[E], field: str, value: E | str) -> E:
     """
     if isinstance(value, cls):
         return value
-    try:
-        return cls(value)
-    except ValueError:
-        choices = ", ".join(str(m.value) for m in cls)
-        raise invalid(field, f"expected one of {choices}", value) from None
+    if isinstance(value, str):  # only a string can name a member: nothing else is compared
+        try:
+            return cls(value)
+        except ValueError:
+            pass
+    choices = ", ".join(str(m.value) for m in cls)
+    raise invalid(field, f"expected one of {choices}", value)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+#: The largest count a spec accepts (``max_restarts``, ``max_children``) and
+#: the bound of a ``seed`` either side of 0: what a signed 64-bit integer holds.
+MAX_COUNT = 2**63 - 1
+#: The largest ``Backoff.multiplier``.
+MAX_MULTIPLIER = 1000.0
 
 
-def seconds(field: str, value: float, *, low: float = 0.0, strict: bool = False) -> float:
-    """Return ``value`` as a float ``> low`` (``strict``) or ``>= low``.
+def _text(number: float) -> str:
+    return f"{number:,}" if number == int(number) and abs(number) >= 1000 else f"{number:g}"
+
+
+def seconds(
+    field: str, value: float, *, low: float = 0.0, strict: bool = False, high: float = MAX_SECONDS
+) -> float:
+    """Return ``value`` as a float ``> low`` (``strict``) or ``>= low``, and ``<= high``.
+
+    ``high`` defaults to ``MAX_SECONDS`` (10**8 s, about 3.2 years), a time
+    every timer can wait without overflowing; it must be finite. A huge int
+    is compared without converting it, so it is out of range, not an
+    ``OverflowError``.
 
     Raises:
-        InvalidSpec: naming ``field``, when ``value`` is not a finite number in range.
+        InvalidSpec: naming ``field``, when ``value`` is not an int or float
+            (a bool is not a number here), is NaN or infinite, or is out of range.
     """
-    if not _is_number(value) or (value <= low if strict else value < low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > low if strict else value >= low)  # False for NaN
+        or not value <= high  # False for NaN and inf
+    ):
         op = ">" if strict else ">="
-        raise invalid(field, f"expected a finite number {op} {low:g}", value)
+        raise invalid(field, f"expected a finite number {op} {low:g} and <= {_text(high)}", value)
     return float(value)
 
 
@@ -144,11 +166,13 @@ def _to_maximum(value: float) -> float:
 
 
 def _to_multiplier(value: float) -> float:
-    return seconds("multiplier", value, low=1.0)
+    return seconds("multiplier", value, low=1.0, high=MAX_MULTIPLIER)
 
 
 def _to_jitter(value: float) -> float:
-    return seconds("jitter", value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise invalid("jitter", "expected a number between 0 and 1", value)
+    return float(value)
 
 
 def _to_reset_after(value: float | None) -> float | None:
@@ -169,15 +193,21 @@ def _to_auto_shutdown(value: AutoShutdown | str) -> AutoShutdown:
 
 def _check_int(low: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise invalid(attribute.name, f"expected an integer >= {low}", value)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+            raise invalid(attribute.name, f"expected an integer >= {low} and <= 2**63 - 1", value)
 
     return check
 
 
 def _check_optional_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise invalid(attribute.name, "expected an integer or None", value)
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not -MAX_COUNT <= value <= MAX_COUNT
+    ):
+        raise invalid(
+            attribute.name, "expected an integer between -(2**63 - 1) and 2**63 - 1, or None", value
+        )
 
 
 def _check_bool(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -213,9 +243,13 @@ def _check_id(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 class Intensity:
     """A restart budget: at most ``max_restarts`` restarts within ``within`` seconds.
 
+    OTP's ``intensity`` and ``period``; the defaults (3 within 5 s) are OTP's
+    (``within`` is in seconds, a float, OTP's is whole seconds).
+
     Raises:
-        InvalidSpec: when ``max_restarts`` is not an integer >= 0 or ``within``
-            is not a finite number > 0.
+        InvalidSpec: when ``max_restarts`` is not an integer from 0 to
+            ``MAX_COUNT`` (2**63 - 1), or ``within`` is not a number > 0 and
+            at most ``MAX_SECONDS`` (10**8 s, about 3.2 years).
     """
 
     max_restarts: int = attrs.field(default=3, validator=_check_int(0))
@@ -236,10 +270,15 @@ class Backoff:
     from 1. ``seed`` fixes the jitter's random numbers (``None``: the
     supervisor state's seed, 0 unless the caller chose one).
 
+    Times are in seconds, at most ``MAX_SECONDS`` (10**8 s, about 3.2
+    years): no delay can overflow a timer.
+
     Raises:
-        InvalidSpec: when a field is out of range (``initial >= 0``,
-            ``maximum >= initial`` and ``> 0``, ``multiplier >= 1``,
-            ``0 <= jitter <= 1``, ``reset_after > 0`` or None).
+        InvalidSpec: when a field is out of range (``0 <= initial <=
+            maximum``, ``0 < maximum <= MAX_SECONDS``, ``1 <= multiplier <=
+            1000``, ``0 <= jitter <= 1``, ``0 < reset_after <= MAX_SECONDS``
+            or None, ``seed`` an integer within ±(2**63 - 1) or None) or not
+            a number (NaN, infinity and bools are not numbers here).
     """
 
     initial: float = attrs.field(default=0.1, converter=_to_initial)

@@ -11,21 +11,32 @@ significant child under a supervisor whose ``auto_shutdown`` is ``never``.
 ``spec_from_data`` and ``spec_to_data`` convert between specs and the
 plain dicts and lists a YAML, JSON or TOML file holds; every error names
 its full path (``children[1].children[0].restart: ...``).
+
+Inputs are bounded: times lie in ``[0, MAX_SECONDS]`` (10**8 s, about 3.2
+years, less than any timer's limit; ``"infinity"`` where OTP has it),
+counts in ``[0, 2**63 - 1]``, supervisors nest at most ``MAX_DEPTH`` (50)
+levels and a task's ``args``/``kwargs`` data at most ``MAX_DATA_DEPTH``
+(100). Whatever the input, building a spec either succeeds or raises
+``InvalidSpec`` naming the path, with the bad value cut to 80 characters
+and the whole message to 1,000: never a ``RecursionError``,
+``OverflowError``, ``TypeError`` or ``ValueError`` from inside.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from taskvisor.actors import InvalidData, InvalidSpec, Restart, TaskSpec, from_data, to_data
+from taskvisor.actors import InvalidData, InvalidSpec, Restart, TaskSpec, to_data
+from taskvisor.actors._errors import shown
+from taskvisor.actors._model import MAX_SECONDS, in_seconds
 
 from ._errors import invalid, prefixed
 from ._policy import (
+    MAX_COUNT,
     AutoShutdown,
     Backoff,
     ChildInfo,
@@ -35,6 +46,8 @@ from ._policy import (
 )
 
 __all__ = [
+    "MAX_DATA_DEPTH",
+    "MAX_DEPTH",
     "ChildSpec",
     "DynamicSupervisorSpec",
     "SupervisorShutdown",
@@ -43,8 +56,16 @@ __all__ = [
     "spec_to_data",
 ]
 
-#: How a supervisor child is stopped: a grace in seconds, "brutal" or "infinity".
+#: How a supervisor child is stopped: a grace in seconds (0 to ``MAX_SECONDS``),
+#: "brutal" or "infinity" (OTP's default for a supervisor: wait for its children).
 SupervisorShutdown: TypeAlias = float | Literal["brutal", "infinity"]
+
+#: How many levels of supervisors a tree may have (the root is level 1). Deeper
+#: trees are refused when built, so nothing that walks a tree can run out of stack.
+MAX_DEPTH = 50
+#: How deeply lists and mappings may nest in a task's ``args`` and ``kwargs``
+#: when read by ``spec_from_data`` (a self-referring structure is refused too).
+MAX_DATA_DEPTH = 100
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$")
 
@@ -60,15 +81,14 @@ def _check_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -
 
 
 def _to_shutdown(value: SupervisorShutdown) -> SupervisorShutdown:
-    if value in ("brutal", "infinity"):
-        return value
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise invalid("shutdown", "expected a grace in seconds >= 0, 'brutal' or 'infinity'", value)
+    if isinstance(value, str) and value in ("brutal", "infinity"):
+        return "brutal" if value == "brutal" else "infinity"
+    if not in_seconds(value, strict=False):
+        raise invalid(
+            "shutdown",
+            f"expected a grace in seconds >= 0 and <= {MAX_SECONDS:,}, 'brutal' or 'infinity'",
+            value,
+        )
     return float(value)
 
 
@@ -102,8 +122,10 @@ def _check_optional(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], No
 
 
 def _check_max_children(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise invalid(attribute.name, "expected an integer >= 0 or None", value)
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT
+    ):
+        raise invalid(attribute.name, "expected an integer >= 0 (at most 2**63 - 1) or None", value)
 
 
 _CHILD_KINDS = "a TaskSpec, SupervisorSpec or DynamicSupervisorSpec"
@@ -145,6 +167,18 @@ def _check_child(where: str, child: ChildSpec, auto_shutdown: AutoShutdown) -> N
             )
 
 
+def _depth_of(child: ChildSpec) -> int:
+    return child._depth if isinstance(child, (SupervisorSpec, DynamicSupervisorSpec)) else 0
+
+
+def _too_deep(where: str) -> InvalidSpec:
+    exc = InvalidSpec(
+        f"{where}: nesting deeper than {MAX_DEPTH} supervisors (MAX_DEPTH); flatten the tree"
+    )
+    exc.field = where
+    return exc
+
+
 def _check_own_significance(spec: SupervisorSpec | DynamicSupervisorSpec) -> None:
     if spec.significant and spec.restart is Restart.PERMANENT:
         raise invalid(
@@ -171,13 +205,17 @@ class SupervisorSpec:
     """A supervisor with a fixed list of children, started in order.
 
     Only ``name`` may be given by position. ``children`` may be a list; it
-    is stored as a tuple.
+    is stored as a tuple. ``shutdown`` is how long this supervisor, when
+    stopped by its parent, may take: ``"infinity"`` (the default, as OTP's
+    for a supervisor), a grace in seconds from 0 to ``MAX_SECONDS`` (10**8
+    s), or ``"brutal"``.
 
     Raises:
-        InvalidSpec: when a field is invalid, two children share a name, or
-            a child is significant while permanent or while ``auto_shutdown``
-            is ``never``; the message names the field path and bad value,
-            e.g. ``children[3].name: duplicate child name 'x'``.
+        InvalidSpec: when a field is invalid, two children share a name, a
+            child is significant while permanent or while ``auto_shutdown``
+            is ``never``, or supervisors nest deeper than ``MAX_DEPTH`` (50)
+            levels; the message names the field path and bad value, e.g.
+            ``children[3].name: duplicate child name 'x'``.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -205,17 +243,24 @@ class SupervisorSpec:
     labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels, kw_only=True)
     _infos: tuple[ChildInfo, ...] = attrs.field(init=False, eq=False, repr=False)
     _by_name: dict[str, ChildSpec] = attrs.field(init=False, eq=False, repr=False)
+    _depth: int = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         seen: set[str] = set()
+        depth = 1
         for i, child in enumerate(self.children):
             if child.name in seen:
-                exc = InvalidSpec(f"children[{i}].name: duplicate child name {child.name!r}")
+                exc = InvalidSpec(f"children[{i}].name: duplicate child name {shown(child.name)}")
                 exc.field = f"children[{i}].name"
                 raise exc
             seen.add(child.name)
             _check_child(f"children[{i}]", child, self.auto_shutdown)
+            below = _depth_of(child)
+            if below >= MAX_DEPTH:
+                raise _too_deep(f"children[{i}]")
+            depth = max(depth, below + 1)
         _check_own_significance(self)
+        object.__setattr__(self, "_depth", depth)
         object.__setattr__(self, "_infos", tuple(ChildInfo.of(c) for c in self.children))
         object.__setattr__(self, "_by_name", {c.name: c for c in self.children})
 
@@ -244,11 +289,13 @@ class DynamicSupervisorSpec:
     strategy is one-for-one, at most ``max_children`` children run at once
     (None: no limit), and a child that ends without being restarted is
     forgotten. ``auto_shutdown`` (an addition to OTP's flags here as there)
-    makes a significant template shut the supervisor down.
+    makes a significant template shut the supervisor down. ``max_children``
+    is at most 2**63 - 1; ``shutdown`` is as for ``SupervisorSpec``.
 
     Raises:
-        InvalidSpec: when a field is invalid, or the template is significant
-            while permanent or while ``auto_shutdown`` is ``never``.
+        InvalidSpec: when a field is invalid, the template is significant
+            while permanent or while ``auto_shutdown`` is ``never``, or
+            supervisors nest deeper than ``MAX_DEPTH`` (50) levels.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -274,10 +321,15 @@ class DynamicSupervisorSpec:
     )
     significant: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
     labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels, kw_only=True)
+    _depth: int = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _check_child("template", self.template, self.auto_shutdown)
         _check_own_significance(self)
+        below = _depth_of(self.template)
+        if below >= MAX_DEPTH:
+            raise _too_deep("template")
+        object.__setattr__(self, "_depth", below + 1)
 
     @property
     def strategy(self) -> Strategy:
@@ -305,6 +357,8 @@ _SUPERVISOR_FIELDS = ("name", "strategy", "intensity", "children", *_COMMON[2:],
 _DYNAMIC_FIELDS = ("name", "template", "intensity", "max_children", *_COMMON[2:], *_COMMON_TAIL)
 _INTENSITY_FIELDS = ("max_restarts", "within")
 _BACKOFF_FIELDS = ("initial", "maximum", "multiplier", "jitter", "reset_after", "seed")
+_TASK_FIELDS = tuple(a.name for a in attrs.fields(TaskSpec) if a.init)
+_LISTED = 10  # unknown fields named in a message; the rest are counted
 
 
 def _where(path: str) -> str:
@@ -315,29 +369,33 @@ def _join(path: str, field: str) -> str:
     return f"{path}.{field}" if path else field
 
 
+def _error(path: str, problem: str) -> InvalidSpec:
+    exc = InvalidSpec(f"{_where(path)}: {problem}")
+    exc.field = path or None
+    return exc
+
+
 def _mapping(data: Any, path: str, what: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
-        exc = InvalidSpec(
-            f"{_where(path)}: expected a mapping of {what} fields, got {type(data).__name__}"
-        )
-        exc.field = path or None
-        raise exc
+        raise _error(path, f"expected a mapping of {what} fields, got {type(data).__name__}")
     return data
 
 
-def _known(data: Mapping[str, Any], fields: tuple[str, ...], path: str) -> None:
-    extra = [k for k in data if k not in fields]
+def _known(data: Mapping[Any, Any], fields: tuple[str, ...], path: str) -> None:
+    """Reject keys that are not ``fields``; keys of any type are named, never compared."""
+    extra = sorted(shown(k, 40) for k in data if not (isinstance(k, str) and k in fields))
     if extra:
-        exc = InvalidSpec(f"{_where(path)}: unknown field(s) {sorted(map(str, extra))}")
-        exc.field = path or None
-        raise exc
+        more = f", and {len(extra) - _LISTED} more" if len(extra) > _LISTED else ""
+        raise _error(
+            path,
+            f"unknown field(s) [{', '.join(extra[:_LISTED])}{more}] "
+            f"(expected some of {', '.join(fields)})",
+        )
 
 
 def _required(data: Mapping[str, Any], field: str, path: str) -> None:
     if field not in data:
-        exc = InvalidSpec(f"{_join(path, field)}: required field missing")
-        exc.field = _join(path, field)
-        raise exc
+        raise _error(_join(path, field), "required field missing")
 
 
 def _build(cls: Callable[..., Any], kwargs: dict[str, Any], path: str) -> Any:
@@ -345,6 +403,11 @@ def _build(cls: Callable[..., Any], kwargs: dict[str, Any], path: str) -> Any:
         return cls(**kwargs)
     except InvalidData as exc:
         raise prefixed(path, exc) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # A safety net only: every field is checked before it gets here, and
+        # the fuzz tests assert that this message never appears.
+        name = getattr(cls, "__name__", "spec")
+        raise _error(path, f"cannot build a {name} ({type(exc).__name__})") from None
 
 
 def _intensity_from(data: Any, path: str) -> Intensity:
@@ -366,7 +429,7 @@ def _backoff_from(data: Any, path: str) -> Backoff | None:
 
 
 def _common_from(data: Mapping[str, Any], path: str) -> dict[str, Any]:
-    kwargs = {k: v for k, v in data.items() if k in ("name", *_COMMON_TAIL)}
+    kwargs = {field: data[field] for field in ("name", *_COMMON_TAIL) if field in data}
     for field in ("auto_shutdown", "restart"):
         if field in data:
             kwargs[field] = data[field]
@@ -381,7 +444,7 @@ def _common_from(data: Mapping[str, Any], path: str) -> dict[str, Any]:
     return kwargs
 
 
-def _supervisor_from(data: Mapping[str, Any], path: str) -> SupervisorSpec:
+def _supervisor_from(data: Mapping[str, Any], path: str, depth: int) -> SupervisorSpec:
     _known(data, _SUPERVISOR_FIELDS, path)
     _required(data, "name", path)
     kwargs = _common_from(data, path)
@@ -391,20 +454,20 @@ def _supervisor_from(data: Mapping[str, Any], path: str) -> SupervisorSpec:
         raw = data["children"]
         where = _join(path, "children")
         if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, (list, tuple)):
-            exc = invalid(where, "expected a list of child specs", raw)
-            exc.field = where
-            raise exc
-        kwargs["children"] = tuple(_child_from(item, f"{where}[{i}]") for i, item in enumerate(raw))
+            raise invalid(where, "expected a list of child specs", raw)
+        kwargs["children"] = tuple(
+            _child_from(item, f"{where}[{i}]", depth) for i, item in enumerate(raw)
+        )
     return _build(SupervisorSpec, kwargs, path)  # type: ignore[no-any-return]
 
 
-def _dynamic_from(data: Mapping[str, Any], path: str) -> DynamicSupervisorSpec:
+def _dynamic_from(data: Mapping[str, Any], path: str, depth: int) -> DynamicSupervisorSpec:
     _known(data, _DYNAMIC_FIELDS, path)
     _required(data, "name", path)
     kwargs = _common_from(data, path)
     if "max_children" in data:
         kwargs["max_children"] = data["max_children"]
-    kwargs["template"] = _child_from(data["template"], _join(path, "template"))
+    kwargs["template"] = _child_from(data["template"], _join(path, "template"), depth)
     return _build(DynamicSupervisorSpec, kwargs, path)  # type: ignore[no-any-return]
 
 
@@ -421,24 +484,80 @@ def _no_string_lists(data: Mapping[str, Any], path: str) -> None:
             raise invalid(_join(path, field), problem, value)
 
 
-def _child_from(data: Any, path: str) -> ChildSpec:
+_END = object()
+
+
+def _inner(value: Any) -> Iterator[Any] | None:
+    if isinstance(value, (list, tuple)):
+        return iter(value)
+    if isinstance(value, Mapping):
+        return iter(value.values())
+    return None
+
+
+def _check_nesting(value: Any, path: str) -> None:
+    """Refuse lists and mappings nested deeper than ``MAX_DATA_DEPTH``, or containing themselves.
+
+    Walks without recursion, and each shared container once (a YAML alias
+    may share one many times).
+    """
+    inner = _inner(value)
+    if inner is None:
+        return
+    height: dict[int, int] = {}  # id -> levels at and below a container already walked
+    open_ids = {id(value)}  # containers on the current path
+    stack: list[list[Any]] = [[value, inner, 0]]  # container, its iterator, deepest below
+    while stack:
+        frame = stack[-1]
+        item = next(frame[1], _END)
+        if item is _END:
+            stack.pop()
+            open_ids.discard(id(frame[0]))
+            height[id(frame[0])] = levels = frame[2] + 1
+            if stack:
+                stack[-1][2] = max(stack[-1][2], levels)
+            continue
+        inner = _inner(item)
+        if inner is None:
+            continue
+        key = id(item)
+        if key in open_ids:
+            raise _error(path, "data that contains itself cannot be a task's arguments")
+        if key in height:
+            if len(stack) + height[key] > MAX_DATA_DEPTH:
+                raise _error(path, f"lists and mappings nested deeper than {MAX_DATA_DEPTH}")
+            frame[2] = max(frame[2], height[key])
+            continue
+        if len(stack) >= MAX_DATA_DEPTH:
+            raise _error(path, f"lists and mappings nested deeper than {MAX_DATA_DEPTH}")
+        open_ids.add(key)
+        stack.append([item, inner, 0])
+
+
+def _task_from(data: Mapping[str, Any], path: str) -> TaskSpec:
+    _known(data, _TASK_FIELDS, path)
+    _required(data, "name", path)
+    _no_string_lists(data, path)
+    for field in ("args", "kwargs"):
+        if field in data:
+            _check_nesting(data[field], _join(path, field))
+    return _build(TaskSpec, dict(data), path)  # type: ignore[no-any-return]
+
+
+def _child_from(data: Any, path: str, depth: int) -> ChildSpec:
+    """Build the child at ``path`` under ``depth`` levels of supervisors."""
     data = _mapping(data, path, "child spec")
     if "children" in data and "template" in data:
-        exc = InvalidSpec(
-            f"{_where(path)}: a supervisor has either children (static) or a template "
-            "(dynamic), not both"
+        raise _error(
+            path, "a supervisor has either children (static) or a template (dynamic), not both"
         )
-        exc.field = path or None
-        raise exc
-    if "template" in data:
-        return _dynamic_from(data, path)
-    if "children" in data:
-        return _supervisor_from(data, path)
-    _no_string_lists(data, path)
-    try:
-        return from_data(TaskSpec, data, where=path)
-    except InvalidData as exc:
-        raise prefixed("", exc) from None
+    if "template" in data or "children" in data:
+        if depth >= MAX_DEPTH:
+            raise _too_deep(_where(path))
+        if "template" in data:
+            return _dynamic_from(data, path, depth + 1)
+        return _supervisor_from(data, path, depth + 1)
+    return _task_from(data, path)
 
 
 def spec_from_data(data: Mapping[str, Any]) -> SupervisorSpec | DynamicSupervisorSpec:
@@ -448,19 +567,22 @@ def spec_from_data(data: Mapping[str, Any]) -> SupervisorSpec | DynamicSuperviso
     static otherwise. A child mapping is a supervisor when it has
     ``"children"`` (static) or ``"template"`` (dynamic), and a ``TaskSpec``
     otherwise. Enum fields take their string values (``"one_for_all"``),
-    ``intensity`` and ``backoff`` are mappings of their fields.
+    ``intensity`` and ``backoff`` are mappings of their fields. Any input
+    is safe: it is accepted or refused with ``InvalidSpec``, whatever its
+    types, sizes and nesting (see the module's bounds).
 
     Raises:
         InvalidSpec: naming the full path of the first problem, e.g.
             ``children[2].restart: expected one of permanent, transient,
-            temporary, got 'always'``.
+            temporary, got 'always'``; at most 1,000 characters, with the
+            bad value cut to 80.
     """
     data = _mapping(data, "", "supervisor spec")
     if "template" in data:
         if "children" in data:
-            _child_from(data, "")
-        return _dynamic_from(data, "")
-    return _supervisor_from(data, "")
+            _child_from(data, "", 0)
+        return _dynamic_from(data, "", 1)
+    return _supervisor_from(data, "", 1)
 
 
 def _intensity_data(value: Intensity | None) -> dict[str, Any] | None:
@@ -482,6 +604,8 @@ def _child_data(spec: ChildSpec, path: str) -> dict[str, Any]:
         data: dict[str, Any] = to_data(spec)
     except InvalidData as exc:
         raise prefixed(path, exc) from None
+    except RecursionError:
+        raise _error(path, "args or kwargs nested too deeply to write as data") from None
     return data
 
 
@@ -511,7 +635,8 @@ def spec_to_data(spec: SupervisorSpec | DynamicSupervisorSpec) -> dict[str, Any]
     """Return ``spec`` as plain data; ``spec_from_data`` builds an equal spec from it.
 
     Raises:
-        InvalidSpec: when a task's target has no import path (a lambda),
-            naming its path (``children[1].target: ...``).
+        InvalidSpec: when a task's target has no import path (a lambda), or
+            its arguments nest too deeply to write, naming its path
+            (``children[1].target: ...``).
     """
     return _spec_data(spec, "")
