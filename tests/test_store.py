@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-import enum
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -20,7 +19,6 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,30 +38,35 @@ from taskvisor.actors import (
     TaskState,
     TaskStore,
     UnknownTask,
-    from_data,
     to_data,
 )
-from taskvisor.actors._store import (
-    _FAST_CHANGES,
-    _RECORD_KEYS,
-    _RUN_KEYS,
-    APPLICATION_ID,
-    SCHEMA_VERSION,
-    _encode,
-    _encode_checked,
-    _encode_json,
-    _NotPlain,
-    _record_data,
-    _record_from_data,
-    _structure_change_checked,
-    _to_record,
-)
+from taskvisor.actors._errors import StoreLocked
+from taskvisor.actors._model import ERROR_TEXT_MAX
+from taskvisor.actors._store import APPLICATION_ID, OUTPUT_MAX_BYTES, SCHEMA_VERSION, StoreOwner
 
 RUNNING, SUCCEEDED, FAILED = TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED
 
 
 def plain(record: TaskRecord | None) -> Any:
     return None if record is None else json.loads(json.dumps(to_data(record)))
+
+
+def _unchecked(obj: Any, **changes: Any) -> Any:
+    """``obj`` with ``changes`` set past its validators."""
+    for name, value in changes.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def _ordered(record: TaskRecord) -> TaskRecord:
+    """``record`` with its runs as a store keeps them: each attempt once, oldest first."""
+    by_attempt = {run.attempt: run for run in record.runs}
+    record.runs = [by_attempt[attempt] for attempt in sorted(by_attempt)]
+    return record
+
+
+def records() -> st.SearchStrategy[TaskRecord]:
+    return task_records().map(_ordered)
 
 
 def make_store(kind: str, path: Path) -> TaskStore:
@@ -84,7 +87,7 @@ def test_stores_are_task_stores(store: TaskStore) -> None:
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(record=task_records())
+@given(record=records())
 def test_put_then_get_returns_an_equal_record(store: TaskStore, record: TaskRecord) -> None:
     store.put(record)
     got = store.get(record.id)
@@ -172,273 +175,6 @@ def test_transition_results_and_changes_are_copies(store: TaskStore) -> None:
     assert plain(store.get("a")) == plain(again)
 
 
-@settings(max_examples=60)
-@given(record=task_records())
-def test_record_clones_share_nothing_mutable(record: TaskRecord) -> None:
-    from taskvisor.actors._store import _clone_record
-
-    clone = _clone_record(record)
-    assert clone == record
-    assert clone is not record
-    before = plain(record)
-    clone.metadata["new"] = "x"
-    clone.runs.append(TaskRun(attempt=99))
-    for run in clone.runs:
-        run.error = "changed"
-    if isinstance(clone.output, (dict, list)):
-        clone.output.clear()
-    assert plain(record) == before
-
-
-# --------------------------------------------------------------------------- fast paths
-#
-# The store converts plain records by hand and leaves anything else to
-# cattrs. Whatever the hand-written paths accept, they must convert exactly
-# as cattrs does: these tests compare the two, field by field, on a fixed
-# list of odd values and on drawn ones.
-
-RECORD_FIELDS = [f.name for f in attrs.fields(TaskRecord)]
-RUN_FIELDS = [f.name for f in attrs.fields(TaskRun)]
-#: Where a value can be: a record's field, or a field of its first run.
-PLACES = RECORD_FIELDS + [f"runs[0].{name}" for name in RUN_FIELDS]
-
-
-class Colour(enum.IntEnum):
-    RED = 1
-
-
-class Shade(enum.Enum):
-    DARK = "dark"
-
-
-class NamedRecord(TaskRecord):
-    pass
-
-
-def _unchecked(obj: Any, **changes: Any) -> Any:
-    """``obj`` with ``changes`` set past its validators."""
-    for name, value in changes.items():
-        object.__setattr__(obj, name, value)
-    return obj
-
-
-def odd_constants() -> list[Any]:
-    """Values of every type a field may hold, right or wrong (fresh ones each call)."""
-    return [
-        None,
-        "x",
-        "",
-        0,
-        -1,
-        1.5,
-        True,
-        float("nan"),
-        2**63 - 1,
-        2**63,
-        -(2**63) - 1,
-        *[s.value for s in TaskState],
-        *TaskState,
-        *TaskPhase,
-        Colour.RED,
-        Shade.DARK,
-        b"x",
-        {1, 2},
-        (),
-        ("a", ["b"]),
-        [],
-        [("a", "b")],
-        ["ab"],
-        [Colour.RED],
-        {},
-        {"k": "v"},
-        {"k": 1},
-        {1: "v"},
-        {Colour.RED: "v"},
-        {"k": Shade.DARK},
-        {"k": ({"n": 1},)},
-        [{}],
-        [{"attempt": 0}],
-        [to_data(TaskRun(attempt=1))],
-        [TaskRun(attempt=2, error="e")],
-        (TaskRun(attempt=2),),
-        [_unchecked(TaskRun(attempt=1), attempt=0)],
-        [_unchecked(TaskRun(attempt=1), phase="failed")],
-        [_unchecked(TaskRun(attempt=1), error=5)],
-        TaskRun(attempt=1),
-        NamedRecord(id="n"),
-    ]
-
-
-odd_values = st.one_of(
-    st.builds(odd_constants).flatmap(st.sampled_from),
-    json_values,
-    st.tuples(json_values, json_values),
-    st.dictionaries(st.integers(0, 3) | st.sampled_from(Colour), json_values, max_size=2),
-    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
-    st.lists(task_runs, max_size=2),
-    st.lists(task_runs, max_size=2).map(tuple),
-    st.lists(task_runs, max_size=2).map(lambda runs: [to_data(r) for r in runs]),
-)
-
-
-def _outcome(call: Any, *args: Any) -> tuple[str, Any]:
-    """``("ok", repr of the result)`` or the error raised: repr tells 1 from True."""
-    try:
-        return "ok", repr(call(*args))
-    except Exception as exc:  # compared by type and message
-        return type(exc).__name__, str(exc)
-
-
-def _fast_outcome(call: Any, *args: Any) -> tuple[str, Any] | None:
-    """The outcome of a fast path, or None when it leaves the value to cattrs.
-
-    It declines with ``_NotPlain``, or with an error (from a model validator)
-    that the cattrs path words better.
-    """
-    try:
-        return "ok", repr(call(*args))
-    except (_NotPlain, InvalidData):
-        return None
-
-
-def _with_a_run(record: TaskRecord) -> TaskRecord:
-    if not record.runs:
-        record.runs.append(TaskRun(attempt=1))
-    return record
-
-
-def _spoil(target: Any, place: str, value: Any) -> None:
-    """Set ``place`` of a record (or of its plain data) to ``value``, past any validator."""
-    if place.startswith("runs[0]."):
-        target = target["runs"][0] if isinstance(target, dict) else target.runs[0]
-        place = place.removeprefix("runs[0].")
-    if isinstance(target, dict):
-        target[place] = value
-    else:
-        _unchecked(target, **{place: value})
-
-
-def check_encoding(record: TaskRecord, place: str, value: Any, subclass: bool) -> None:
-    if subclass:
-        record = NamedRecord(**{name: getattr(record, name) for name in RECORD_FIELDS})
-    _spoil(record, place, value)
-
-    def stored(encode: Any) -> Any:  # what a store keeps: the text and its columns
-        data, text = encode(record)
-        return text, [data[key] for key in ("id", "state", "created_at", "updated_at")]
-
-    assert _outcome(stored, _encode) == _outcome(stored, _encode_checked)
-
-
-def check_decoding(record: TaskRecord, place: str, change: str, value: Any) -> None:
-    data: dict[str, Any] = json.loads(json.dumps(to_data(record)))
-    if change == "set":
-        _spoil(data, place, value)
-    elif change == "drop":
-        parent = data["runs"][0] if place.startswith("runs[0].") else data
-        del parent[place.removeprefix("runs[0].")]
-    elif change == "add":
-        _spoil(data, place + "_extra", value)
-
-    expected = _outcome(lambda d: from_data(TaskRecord, d), copy.deepcopy(data))
-    assert _outcome(_to_record, copy.deepcopy(data)) == expected
-    fast = _fast_outcome(_record_from_data, copy.deepcopy(data))
-    if fast is not None:
-        assert fast == expected
-    else:
-        assert change != "none"  # it takes whatever a store writes
-
-
-def check_change(name: str, value: Any) -> None:
-    before = repr(value)
-    fast = _fast_outcome(_FAST_CHANGES[name], value)
-    if fast is not None:
-        assert fast == _outcome(_structure_change_checked, name, value)
-        if isinstance(value, (dict, list, tuple)):
-            assert _FAST_CHANGES[name](value) is not value  # a copy
-    assert repr(value) == before  # the caller's value is not touched
-
-
-@pytest.mark.parametrize("place", PLACES)
-def test_fast_paths_agree_with_cattrs_on_odd_values(place: str) -> None:
-    record = TaskRecord(id="a", runs=[TaskRun(attempt=1)], output={"k": [1]})
-    for value in odd_constants():
-        for subclass in (False, True):
-            check_encoding(copy.deepcopy(record), place, value, subclass)
-        for change in ("set", "add"):
-            check_decoding(record, place, change, value)
-        if place in RECORD_FIELDS[1:]:
-            check_change(place, value)
-    check_decoding(record, place, "drop", None)
-
-
-@pytest.mark.parametrize("place", PLACES)
-@settings(max_examples=30)
-@given(record=task_records().map(_with_a_run), value=odd_values, subclass=st.booleans())
-def test_fast_encoding_agrees_with_cattrs(
-    place: str, record: TaskRecord, value: Any, subclass: bool
-) -> None:
-    check_encoding(record, place, value, subclass)
-
-
-@pytest.mark.parametrize("place", PLACES)
-@settings(max_examples=30)
-@given(
-    record=task_records().map(_with_a_run),
-    change=st.sampled_from(["none", "set", "drop", "add"]),
-    value=odd_values,
-)
-def test_fast_decoding_agrees_with_cattrs(
-    place: str, record: TaskRecord, change: str, value: Any
-) -> None:
-    check_decoding(record, place, change, value)
-
-
-@pytest.mark.parametrize("name", RECORD_FIELDS[1:])
-@settings(max_examples=30)
-@given(
-    value=st.one_of(
-        task_records().flatmap(lambda r: st.sampled_from([getattr(r, n) for n in RECORD_FIELDS])),
-        odd_values,
-    )
-)
-def test_fast_changes_agree_with_cattrs(name: str, value: Any) -> None:
-    check_change(name, value)
-
-
-@settings(max_examples=100)
-@given(record=task_records())
-def test_plain_records_take_the_fast_paths(record: TaskRecord) -> None:
-    data = _record_data(record)
-    assert data == to_data(record)
-    text = _encode_json(data)
-    assert text == _encode_json(to_data(record))
-    assert _record_from_data(json.loads(text)) == record
-
-
-def test_plain_changes_take_the_fast_path() -> None:
-    plain_changes = {
-        "state": RUNNING,
-        "attempts": 2,
-        "created_at": 1,
-        "updated_at": 1,
-        "started_at": None,
-        "finished_at": 3,
-        "output": {"rows": ({"n": 1.5}, [None, True, "x"])},
-        "error": "boom",
-        "metadata": {"k": "v"},
-        "runs": [TaskRun(attempt=1, error="e")],
-    }
-    assert set(plain_changes) == set(_FAST_CHANGES) == set(RECORD_FIELDS) - {"id"}
-    for name, value in plain_changes.items():
-        assert _fast_outcome(_FAST_CHANGES[name], value) is not None, name
-
-
-def test_fast_paths_know_every_field() -> None:
-    assert set(RECORD_FIELDS) == _RECORD_KEYS
-    assert set(RUN_FIELDS) == _RUN_KEYS
-
-
 # --------------------------------------------------------------------------- transition
 
 
@@ -498,9 +234,7 @@ def test_illegal_transition_leaves_the_record_unchanged(
         ({"runs": [{"attempt": 0}]}, r"runs\[0\]"),
         ({"runs": [TaskRun(attempt=1), "x"]}, r"runs"),
         ({"metadata": {"k": 1}}, r"^metadata\['k'\]: expected str, got 1"),
-        ({"output": {1, 2}}, r"^output: cannot be stored as JSON"),
-        ({"output": float("nan")}, r"^output: cannot be stored as JSON"),
-        ({"output": object()}, r"^output: cannot be stored as JSON"),
+        ({"runs": [TaskRun(attempt=2), TaskRun(attempt=1)]}, r"^runs\[1\].attempt: runs are"),
     ],
 )
 def test_bad_changes_are_named_and_change_nothing(
@@ -518,13 +252,21 @@ def test_bad_changes_are_named_and_change_nothing(
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        (TaskRecord(id="a", output={"s": {1}}), r"^output: cannot be stored as JSON"),
-        (TaskRecord(id="a", output=float("inf")), r"^output: cannot be stored as JSON"),
         (TaskRecord(id="a", error=3), r"^error: expected str, got 3"),  # type: ignore[arg-type]
         (TaskRecord(id=7), r"^id: expected str, got 7"),  # type: ignore[arg-type]
         (TaskRecord(id="a", created_at=2**70), r"^created_at: expected milliseconds"),
         (TaskRecord(id="a", metadata=[1, 2]), r"^metadata: cannot be converted"),  # type: ignore[arg-type]
-        (TaskRecord(id="a", runs=[3]), r"^runs: cannot be converted"),  # type: ignore[list-item]
+        (TaskRecord(id="a", runs=[3]), r"^runs\[0\]: expected a TaskRun, got int"),  # type: ignore[list-item]
+        (TaskRecord(id="a", runs=(TaskRun(attempt=1),)), r"^runs: expected a list"),  # type: ignore[arg-type]
+        (
+            TaskRecord(id="a", runs=[TaskRun(attempt=1), TaskRun(attempt=1)]),
+            r"^runs\[1\].attempt: runs are kept oldest first, each attempt once: "
+            r"got attempt 1 after attempt 1",
+        ),
+        (
+            TaskRecord(id="a", runs=[_unchecked(TaskRun(attempt=1), phase="odd")]),
+            r"^runs\[0\]",
+        ),
         ("not a record", r"expected a TaskRecord, got str"),
     ],
 )
@@ -627,7 +369,7 @@ class StoreMachine(RuleBasedStateMachine):
             store.close()
         shutil.rmtree(self.tmp)
 
-    @rule(target=ids, record=task_records())
+    @rule(target=ids, record=records())
     def put(self, record: TaskRecord) -> str:
         for store in self.stores:
             store.put(record)
@@ -728,10 +470,12 @@ def test_sqlite_store_is_marked_and_in_wal_mode(tmp_path: Path) -> None:
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         (data,) = conn.execute("SELECT data FROM tasks WHERE id = 'a'").fetchone()
-    assert json.loads(data) == to_data(TaskRecord.new("a", now=1))
+    expected = to_data(TaskRecord.new("a", now=1))
+    del expected["runs"]  # kept in a table of their own
+    assert json.loads(data) == expected
 
 
 def test_sqlite_records_survive_reopening(tmp_path: Path) -> None:
@@ -927,3 +671,374 @@ def test_sqlite_and_memory_store_agree(tmp_path: Path, run: TaskRun, output: Any
             store.transition("a", RUNNING, now=2, runs=[run], output=output)
         assert plain(memory.get("a")) == plain(sqlite.get("a"))
         assert memory.get("a") == sqlite.get("a")
+
+
+# --------------------------------------------------------------------------- what cannot be stored
+
+
+@pytest.mark.parametrize(
+    ("output", "why"),
+    [
+        ({1, 2}, r"cannot be encoded as JSON \(Object of type set is not JSON serializable\)"),
+        ({"rows": [object()]}, r"cannot be encoded as JSON \(Object of type object"),
+        (float("nan"), r"cannot be encoded as JSON \(Out of range float values"),
+        ({"k": {1}}, r"cannot be encoded as JSON"),
+        ("x" * OUTPUT_MAX_BYTES, r"its JSON is 1,048,578 bytes, more than the limit of 1,048,576"),
+    ],
+)
+def test_an_output_that_cannot_be_stored_is_replaced_by_why(
+    store: TaskStore, output: Any, why: str
+) -> None:
+    """Fault 9: the record still reaches its terminal state, so the work is not run again."""
+    record = TaskRecord.new("job", now=1)
+    record.transition(RUNNING, now=2)
+    record.transition(SUCCEEDED, now=3)
+    record.output = output
+    store.put(record)  # does not raise
+    stored = store.get("job")
+    assert stored is not None
+    assert (stored.state, stored.finished_at, stored.output) == (SUCCEEDED, 3, None)
+    assert stored.error is not None
+    assert stored.error.startswith("output not stored: ")
+    assert len(stored.error) <= ERROR_TEXT_MAX
+    assert re.search(why, stored.error), stored.error
+    assert record.output is output  # the caller's record is not changed
+
+
+def test_an_output_that_cannot_be_stored_keeps_the_records_error(store: TaskStore) -> None:
+    record = TaskRecord(id="job", state=FAILED, error="boom", output={1})
+    store.put(record)
+    stored = store.get("job")
+    assert stored is not None
+    assert stored.error is not None
+    assert stored.error.startswith("boom\noutput not stored: cannot be encoded as JSON")
+
+
+def test_a_transition_to_an_output_that_cannot_be_stored(store: TaskStore) -> None:
+    store.put(TaskRecord.new("job", now=1))
+    store.transition("job", RUNNING, now=2)
+    done = store.transition("job", SUCCEEDED, now=3, output={1, 2})
+    assert (done.state, done.output) == (SUCCEEDED, None)
+    assert done.error is not None
+    assert "output not stored" in done.error
+    assert plain(store.get("job")) == plain(done)
+
+
+def test_an_output_just_under_the_limit_is_stored(store: TaskStore) -> None:
+    output = "x" * (OUTPUT_MAX_BYTES - 2)  # its JSON is exactly the limit
+    store.put(TaskRecord(id="job", output=output))
+    stored = store.get("job")
+    assert stored is not None
+    assert (stored.output, stored.error) == (output, None)
+
+
+def test_stored_error_texts_are_bounded(store: TaskStore) -> None:
+    """Fault 18: a 1 MB error is kept as its head and tail, however it got in."""
+    huge = "Traceback (most recent call last):\n" + "x" * 1_000_000 + "\nValueError: the end"
+    run = TaskRun.starting(1, now=1)
+    run.finish(TaskPhase.FAILED, huge, now=2)
+    sneaky = _unchecked(TaskRun(attempt=2, phase=TaskPhase.FAILED), error=huge)  # past the model
+    record = _unchecked(TaskRecord(id="job", state=FAILED, runs=[run, sneaky]), error=huge)
+    store.put(record)
+    stored = store.get("job")
+    assert stored is not None
+    for text in (stored.error, stored.runs[0].error, stored.runs[1].error):
+        assert text is not None
+        assert len(text) <= ERROR_TEXT_MAX
+        assert text.startswith("Traceback (most recent call last):\n")
+        assert text.endswith("\nValueError: the end")
+        assert "characters cut" in text
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _history(attempts: range, *, error: str = "boom") -> list[TaskRun]:
+    runs = []
+    for attempt in attempts:
+        run = TaskRun.starting(attempt, now=attempt)
+        run.finish(TaskPhase.FAILED, f"{error} {attempt}", now=attempt + 1)
+        runs.append(run)
+    return runs
+
+
+def test_kept_runs_are_stored_as_the_record_keeps_them(store: TaskStore) -> None:
+    """The newest 50 runs are kept (RUNS_KEPT): the store holds exactly the record's runs."""
+    record = TaskRecord.new("job", now=1)
+    for attempt in range(1, 61):
+        record.transition(RUNNING, now=attempt)
+        record.runs.append(TaskRun.starting(attempt, now=attempt))
+        record.runs = record.runs[-50:]
+        store.put(record)
+        record.runs[-1].finish(TaskPhase.FAILED, f"boom {attempt}", now=attempt)
+        record.transition(FAILED, now=attempt)
+        store.put(record)
+        assert plain(store.get("job")) == plain(record)
+    stored = store.get("job")
+    assert stored is not None
+    assert [run.attempt for run in stored.runs] == list(range(11, 61))
+    record.runs = record.runs[:3]  # any other change of the runs is stored too
+    record.runs[1].error = "changed"
+    store.put(record)
+    assert plain(store.get("job")) == plain(record)
+
+
+def test_a_save_writes_only_the_runs_that_changed(tmp_path: Path) -> None:
+    """Fault 18: saving a record with 50 kept runs does not rewrite them all."""
+    path = tmp_path / "tasks.db"
+    with SqliteStore(path) as store:
+        record = TaskRecord(id="job", state=FAILED, runs=_history(range(1, 51)))
+        store.put(record)  # first save by this store: everything
+        assert store._conn is not None
+
+        def changes(record: TaskRecord) -> int:
+            assert store._conn is not None
+            before = store._conn.total_changes
+            store.put(record)
+            return store._conn.total_changes - before
+
+        record.runs.append(TaskRun.starting(51, now=60))
+        del record.runs[0]
+        assert changes(record) <= 3  # the head, the new run, the pruned one
+        assert changes(record) == 1  # nothing but the head changed
+        record.runs[-1].finish(TaskPhase.FAILED, "boom", now=61)
+        assert changes(record) == 2
+        assert plain(store.get("job")) == plain(record)
+
+        # A record this store did not write last is rewritten whole.
+        with SqliteStore(path) as other:
+            other.put(TaskRecord(id="job", state=FAILED, runs=_history(range(1, 3), error="x")))
+        assert changes(record) >= 50
+        assert plain(store.get("job")) == plain(record)
+        with SqliteStore(path) as other:
+            assert plain(other.get("job")) == plain(record)
+
+
+def test_runs_carry_their_process_and_host(store: TaskStore) -> None:
+    run = TaskRun.starting(1, now=1, pid=4242, pgid=4242, host="worker-1")
+    store.put(TaskRecord(id="job", state=RUNNING, runs=[run, TaskRun(attempt=2)]))
+    stored = store.get("job")
+    assert stored is not None
+    assert (stored.runs[0].pid, stored.runs[0].pgid, stored.runs[0].host) == (
+        4242,
+        4242,
+        "worker-1",
+    )
+    assert (stored.runs[1].pid, stored.runs[1].pgid, stored.runs[1].host) == (None, None, None)
+
+
+def test_a_schema_1_store_is_upgraded_and_its_old_runs_load(tmp_path: Path) -> None:
+    """A file written before runs had their own table (and pid, pgid, host) still opens."""
+    path = tmp_path / "old.db"
+    old_run = {
+        "attempt": 1,
+        "phase": "failed",
+        "started_at": 1,
+        "finished_at": 2,
+        "error": "lost",
+        "exit_code": None,
+    }
+    head = to_data(TaskRecord(id="job", state=FAILED, attempts=1, created_at=1))
+    del head["runs"]
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, state TEXT NOT NULL,"
+            " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, data TEXT NOT NULL)"
+        )
+        for task_id, runs in (("job", [old_run]), ("none", [])):
+            data = {**head, "id": task_id, "runs": runs}
+            conn.execute(
+                "INSERT INTO tasks VALUES (?, 'failed', 1, 0, ?)", (task_id, json.dumps(data))
+            )
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    with SqliteStore(path) as store:
+        stored = store.get("job")
+        assert stored is not None
+        assert stored.runs == [
+            TaskRun(attempt=1, phase=TaskPhase.FAILED, started_at=1, finished_at=2, error="lost")
+        ]
+        assert stored.runs[0].pid is None
+        assert [r.id for r in store.list()] == ["job", "none"]
+        store.transition("job", RUNNING, now=5)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def test_memory_store_is_owned_by_one_tree(tmp_path: Path) -> None:
+    with MemoryStore() as store:
+        assert store.acquire("app") is None
+        assert store.owner is not None
+        assert store.owner.tree == "app"
+        with pytest.raises(StoreLocked) as caught:
+            store.acquire("other")
+        message = str(caught.value)
+        assert "memory store is owned by tree 'app'" in message
+        assert f"(pid {os.getpid()} on host " in message
+        assert isinstance(caught.value, StoreError)
+        store.release()
+        store.release()
+        assert store.acquire("other") is None
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.acquire("again")
+
+
+@pytest.mark.parametrize("owner", ["", None, 3])
+def test_an_owner_must_be_named(store: TaskStore, owner: Any) -> None:
+    with pytest.raises(InvalidData, match="owner: expected the owning tree's name"):
+        store.acquire(owner)
+
+
+def test_sqlite_store_is_owned_by_one_store_object(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    with SqliteStore(path) as one, SqliteStore(path) as two:
+        assert one.acquire("app") is None
+        for store in (two, one):  # another object, or the same one twice
+            with pytest.raises(StoreLocked) as caught:
+                store.acquire("second")
+            message = str(caught.value)
+            assert message.startswith(f"store {path} is owned by tree 'app' (pid {os.getpid()} ")
+            assert " since 20" in message
+        lock = Path(one.lock_path)
+        assert lock == Path(f"{path}.lock")
+        assert _mode(lock) == 0o600
+        assert json.loads(lock.read_text())["tree"] == "app"
+        one.release()
+        assert lock.read_text() == ""  # a clean release leaves no owner behind
+        assert two.acquire("second") is None
+        two.put(TaskRecord.new("a", now=1))  # writing is not affected
+        assert one.get("a") is not None
+    with SqliteStore(path) as three:  # close released it
+        assert three.acquire("third") is None
+        assert three.owner is not None
+        assert three.owner.tree == "third"
+    assert _open_fds_to(path) == []
+
+
+_OWNER = textwrap.dedent(
+    """
+    import sys
+    from taskvisor.actors._store import SqliteStore
+
+    store = SqliteStore(sys.argv[1])
+    store.acquire("app")
+    print("owned", flush=True)
+    sys.stdin.readline()
+    store.close()
+    print("released", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def _owner_process(path: Path) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "owned\n"
+    return child
+
+
+def test_a_store_owned_by_another_process_is_refused_until_it_releases(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    child = _owner_process(path)
+    try:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        with SqliteStore(path) as store:
+            with pytest.raises(StoreLocked) as caught:
+                store.acquire("second")
+            message = str(caught.value)
+            assert f"store {path} is owned by tree 'app' (pid {child.pid} on host " in message
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == "released\n"
+            assert store.acquire("second") is None  # released cleanly: no dead owner
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+
+def test_a_killed_owners_store_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    child = _owner_process(path)
+    try:
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    with SqliteStore(path) as store:
+        previous = store.acquire("second")
+        assert isinstance(previous, StoreOwner)
+        assert (previous.tree, previous.pid) == ("app", child.pid)
+        assert str(previous).startswith(f"tree 'app' (pid {child.pid} on host ")
+        assert store.owner is not None
+        assert store.owner.tree == "second"
+
+
+# --------------------------------------------------------------------------- failures are visible
+
+
+_WRITE_LOCK = textwrap.dedent(
+    """
+    import sqlite3, sys
+
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    conn.close()
+    print("unlocked", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_write_blocked_past_the_timeout_raises_and_writes_nothing(tmp_path: Path) -> None:
+    """Fault 16, store side: a locked database is a StoreError, never a dropped write."""
+    path = tmp_path / "tasks.db"
+    with SqliteStore(path, timeout=0.2) as store:
+        store.put(TaskRecord.new("a", now=1))
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITE_LOCK, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdin is not None
+            assert child.stdout is not None
+            assert child.stdout.readline() == "locked\n"
+            done = TaskRecord(id="a", state=SUCCEEDED, created_at=1, output=42)
+            for write in (
+                lambda: store.put(done),
+                lambda: store.transition("a", RUNNING),
+                lambda: store.delete("a"),
+            ):
+                with pytest.raises(StoreError) as caught:
+                    write()
+                message = str(caught.value)
+                assert message.startswith(f"{path}: cannot write: database is locked")
+                assert "0.2 s" in message
+            assert plain(store.get("a")) == plain(TaskRecord.new("a", now=1))  # reads go on
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == "unlocked\n"
+            store.put(done)  # the same store works again
+            assert plain(store.get("a")) == plain(done)
+        finally:
+            child.kill()
+            child.communicate(timeout=30)

@@ -97,6 +97,37 @@ def stamp_ms(now: int | None) -> int:
     return now
 
 
+#: The longest error text a run, a status or a record keeps, in characters.
+#: A longer text keeps its head and its tail around a marker saying how many
+#: characters were cut (``bound_text``), so a 1 MB traceback in a crash loop
+#: costs every save 4 KiB, not 1 MB.
+ERROR_TEXT_MAX = 4096
+
+
+def bound_text(text: str | None, limit: int = ERROR_TEXT_MAX) -> str | None:
+    """Return ``text`` cut to at most ``limit`` characters (None stays None).
+
+    A longer text keeps its first and last characters (about half the limit
+    each: a traceback's head says where, its tail says what) around a marker
+    ``"\n… N characters cut …\n"``. A value that is not a string is returned
+    as it is, for the type checks that follow to name it.
+    """
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    widest = f"\n… {len(text):,} characters cut …\n"
+    keep = max(0, limit - len(widest))
+    marker = f"\n… {len(text) - keep:,} characters cut …\n"
+    head = keep // 2
+    return text[:head] + marker + text[len(text) - (keep - head) :]
+
+
+def _optional_id(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise _fail(
+            attribute.name, "expected a process id (an integer >= 1) or None", value, InvalidData
+        )
+
+
 class Restart(enum.Enum):
     """When a supervisor restarts a child that ended (OTP restart types)."""
 
@@ -414,7 +445,8 @@ class TaskStatus:
 
     phase: TaskPhase = TaskPhase.PENDING
     attempt: int = attrs.field(default=0, validator=_at_least(0))
-    error: str | None = None
+    #: The latest attempt's error, cut to ``ERROR_TEXT_MAX`` characters.
+    error: str | None = attrs.field(default=None, converter=bound_text)
     exit_code: int | None = None
 
 
@@ -479,6 +511,8 @@ class Task:
     ) -> None:
         """Close the current attempt in the terminal ``phase``.
 
+        ``error`` is kept cut to ``ERROR_TEXT_MAX`` characters (``bound_text``).
+
         Raises:
             IllegalTransition: when ``phase`` is not terminal, or the task is not
                 running (a pending task may only be ``CANCELLED``).
@@ -493,7 +527,9 @@ class Task:
                 f"task {self.id!r}: cannot move from {self.status.phase.value!r} to {phase.value!r}"
             )
         stamp = stamp_ms(now)
-        self.status = replace(self.status, phase=phase, error=error, exit_code=exit_code)
+        self.status = replace(
+            self.status, phase=phase, error=bound_text(error), exit_code=exit_code
+        )
         self.metadata = self.metadata.bumped(stamp)
 
 
@@ -502,19 +538,44 @@ class Task:
 
 @attrs.define(kw_only=True)
 class TaskRun:
-    """Record of one attempt at running a task."""
+    """Record of one attempt at running a task.
+
+    ``error`` is cut to ``ERROR_TEXT_MAX`` characters however it is set.
+    ``pid`` and ``pgid`` are the process id and process group of a
+    ``subprocess`` attempt (None for other kinds, and until the process has
+    started), and ``host`` the name of the host that ran the attempt: a tree
+    resumed from a store uses them to find, and kill, a process group the
+    previous host left running. Records written before these fields existed
+    read back with them None.
+    """
 
     attempt: int = attrs.field(validator=_at_least(1))
     phase: TaskPhase = TaskPhase.RUNNING
     started_at: int = 0
     finished_at: int | None = None
-    error: str | None = None
+    error: str | None = attrs.field(default=None, converter=bound_text)
     exit_code: int | None = None
+    pid: int | None = attrs.field(default=None, validator=_optional_id)
+    pgid: int | None = attrs.field(default=None, validator=_optional_id)
+    host: str | None = None
 
     @classmethod
-    def starting(cls, attempt: int, *, now: int | None = None) -> TaskRun:
-        """Create the record of an attempt that has just started."""
-        return cls(attempt=attempt, started_at=stamp_ms(now))
+    def starting(
+        cls,
+        attempt: int,
+        *,
+        now: int | None = None,
+        pid: int | None = None,
+        pgid: int | None = None,
+        host: str | None = None,
+    ) -> TaskRun:
+        """Create the record of an attempt that has just started.
+
+        Raises:
+            InvalidData: when ``attempt`` is below 1, or ``pid`` or ``pgid``
+                is not a process id.
+        """
+        return cls(attempt=attempt, started_at=stamp_ms(now), pid=pid, pgid=pgid, host=host)
 
     @property
     def is_active(self) -> bool:
@@ -531,6 +592,8 @@ class TaskRun:
     ) -> None:
         """Close the run in the terminal ``phase``.
 
+        ``error`` is kept cut to ``ERROR_TEXT_MAX`` characters (``bound_text``).
+
         Raises:
             IllegalTransition: when ``phase`` is not terminal or the run is closed already.
         """
@@ -542,7 +605,7 @@ class TaskRun:
         # Checked above: set without the per-field validators of __setattr__.
         _set = object.__setattr__
         _set(self, "phase", phase)
-        _set(self, "error", error)
+        _set(self, "error", bound_text(error))
         _set(self, "exit_code", exit_code)
         _set(self, "finished_at", stamp)
 
@@ -552,7 +615,12 @@ class TaskRun:
 
 @attrs.define(kw_only=True)
 class TaskRecord:
-    """The persisted snapshot of a task: the unit of durability."""
+    """The persisted snapshot of a task: the unit of durability.
+
+    ``error`` is cut to ``ERROR_TEXT_MAX`` characters however it is set.
+    ``runs`` are the kept runs, oldest first, each attempt once (a store
+    refuses a record whose runs' attempts do not increase).
+    """
 
     id: str
     state: TaskState = TaskState.PENDING
@@ -562,7 +630,7 @@ class TaskRecord:
     started_at: int | None = None
     finished_at: int | None = None
     output: Any = None
-    error: str | None = None
+    error: str | None = attrs.field(default=None, converter=bound_text)
     metadata: dict[str, str] = attrs.Factory(dict)
     runs: list[TaskRun] = attrs.Factory(list)
 

@@ -15,40 +15,99 @@ Two stores ship with taskvisor:
   journal, ``synchronous=NORMAL``): a committed change survives a crash of
   the process.
 
-Both encode a record the same way (``to_data`` then compact JSON), so a
-record one store accepts, the other accepts too, and both reject the same
-bad input with the same ``InvalidData`` message.
+Both encode a record the same way, through the one private cattrs
+converter (``_convert``): the record's own fields (its *head*) as one JSON
+text, and each of its runs as a JSON text of its own, keyed by the task id
+and the run's attempt. Saving a record writes its head and only the runs
+that changed since this store last saved it (usually the latest one), so
+the cost of a save does not grow with the record's history. A record one
+store accepts, the other accepts too, and both reject the same bad input
+with the same ``InvalidData`` message.
+
+What a store does with a record that cannot be stored as it is:
+
+- an ``output`` that is not JSON (a set, an object, NaN) or whose JSON is
+  longer than ``OUTPUT_MAX_BYTES`` is stored as None, and the record's
+  ``error`` says why (``"output not stored: ..."``); the record's state is
+  saved as it is, so a finished task is not run again;
+- an error text longer than ``ERROR_TEXT_MAX`` characters is cut (the
+  model cuts it too, ``bound_text``);
+- any other field of the wrong type raises ``InvalidData`` naming it.
+
+Ownership: a store is owned by one live tree at a time. ``acquire(owner)``
+takes it (an OS file lock for ``SqliteStore``, held by the process for as
+long as it lives, so a dead owner's store is taken over without any
+action); another ``acquire`` while it is owned raises ``StoreLocked``
+naming the owner; ``release()`` and ``close()`` give it back.
 """
 
 from __future__ import annotations
 
 import builtins
-import copy
-import enum
+import collections
+import datetime
+import errno
+import fcntl
 import json
 import os
+import socket
 import sqlite3
 import threading
-import types
-import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import attrs
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from ._convert import converter, from_data, to_data
-from ._errors import IllegalTransition, IncompatibleStore, InvalidData, StoreError, UnknownTask
-from ._model import TaskPhase, TaskRecord, TaskRun, TaskState
+from ._errors import (
+    IllegalTransition,
+    IncompatibleStore,
+    InvalidData,
+    StoreError,
+    StoreLocked,
+    UnknownTask,
+)
+from ._model import ERROR_TEXT_MAX, TaskRecord, TaskRun, TaskState, bound_text, now_ms
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MemoryStore", "SqliteStore", "TaskStore"]
+__all__ = [
+    "APPLICATION_ID",
+    "OUTPUT_MAX_BYTES",
+    "SCHEMA_VERSION",
+    "MemoryStore",
+    "SqliteStore",
+    "StoreOwner",
+    "TaskStore",
+]
 
 #: ``PRAGMA application_id`` of a taskvisor SQLite store (the ASCII bytes "TVIS").
 APPLICATION_ID = 0x54564953
 #: The schema version this code writes and reads (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+#: Version 1 (runs kept inside the record's JSON) is upgraded on open.
+SCHEMA_VERSION = 2
+#: The largest ``output`` a store keeps, in bytes of its (ASCII) JSON text: 1 MiB.
+#: A larger output is stored as None, and the record's error says why.
+OUTPUT_MAX_BYTES = 1 << 20
 
-A = TypeVar("A", bound=attrs.AttrsInstance)
+
+@attrs.frozen(kw_only=True)
+class StoreOwner:
+    """Who owns a store: a tree, in a process on a host, since a time.
+
+    ``str()`` gives ``"tree 'app' (pid 1234 on host h) since 2026-01-01T00:00:00Z"``.
+    """
+
+    tree: str
+    pid: int
+    host: str
+    #: Milliseconds since the epoch.
+    since: int
+
+    def __str__(self) -> str:
+        when = datetime.datetime.fromtimestamp(self.since / 1000, datetime.UTC)
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"tree {self.tree!r} (pid {self.pid} on host {self.host}) since {stamp}"
 
 
 @runtime_checkable
@@ -60,13 +119,42 @@ class TaskStore(Protocol):
     A store is a context manager that closes itself on exit.
     """
 
+    def acquire(self, owner: str) -> StoreOwner | None:
+        """Make the tree named ``owner`` the store's one owner, or fail at once.
+
+        A tree calls this before it reads or writes any record and keeps the
+        store until ``release`` or ``close``. Ownership is advisory: reads
+        and writes work without it, and it only keeps a second tree off.
+
+        Returns:
+            The previous owner when it ended without releasing the store (its
+            process died: its records may hold runs it left behind), else None.
+
+        Raises:
+            StoreLocked: when the store is owned (by another live process, or
+                another store object or tree in this process); the message
+                names the owner.
+            InvalidData: when ``owner`` is not a non-empty string.
+            StoreError: when the store is closed or cannot be locked.
+        """
+        ...
+
+    def release(self) -> None:
+        """Give up ownership, if this store holds it. Releasing twice does nothing."""
+        ...
+
     def put(self, record: TaskRecord) -> None:
         """Insert ``record``, or replace the record with the same id.
 
+        An ``output`` that is not JSON, or is larger than ``OUTPUT_MAX_BYTES``,
+        is stored as None with the record's ``error`` saying why: this does
+        not raise.
+
         Raises:
-            InvalidData: when the record cannot be stored (its ``output`` is
-                not JSON-able, or a field has the wrong type).
-            StoreError: when the store is closed or cannot write.
+            InvalidData: when a field other than ``output`` has the wrong
+                type, or the runs' attempts do not increase.
+            StoreError: when the store is closed or cannot write (the
+                message says why, e.g. "database is locked"); nothing is written.
         """
         ...
 
@@ -122,7 +210,7 @@ class TaskStore(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the store's resources. Closing twice does nothing."""
+        """Release ownership and the store's resources. Closing twice does nothing."""
         ...
 
     def __enter__(self) -> Self: ...
@@ -139,78 +227,14 @@ class TaskStore(Protocol):
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _decode_json = json.JSONDecoder().decode
-# Compared, not looked up `in range(...)`, which scans the range for an int subclass.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
-
-Copier: TypeAlias = Callable[[Any], Any]
-
-
-def _plain_copy(value: Any) -> Any:
-    """Deep-copy JSON-like data (a tuple becomes a list, as JSON would make it)."""
-    kind = type(value)
-    if kind in _IMMUTABLE:
-        return value
-    if kind is dict:
-        return {key: _plain_copy(item) for key, item in value.items()}
-    if kind is list or kind is tuple:
-        return [_plain_copy(item) for item in value]
-    return copy.deepcopy(value)
-
-
-def _copier(kind: Any) -> Copier | None:
-    """Return how to copy a value of type ``kind``; None when it is immutable."""
-    if kind in _IMMUTABLE or (isinstance(kind, type) and issubclass(kind, enum.Enum)):
-        return None
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return None if all(_copier(arg) is None for arg in args) else _plain_copy
-    if origin is dict and args and all(_copier(arg) is None for arg in args):
-        return dict
-    if origin is tuple:
-        if all(arg is ... or _copier(arg) is None for arg in args):
-            return None
-        return lambda value: tuple(_plain_copy(element) for element in value)
-    if origin is list and args:
-        item = _copier(args[0])
-        if item is None:
-            return list
-        return lambda value: [item(element) for element in value]
-    if isinstance(kind, type) and attrs.has(kind):
-        return _cloner(kind)
-    return _plain_copy
-
-
-def _cloner(cls: type[A]) -> Callable[[A], A]:
-    """Return a function that deep-copies an instance of the attrs class ``cls``.
-
-    The function is generated (as attrs and cattrs generate theirs) and, led
-    by the field types, copies only what is mutable: several times faster
-    than ``copy.deepcopy`` or a trip through ``to_data`` and back.
-
-    Raises:
-        TypeError: when a field of ``cls`` is not set by ``__init__``.
-    """
-    env: dict[str, Any] = {"cls": cls}
-    arguments = []
-    for n, field in enumerate(attrs.fields(attrs.resolve_types(cls))):
-        if not field.init:
-            raise TypeError(f"cannot clone {cls.__qualname__}: {field.name} is not an init field")
-        copy_ = _copier(field.type)
-        if copy_ is None:
-            arguments.append(f"{field.alias}=obj.{field.name}")
-        else:
-            env[f"copy_{n}"] = copy_
-            arguments.append(f"{field.alias}=copy_{n}(obj.{field.name})")
-    source = f"def clone(obj):\n    return cls({', '.join(arguments)})\n"
-    exec(compile(source, f"<taskvisor clone {cls.__qualname__}>", "exec"), env)
-    clone: Callable[[A], A] = env["clone"]
-    return clone
-
-
 _FIELDS: dict[str, Any] = {f.name: f.type for f in attrs.fields(attrs.resolve_types(TaskRecord))}
-_COPIERS = {name: _copier(kind) for name, kind in _FIELDS.items()}
-_clone_record = _cloner(TaskRecord)
+_HEAD_FIELDS = tuple(name for name in _FIELDS if name != "runs")
+
+# Generated by cattrs from the one converter: the record without its runs,
+# which are kept (and converted) one by one.
+_unstructure_head = make_dict_unstructure_fn(TaskRecord, converter, runs=override(omit=True))
+_unstructure_run = converter.get_unstructure_hook(TaskRun)
 
 
 def _bad(field: str, message: str) -> InvalidData:
@@ -219,277 +243,173 @@ def _bad(field: str, message: str) -> InvalidData:
     return exc
 
 
-# Records cross the store boundary on every call, and cattrs converts them
-# through several layers of dispatch per field. So the common case (a record
-# of exactly the model's types, JSON of exactly JSON's types) is converted by
-# the hand-written functions below, which raise ``_NotPlain`` on anything
-# else. Their callers then take the cattrs path, which handles (or words the
-# error for) everything else. The fast paths take a strict subset of the
-# input: whatever they accept, they convert exactly as cattrs would
-# (tests/test_store.py checks that they agree).
+def _run_key(run: TaskRun) -> int | None:
+    """A fingerprint of a run's fields: a run whose fingerprint is unchanged is not rewritten.
 
-_STATES = {state.value: state for state in TaskState}
-_PHASES = {phase.value: phase for phase in TaskPhase}
-_RECORD_KEYS = frozenset(_FIELDS)
-_RUN_KEYS = frozenset(field.name for field in attrs.fields(TaskRun))
-_NONE = type(None)
-
-
-class _NotPlain(Exception):
-    """Raised by a fast path for a value it leaves to cattrs."""
-
-
-def _run_data(run: TaskRun) -> dict[str, Any]:
-    """Return ``to_data(run)`` (for JSON at once: values are not copied)."""
-    if type(run) is not TaskRun or type(run.phase) is not TaskPhase:
-        raise _NotPlain
-    return {
-        "attempt": run.attempt,
-        "phase": run.phase.value,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "error": run.error,
-        "exit_code": run.exit_code,
-    }
-
-
-def _record_data(record: TaskRecord) -> dict[str, Any]:
-    """Return ``to_data(record)`` (for JSON at once: values are not copied).
-
-    Values cattrs passes through as they are (``output``, the numbers and
-    strings) are left for the JSON encoder to accept or refuse.
-    """
-    if (
-        type(record) is not TaskRecord
-        or type(record.state) is not TaskState
-        or type(record.metadata) is not dict
-        or type(record.runs) is not list
-    ):
-        raise _NotPlain
-    return {
-        "id": record.id,
-        "state": record.state.value,
-        "attempts": record.attempts,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "output": record.output,
-        "error": record.error,
-        "metadata": record.metadata,
-        "runs": [_run_data(run) for run in record.runs],
-    }
-
-
-def _run_from_data(data: Any) -> TaskRun:
-    """Return ``from_data(TaskRun, data)``, taking over ``data``'s values."""
-    if type(data) is not dict or data.keys() != _RUN_KEYS:
-        raise _NotPlain
-    phase, finished, error, code = (
-        data["phase"],
-        data["finished_at"],
-        data["error"],
-        data["exit_code"],
-    )
-    if (
-        type(data["attempt"]) is not int
-        or type(phase) is not str
-        or phase not in _PHASES
-        or type(data["started_at"]) is not int
-        or (finished is not None and type(finished) is not int)
-        or (error is not None and type(error) is not str)
-        or (code is not None and type(code) is not int)
-    ):
-        raise _NotPlain
-    return TaskRun(
-        attempt=data["attempt"],
-        phase=_PHASES[phase],
-        started_at=data["started_at"],
-        finished_at=finished,
-        error=error,
-        exit_code=code,
-    )
-
-
-def _record_from_data(data: Any) -> TaskRecord:
-    """Return ``from_data(TaskRecord, data)``, taking over ``data``'s values.
-
-    Raises:
-        InvalidData: from a validator of the model (cattrs words it better).
-    """
-    if type(data) is not dict or data.keys() != _RECORD_KEYS:
-        raise _NotPlain
-    state, started, finished = data["state"], data["started_at"], data["finished_at"]
-    error, metadata, runs = data["error"], data["metadata"], data["runs"]
-    if (
-        type(data["id"]) is not str
-        or type(state) is not str
-        or state not in _STATES
-        or type(data["attempts"]) is not int
-        or type(data["created_at"]) is not int
-        or type(data["updated_at"]) is not int
-        or (started is not None and type(started) is not int)
-        or (finished is not None and type(finished) is not int)
-        or (error is not None and type(error) is not str)
-        or type(metadata) is not dict
-        or not all(type(k) is str and type(v) is str for k, v in metadata.items())
-        or type(runs) is not list
-    ):
-        raise _NotPlain
-    return TaskRecord(
-        id=data["id"],
-        state=_STATES[state],
-        attempts=data["attempts"],
-        created_at=data["created_at"],
-        updated_at=data["updated_at"],
-        started_at=started,
-        finished_at=finished,
-        output=data["output"],
-        error=error,
-        metadata=metadata,
-        runs=[_run_from_data(run) for run in runs],
-    )
-
-
-def _to_record(data: Any) -> TaskRecord:
-    """Build a record from plain data, taking it over: ``from_data``, fast when it can be.
-
-    Raises:
-        InvalidData: when the data is no record.
+    None when a field cannot be hashed (the run is then always encoded,
+    which names the bad field).
     """
     try:
-        return _record_from_data(data)
-    except (_NotPlain, InvalidData):
-        return from_data(TaskRecord, data)
+        return hash(
+            (
+                run.attempt,
+                run.phase,
+                run.started_at,
+                run.finished_at,
+                run.error,
+                run.exit_code,
+                run.pid,
+                run.pgid,
+                run.host,
+            )
+        )
+    except (TypeError, AttributeError):
+        return None
 
 
-def _encode(record: TaskRecord) -> tuple[dict[str, Any], str]:
-    """Return the plain data of ``record`` and its JSON text.
+def _not_stored(output: Any) -> str | None:
+    """Why ``output`` cannot be stored as it is, or None when it can."""
+    try:
+        text = _encode_json(to_data(output))
+    except (TypeError, ValueError, RecursionError, InvalidData) as exc:
+        return bound_text(f"output not stored: cannot be encoded as JSON ({exc})", 512)
+    if len(text) > OUTPUT_MAX_BYTES:
+        return (
+            f"output not stored: its JSON is {len(text):,} bytes, "
+            f"more than the limit of {OUTPUT_MAX_BYTES:,} bytes (OUTPUT_MAX_BYTES)"
+        )
+    return None
 
-    The data shares the record's values: read it, do not keep it.
+
+def _encode_head(record: TaskRecord) -> tuple[dict[str, Any], str]:
+    """Return the plain data of ``record`` without its runs, and its JSON text.
+
+    An output that cannot be stored is replaced by None, and the data's
+    ``error`` says why; an error text is cut to ``ERROR_TEXT_MAX``.
 
     Raises:
-        InvalidData: when the record does not convert, or its data is not JSON.
+        InvalidData: naming a field that cannot be stored.
     """
-    try:
-        data = _record_data(record)
-        created, updated = data["created_at"], data["updated_at"]
-        if (
-            type(created) is int
-            and type(updated) is int
-            and _INT64_MIN <= created <= _INT64_MAX
-            and _INT64_MIN <= updated <= _INT64_MAX
-        ):
-            return data, _encode_json(data)
-    except (_NotPlain, AttributeError, TypeError, ValueError, RecursionError):
-        pass  # the checked path below finds (and names) any problem
-    return _encode_checked(record)
-
-
-def _encode_checked(record: TaskRecord) -> tuple[dict[str, Any], str]:
-    """``_encode`` by cattrs, naming the field at fault when there is one."""
     if not isinstance(record, TaskRecord):
         raise InvalidData(f"expected a TaskRecord, got {type(record).__name__}")
     try:
-        data: dict[str, Any] = to_data(record)
-    except (AttributeError, TypeError, ValueError) as exc:
-        for field in attrs.fields(type(record)):
+        data: dict[str, Any] = _unstructure_head(record)
+    except InvalidData:
+        raise
+    except Exception:  # name the field at fault
+        for name in _HEAD_FIELDS:
             try:
-                kind = None if isinstance(field.type, str) else field.type
-                converter.unstructure(getattr(record, field.name), kind)
-            except (AttributeError, TypeError, ValueError) as field_exc:
-                raise _bad(field.name, f"cannot be converted ({field_exc})") from None
-        raise InvalidData(f"record {record.id!r} cannot be converted: {exc}") from None
+                converter.unstructure(getattr(record, name), _FIELDS[name])
+            except Exception as field_exc:
+                raise _bad(name, f"cannot be converted ({field_exc})") from None
+        raise InvalidData(f"record {record.id!r} cannot be converted") from None
+    error = data["error"]
+    if isinstance(error, str) and len(error) > ERROR_TEXT_MAX:
+        data["error"] = bound_text(error)
     for column in ("created_at", "updated_at"):
         value = data[column]
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and not _INT64_MIN <= value <= _INT64_MAX
-        ):
+        if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
             raise _bad(column, f"expected milliseconds within 64 bits, got {value!r}")
     try:
-        return data, _encode_json(data)
-    except (TypeError, ValueError, RecursionError) as exc:
-        for name, value in data.items():
-            try:
-                _encode_json(value)
-            except (TypeError, ValueError, RecursionError) as field_exc:
-                raise _bad(name, f"cannot be stored as JSON ({field_exc})") from None
-        raise InvalidData(f"record {record.id!r} cannot be stored as JSON ({exc})") from None
+        text = _encode_json(data)
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is None or len(text) > OUTPUT_MAX_BYTES:
+        why = _not_stored(data["output"])
+        if why is not None:
+            data["output"] = None
+            data["error"] = bound_text(why if error is None else f"{error}\n{why}")
+        try:
+            text = _encode_json(data)
+        except (TypeError, ValueError, RecursionError) as exc:
+            for name, value in data.items():
+                try:
+                    _encode_json(value)
+                except (TypeError, ValueError, RecursionError) as field_exc:
+                    raise _bad(name, f"cannot be stored as JSON ({field_exc})") from None
+            raise InvalidData(f"record {record.id!r} cannot be stored as JSON ({exc})") from None
+    from_data(TaskRecord, data)  # what is stored must read back: names a wrong type
+    return data, text
 
 
-def _checked(record: TaskRecord) -> tuple[dict[str, Any], str, TaskRecord]:
-    """Encode ``record``; return its data, its text and the record read back from it.
+def _encode_run(index: int, run: TaskRun) -> str:
+    """Return the JSON text of ``run``, the ``index``-th run of its record.
 
     Raises:
-        InvalidData: when the record cannot be stored, or would not read back.
+        InvalidData: naming the run (``runs[2].phase: ...``) when it cannot be stored.
     """
-    data, text = _encode(record)
-    return data, text, _to_record(_decode_json(text))
-
-
-def _decode(text: str, where: str) -> TaskRecord:
+    where = f"runs[{index}]"
+    if not isinstance(run, TaskRun):
+        raise _bad(where, f"expected a TaskRun, got {type(run).__name__}")
     try:
-        return _to_record(_decode_json(text))
+        data: dict[str, Any] = _unstructure_run(run)
+        error = data["error"]
+        if isinstance(error, str) and len(error) > ERROR_TEXT_MAX:
+            data["error"] = bound_text(error)
+        text = _encode_json(data)
+    except InvalidData:
+        raise
+    except Exception as exc:
+        raise _bad(where, f"cannot be stored ({exc})") from None
+    from_data(TaskRun, data, where=where)
+    return text
+
+
+def _check_runs(runs: Any) -> builtins.list[int]:
+    """Return the attempts of ``runs``, which must be TaskRuns in increasing attempt order.
+
+    Raises:
+        InvalidData: naming the run at fault.
+    """
+    if not isinstance(runs, list):
+        raise _bad("runs", f"expected a list of TaskRun, got {type(runs).__name__}")
+    attempts: builtins.list[int] = []
+    for index, run in enumerate(runs):
+        if not isinstance(run, TaskRun):
+            raise _bad(f"runs[{index}]", f"expected a TaskRun, got {type(run).__name__}")
+        attempt = run.attempt
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not attempt >= 1:
+            raise _bad(f"runs[{index}].attempt", f"expected an integer >= 1, got {attempt!r}")
+        if attempt > _INT64_MAX:
+            raise _bad(
+                f"runs[{index}].attempt", f"expected an integer within 64 bits, got {attempt}"
+            )
+        if attempts and attempt <= attempts[-1]:
+            raise _bad(
+                f"runs[{index}].attempt",
+                f"runs are kept oldest first, each attempt once: got attempt {attempt} "
+                f"after attempt {attempts[-1]}",
+            )
+        attempts.append(attempt)
+    return attempts
+
+
+def _decode(head: str, runs: Iterable[str], where: str) -> TaskRecord:
+    """Build a record from its stored head and run texts.
+
+    Raises:
+        StoreError: when a stored text is damaged.
+    """
+    try:
+        record = from_data(TaskRecord, _decode_json(head))
+        record.runs = [
+            from_data(TaskRun, _decode_json(text), where=f"runs[{index}]")
+            for index, text in enumerate(runs)
+        ]
     except ValueError as exc:  # JSONDecodeError and InvalidData
-        raise StoreError(f"{where}: a stored record is damaged: {exc}") from exc
+        raise StoreError(
+            f"{where}: a stored record is damaged: {bound_text(str(exc), 512)}"
+        ) from exc
+    return record
 
 
-def _exact(*kinds: type) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if type(value) not in kinds:
-            raise _NotPlain
-        return value
-
-    return check
-
-
-def _copy_json(value: Any) -> Any:
-    """Deep-copy JSON data (a tuple becomes a list, as ``to_data`` makes it)."""
-    kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return value
-    if kind is dict:
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _NotPlain
-            out[key] = _copy_json(item)
-        return out
-    if kind is list or kind is tuple:
-        return [_copy_json(item) for item in value]
-    raise _NotPlain
-
-
-def _copy_labels(value: Any) -> dict[str, str]:
-    if type(value) is not dict or not all(
-        type(key) is str and type(item) is str for key, item in value.items()
-    ):
-        raise _NotPlain
-    return dict(value)
-
-
-def _copy_runs(value: Any) -> list[TaskRun]:
-    if type(value) is not list:
-        raise _NotPlain
-    return [_run_from_data(_run_data(run)) for run in value]
-
-
-# How each field a transition may change is checked and copied, when its
-# value is of exactly the declared type: the same as ``_structure_change_checked``.
-_FAST_CHANGES: dict[str, Callable[[Any], Any]] = {
-    "state": _exact(TaskState),
-    "attempts": _exact(int),
-    "created_at": _exact(int),
-    "updated_at": _exact(int),
-    "started_at": _exact(int, _NONE),
-    "finished_at": _exact(int, _NONE),
-    "output": _copy_json,
-    "error": _exact(str, _NONE),
-    "metadata": _copy_labels,
-    "runs": _copy_runs,
-}
+def _copy_output(value: Any) -> Any:
+    """A deep copy of an output (tuples become lists, as JSON makes them)."""
+    data = to_data(value)
+    try:
+        return _decode_json(_encode_json(data))
+    except (TypeError, ValueError, RecursionError):
+        return data  # not JSON: the store replaces it on the way in
 
 
 def _structure_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -501,28 +421,16 @@ def _structure_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for name, value in changes.items():
-        fast = _FAST_CHANGES.get(name)
-        if fast is not None:
-            try:
-                out[name] = fast(value)
-                continue
-            except (_NotPlain, InvalidData, RecursionError):
-                pass  # the checked path below accepts it, or names the problem
-        out[name] = _structure_change_checked(name, value)
+        if name == "id":
+            raise _bad("id", "a record's id cannot change; put a record with the new id instead")
+        if name not in _FIELDS:
+            known = ", ".join(n for n in _FIELDS if n not in ("id", "state"))
+            raise _bad(name, f"not a TaskRecord field (expected one of {known})")
+        if name == "output":
+            out[name] = _copy_output(value)
+        else:
+            out[name] = from_data(_FIELDS[name], to_data(value), where=name)
     return out
-
-
-def _structure_change_checked(name: str, value: Any) -> Any:
-    """Check and copy one change by cattrs (``to_data`` then ``from_data``)."""
-    if name == "id":
-        raise _bad("id", "a record's id cannot change; put a record with the new id instead")
-    if name not in _FIELDS:
-        known = ", ".join(n for n in _FIELDS if n not in ("id", "state"))
-        raise _bad(name, f"not a TaskRecord field (expected one of {known})")
-    kind = _FIELDS[name]
-    structured = to_data(value) if kind is Any else from_data(kind, to_data(value), where=name)
-    copy_ = _COPIERS[name]
-    return structured if copy_ is None else copy_(structured)
 
 
 def _apply(
@@ -537,55 +445,132 @@ def _apply(
         setattr(record, name, value)
 
 
+def _settle(record: TaskRecord, head: Mapping[str, Any]) -> None:
+    """Make ``record`` what was stored: its output replaced, its error cut."""
+    if head["output"] is None:
+        record.output = None
+    record.error = head["error"]
+
+
 def _unknown(task_id: str, where: str) -> UnknownTask:
     return UnknownTask(f"{where}: no task {task_id!r}")
 
 
+def _check_owner(owner: Any) -> str:
+    if not isinstance(owner, str) or not owner:
+        raise InvalidData(
+            f"owner: expected the owning tree's name (a non-empty string), got {owner!r}"
+        )
+    return bound_text(owner, 200) or owner
+
+
+def _new_owner(owner: str) -> StoreOwner:
+    return StoreOwner(tree=owner, pid=os.getpid(), host=socket.gethostname(), since=now_ms())
+
+
 # --------------------------------------------------------------------------- memory
+
+
+@attrs.define(slots=True)
+class _Row:
+    state: str
+    created_at: int
+    head: str
+    #: attempt -> (fingerprint, JSON text), oldest first.
+    runs: dict[int, tuple[int | None, str]]
 
 
 class MemoryStore:
     """A thread-safe store that keeps records in memory, as JSON text.
 
     Nothing survives the process. Use it in tests and where durability does
-    not matter; it checks and encodes records exactly like ``SqliteStore``.
+    not matter; it checks and encodes records exactly like ``SqliteStore``,
+    and it is owned by one tree at a time (within the process) likewise.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # id -> (state value, created_at, JSON text of the record)
-        self._rows: dict[str, tuple[str, int, str]] | None = {}
+        self._rows: dict[str, _Row] | None = {}
+        self._owner: StoreOwner | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._rows is None else f"{len(self._rows)} records"
         return f"<MemoryStore {state}>"
 
-    def _open_rows(self) -> dict[str, tuple[str, int, str]]:
+    def _open_rows(self) -> dict[str, _Row]:
         if self._rows is None:
             raise StoreError("memory store: the store is closed")
         return self._rows
 
+    @property
+    def owner(self) -> StoreOwner | None:
+        """The tree that owns this store, or None."""
+        return self._owner
+
+    def acquire(self, owner: str) -> StoreOwner | None:
+        """Make the tree named ``owner`` the store's one owner, or fail at once.
+
+        Returns:
+            None: an owner of a memory store cannot die without the store.
+
+        Raises:
+            StoreLocked: when the store is owned already; the message names the owner.
+            InvalidData: when ``owner`` is not a non-empty string.
+            StoreError: when the store is closed.
+        """
+        name = _check_owner(owner)
+        with self._lock:
+            self._open_rows()
+            if self._owner is not None:
+                raise StoreLocked(f"memory store is owned by {self._owner}; stop that tree first")
+            self._owner = _new_owner(name)
+        return None
+
+    def release(self) -> None:
+        """Give up ownership, if the store is owned. Releasing twice does nothing."""
+        with self._lock:
+            self._owner = None
+
     def put(self, record: TaskRecord) -> None:
         """Insert ``record``, or replace the record with the same id.
 
+        Only the runs that changed since the last save are encoded.
+
         Raises:
-            InvalidData: when the record cannot be stored (its ``output`` is
-                not JSON-able, or a field has the wrong type).
+            InvalidData: when a field other than ``output`` has the wrong
+                type, or the runs' attempts do not increase.
             StoreError: when the store is closed.
         """
-        data, text, _ = _checked(record)
+        data, head = _encode_head(record)
+        runs = record.runs
+        attempts = _check_runs(runs)
+        task_id = data["id"]
         with self._lock:
-            self._open_rows()[data["id"]] = (data["state"], data["created_at"], text)
+            rows = self._open_rows()
+            old = rows.get(task_id)
+            known = {} if old is None else old.runs
+            kept: dict[int, tuple[int | None, str]] = {}
+            for index, (attempt, run) in enumerate(zip(attempts, runs, strict=True)):
+                key = _run_key(run)
+                seen = known.get(attempt)
+                if key is not None and seen is not None and seen[0] == key:
+                    kept[attempt] = seen
+                else:
+                    kept[attempt] = (key, _encode_run(index, run))
+            rows[task_id] = _Row(data["state"], data["created_at"], head, kept)
+
+    def _record(self, task_id: str, row: _Row) -> TaskRecord:
+        return _decode(row.head, [text for _, text in row.runs.values()], "memory store")
 
     def get(self, task_id: str) -> TaskRecord | None:
         """Return the record of ``task_id``, or None when there is none.
 
         Raises:
-            StoreError: when the store is closed.
+            StoreError: when the store is closed, or the record is damaged.
         """
         with self._lock:
             row = self._open_rows().get(task_id)
-        return None if row is None else _decode(row[2], "memory store")
+        return None if row is None else self._record(task_id, row)
 
     def list(self, *, state: TaskState | None = None) -> builtins.list[TaskRecord]:
         """Return every record (only those in ``state``, if given), oldest first.
@@ -595,12 +580,12 @@ class MemoryStore:
         """
         with self._lock:
             rows = [
-                (created, task_id, text)
-                for task_id, (value, created, text) in self._open_rows().items()
-                if state is None or value == state.value
+                (row.created_at, task_id, row)
+                for task_id, row in self._open_rows().items()
+                if state is None or row.state == state.value
             ]
-        rows.sort(key=lambda row: (row[0], row[1]))
-        return [_decode(text, "memory store") for _, _, text in rows]
+        rows.sort(key=lambda item: (item[0], item[1]))
+        return [self._record(task_id, row) for _, task_id, row in rows]
 
     def delete(self, task_id: str) -> bool:
         """Delete the record of ``task_id``; return whether there was one.
@@ -633,16 +618,28 @@ class MemoryStore:
             row = rows.get(task_id)
             if row is None:
                 raise _unknown(task_id, "memory store")
-            record = _decode(row[2], "memory store")
+            record = self._record(task_id, row)
             _apply(record, state, now, fields)
-            data, text = _encode(record)
-            rows[task_id] = (data["state"], data["created_at"], text)
+            data, head = _encode_head(record)
+            runs = row.runs
+            if "runs" in fields:
+                attempts = _check_runs(record.runs)
+                runs = {
+                    attempt: (_run_key(run), _encode_run(index, run))
+                    for index, (attempt, run) in enumerate(zip(attempts, record.runs, strict=True))
+                }
+            rows[task_id] = _Row(data["state"], data["created_at"], head, runs)
+        _settle(record, data)
         return record
 
     def close(self) -> None:
-        """Drop every record; later calls raise ``StoreError``. Closing twice does nothing."""
+        """Release ownership and drop every record; later calls raise ``StoreError``.
+
+        Closing twice does nothing.
+        """
         with self._lock:
             self._rows = None
+            self._owner = None
 
     def __enter__(self) -> Self:
         return self
@@ -659,33 +656,64 @@ class MemoryStore:
 # --------------------------------------------------------------------------- sqlite
 
 _SCHEMA = (
+    # A record's head. `writer` names the store object that wrote it last
+    # (random, per object): a store that finds its own name there knows the
+    # runs it remembers writing are the stored ones.
     "CREATE TABLE IF NOT EXISTS tasks ("
     " id TEXT PRIMARY KEY NOT NULL,"
     " state TEXT NOT NULL,"
     " created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL,"
-    " data TEXT NOT NULL)",
-    # A rowid table (not WITHOUT ROWID): records of a few kB stay on one page.
-    # The one index: transitions never change created_at, so they never touch it.
+    " data TEXT NOT NULL,"
+    " writer TEXT NOT NULL DEFAULT '')",
     "CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks (created_at, id)",
+    # One row per kept run (a rowid table: a run with a 4 KiB error is a big row).
+    "CREATE TABLE IF NOT EXISTS runs ("
+    " task_id TEXT NOT NULL,"
+    " attempt INTEGER NOT NULL,"
+    " data TEXT NOT NULL,"
+    " PRIMARY KEY (task_id, attempt))",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
-_PUT = (
-    "INSERT INTO tasks (id, state, created_at, updated_at, data) VALUES (?, ?, ?, ?, ?)"
+_UPSERT = (
+    "INSERT INTO tasks (id, state, created_at, updated_at, data, writer)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-    " created_at = excluded.created_at, updated_at = excluded.updated_at, data = excluded.data"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+    " data = excluded.data, writer = excluded.writer"
 )
-_GET = "SELECT data FROM tasks WHERE id = ?"
-_LIST = "SELECT data FROM tasks ORDER BY created_at, id"
-_LIST_STATE = "SELECT data FROM tasks WHERE state = ? ORDER BY created_at, id"
+_UPDATE_MINE = (
+    "UPDATE tasks SET state = ?, created_at = ?, updated_at = ?, data = ?"
+    " WHERE id = ? AND writer = ?"
+)
+_PUT_RUN = "INSERT OR REPLACE INTO runs (task_id, attempt, data) VALUES (?, ?, ?)"
+_DROP_RUN = "DELETE FROM runs WHERE task_id = ? AND attempt = ?"
+_DROP_RUNS = "DELETE FROM runs WHERE task_id = ?"
+_SELECT = "SELECT t.id, t.data, r.data FROM tasks AS t LEFT JOIN runs AS r ON r.task_id = t.id"
+_GET = _SELECT + " WHERE t.id = ? ORDER BY r.attempt"
+_LIST = _SELECT + " ORDER BY t.created_at, t.id, r.attempt"
+_LIST_STATE = _SELECT + " WHERE t.state = ? ORDER BY t.created_at, t.id, r.attempt"
 _DELETE = "DELETE FROM tasks WHERE id = ?"
-_UPDATE = "UPDATE tasks SET state = ?, updated_at = ?, data = ? WHERE id = ?"
-_SWAP = _UPDATE + " AND data = ?"
-_SEEN_MAX = 4096  # records a SqliteStore remembers for compare-and-swap transitions
-_UPDATE_CREATED = (
-    "UPDATE tasks SET state = ?, updated_at = ?, data = ?, created_at = ? WHERE id = ?"
-)
+_MEMO_MAX = 4096  # records whose stored runs a SqliteStore remembers
+
+
+def _records(rows: Iterable[tuple[str, str, str | None]], where: str) -> builtins.list[TaskRecord]:
+    """Group joined (id, head, run) rows, ordered by record then attempt, into records."""
+    out: builtins.list[TaskRecord] = []
+    current: str | None = None
+    head = ""
+    runs: builtins.list[str] = []
+    for task_id, data, run in rows:
+        if task_id != current:
+            if current is not None:
+                out.append(_decode(head, runs, where))
+            current, head, runs = task_id, data, []
+        if run is not None:
+            runs.append(run)
+    if current is not None:
+        out.append(_decode(head, runs, where))
+    return out
 
 
 class SqliteStore:
@@ -698,13 +726,23 @@ class SqliteStore:
     (``PRAGMA user_version``), so a file of another kind is never written to.
 
     One connection serves every thread, one call at a time. Several
-    processes may open the same file: ``transition`` saves a record only if
-    the stored one is still the record it was computed from, so it stays
-    atomic across them.
+    processes may open the same file; every write is one transaction.
+
+    Saving a record writes its head and only the runs that changed since
+    this store object last saved that record (it remembers a fingerprint of
+    each run it wrote, for the last 4096 records it saved, and checks that
+    it was the last writer of the record; otherwise it rewrites the runs).
+
+    Ownership (``acquire``) is an exclusive ``flock`` on the file beside the
+    database, ``<path>.lock``, which holds the owner's name, pid, host and
+    since-when as JSON. The OS drops the lock when the owning process ends,
+    however it ends. The lock's descriptor is not inherited by programs the
+    process runs (close-on-exec); a child forked without exec would share it.
 
     Args:
         path: the database file; created if missing.
-        timeout: seconds to wait for another process's write lock.
+        timeout: seconds to wait for another connection's write lock before a
+            write fails with ``StoreError`` ("database is locked").
 
     Raises:
         IncompatibleStore: when the file is not an SQLite database, is an
@@ -715,17 +753,30 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self._path = os.fspath(path)
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        # id -> (JSON text, private record) of the records this store wrote
-        # last, most recent last: the base of compare-and-swap transitions.
-        self._seen: dict[str, tuple[str, TaskRecord]] = {}
+        self._writer = os.urandom(8).hex()
+        # id -> {attempt: fingerprint} of the runs this store wrote last, most recent last.
+        self._memo: collections.OrderedDict[str, dict[int, int | None]] = collections.OrderedDict()
+        self._owner_fd: int | None = None
+        self._owner: StoreOwner | None = None
         self._conn = self._open(timeout)
 
     @property
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def lock_path(self) -> str:
+        """The file whose lock is the store's ownership: ``<path>.lock``."""
+        return self._path + ".lock"
+
+    @property
+    def owner(self) -> StoreOwner | None:
+        """The tree that owns this store through this store object, or None."""
+        return self._owner
 
     def __repr__(self) -> str:
         state = " closed" if self._conn is None else ""
@@ -761,7 +812,7 @@ class SqliteStore:
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         try:
-            fresh = self._inspect(conn)
+            version = self._inspect(conn)
         except sqlite3.OperationalError as exc:  # locked, unreadable: not a verdict on the file
             raise StoreError(f"{self._path}: cannot read the store: {exc}") from exc
         except sqlite3.DatabaseError as exc:  # SQLITE_NOTADB and kin
@@ -773,12 +824,15 @@ class SqliteStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self._path}: cannot use the WAL journal (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")
-            if fresh:
+            if version != SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if self._inspect(conn):  # nobody set it up meanwhile
+                    version = self._inspect(conn)  # somebody may have done it meanwhile
+                    if version == 0:
                         for statement in _SCHEMA:
                             conn.execute(statement)
+                    elif version == 1:
+                        self._upgrade_from_1(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -787,8 +841,24 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self._path}: cannot set up the store: {exc}") from exc
 
-    def _inspect(self, conn: sqlite3.Connection) -> bool:
-        """Check the file is a usable taskvisor store; return whether it is empty."""
+    def _upgrade_from_1(self, conn: sqlite3.Connection) -> None:
+        """Move the runs kept inside each record's JSON (schema 1) to the runs table."""
+        conn.execute("ALTER TABLE tasks ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        for task_id, text in conn.execute("SELECT id, data FROM tasks").fetchall():
+            try:
+                data = _decode_json(text)
+                runs = data.pop("runs")
+                by_attempt = {run["attempt"]: _encode_json(run) for run in runs}
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # damaged: left as it is, reading it says so
+            for attempt in sorted(by_attempt):
+                conn.execute(_PUT_RUN, (task_id, attempt, by_attempt[attempt]))
+            conn.execute("UPDATE tasks SET data = ? WHERE id = ?", (_encode_json(data), task_id))
+
+    def _inspect(self, conn: sqlite3.Connection) -> int:
+        """Check the file is a usable taskvisor store; return its schema version (0: empty)."""
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = sorted(
@@ -804,14 +874,16 @@ class SqliteStore:
                     f"this taskvisor supports (schema version {SCHEMA_VERSION}); "
                     f"upgrade taskvisor to open it"
                 )
-            if version < SCHEMA_VERSION:
+            if version < 1:
                 raise IncompatibleStore(
                     f"{self._path}: the store has unknown schema version {version} "
                     f"(this taskvisor supports schema version {SCHEMA_VERSION})"
                 )
             if "tasks" not in tables:
                 raise IncompatibleStore(f"{self._path}: the taskvisor store has no table 'tasks'")
-            return False
+            if version == SCHEMA_VERSION and "runs" not in tables:
+                raise IncompatibleStore(f"{self._path}: the taskvisor store has no table 'runs'")
+            return int(version)
         if app_id != 0:
             raise IncompatibleStore(
                 f"{self._path}: not a taskvisor store: an SQLite database of another "
@@ -823,7 +895,75 @@ class SqliteStore:
                 f"{self._path}: not a taskvisor store: an SQLite database without "
                 f"taskvisor's application_id (user_version {version}, tables: {found})"
             )
-        return True
+        return 0
+
+    # ----------------------------------------------------------------- ownership
+
+    def acquire(self, owner: str) -> StoreOwner | None:
+        """Make the tree named ``owner`` the store's one owner, or fail at once.
+
+        Takes an exclusive, non-blocking ``flock`` on ``<path>.lock`` and
+        writes the owner's description into it. Never waits.
+
+        Returns:
+            The previous owner when its process ended without releasing the
+            store (found in the lock file), else None.
+
+        Raises:
+            StoreLocked: when another process, or another store object (or
+                another ``acquire`` on this one) in this process, owns the
+                store; the message names the owner.
+            InvalidData: when ``owner`` is not a non-empty string.
+            StoreError: when the store is closed or the lock file cannot be used.
+        """
+        name = _check_owner(owner)
+        with self._lock:
+            self._connection()
+            if self._owner is not None:
+                raise StoreLocked(
+                    f"store {self._path} is owned by {self._owner} (this store object); "
+                    f"stop that tree first"
+                )
+            path = self.lock_path
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot open the store's lock file: {exc}") from exc
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise StoreError(f"{path}: cannot lock the store: {exc}") from exc
+                    holder = _read_owner(fd)
+                    who = "another live process" if holder is None else str(holder)
+                    raise StoreLocked(
+                        f"store {self._path} is owned by {who}; stop that tree first, "
+                        f"or use another store file"
+                    ) from None
+                previous = _read_owner(fd)
+                me = _new_owner(name)
+                text = _encode_json(attrs.asdict(me)).encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, text, 0)
+            except BaseException:
+                os.close(fd)  # drops the lock too, if it was taken
+                raise
+            self._owner_fd, self._owner = fd, me
+        return previous
+
+    def release(self) -> None:
+        """Give up ownership, if this store object holds it. Releasing twice does nothing."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        fd, self._owner_fd, self._owner = self._owner_fd, None, None
+        if fd is not None:
+            try:
+                os.ftruncate(fd, 0)  # a clean release leaves no owner behind
+            finally:
+                os.close(fd)
 
     # ----------------------------------------------------------------- records
 
@@ -832,55 +972,104 @@ class SqliteStore:
             raise StoreError(f"{self._path}: the store is closed")
         return self._conn
 
-    def _failed(self, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"{self._path}: {type(exc).__name__}: {exc}")
-
-    def _remember(self, task_id: str, text: str, record: TaskRecord) -> None:
-        """Note ``record`` (private to the store) as stored under ``text``."""
-        seen = self._seen
-        seen.pop(task_id, None)
-        seen[task_id] = (text, record)
-        if len(seen) > _SEEN_MAX:
-            del seen[next(iter(seen))]  # the least recently written
+    def _failed(self, exc: sqlite3.Error, action: str) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
+            return StoreError(
+                f"{self._path}: cannot {action}: database is locked (another connection "
+                f"held it longer than the store's timeout of {self._timeout:g} s); "
+                f"nothing was written"
+            )
+        return StoreError(f"{self._path}: cannot {action}: {type(exc).__name__}: {exc}")
 
     def put(self, record: TaskRecord) -> None:
         """Insert ``record``, or replace the record with the same id, and commit.
 
+        Writes the record's head and the runs that changed since this store
+        last saved it (usually only the latest), deleting runs the record no
+        longer keeps.
+
         Raises:
-            InvalidData: when the record cannot be stored (its ``output`` is
-                not JSON-able, or a field has the wrong type).
-            StoreError: when the store is closed or cannot write.
+            InvalidData: when a field other than ``output`` has the wrong
+                type, or the runs' attempts do not increase.
+            StoreError: when the store is closed or cannot write (for
+                "database is locked" when another connection holds the write
+                lock longer than ``timeout``); nothing is written then.
         """
-        data, text, private = _checked(record)
-        params = (data["id"], data["state"], data["created_at"], data["updated_at"], text)
+        data, head = _encode_head(record)
+        runs = record.runs
+        attempts = _check_runs(runs)
+        keys = [_run_key(run) for run in runs]
+        task_id = data["id"]
         with self._lock:
             conn = self._connection()
-            self._seen.pop(data["id"], None)
+            memo = self._memo.pop(task_id, None)
+            changed: builtins.list[tuple[str, int, str]] = []
+            if memo is not None:
+                for index, (attempt, key) in enumerate(zip(attempts, keys, strict=True)):
+                    if key is None or memo.get(attempt) != key:
+                        changed.append((task_id, attempt, _encode_run(index, runs[index])))
             try:
-                conn.execute(_PUT, params)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    columns = (data["state"], data["created_at"], data["updated_at"], head)
+                    mine = memo is not None and (
+                        conn.execute(_UPDATE_MINE, (*columns, task_id, self._writer)).rowcount == 1
+                    )
+                    if mine:
+                        assert memo is not None
+                        conn.executemany(_PUT_RUN, changed)
+                        kept = set(attempts)
+                        gone = [(task_id, a) for a in memo if a not in kept]
+                        if gone:
+                            conn.executemany(_DROP_RUN, gone)
+                    else:
+                        conn.execute(_UPSERT, (task_id, *columns, self._writer))
+                        conn.execute(_DROP_RUNS, (task_id,))
+                        conn.executemany(
+                            _PUT_RUN,
+                            [
+                                (task_id, attempt, _encode_run(index, run))
+                                for index, (attempt, run) in enumerate(
+                                    zip(attempts, runs, strict=True)
+                                )
+                            ],
+                        )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-            self._remember(data["id"], text, private)
+                raise self._failed(exc, "write") from exc
+            self._remember(task_id, dict(zip(attempts, keys, strict=True)))
+
+    def _remember(self, task_id: str, runs: dict[int, int | None]) -> None:
+        memo = self._memo
+        memo[task_id] = runs
+        if len(memo) > _MEMO_MAX:
+            memo.popitem(last=False)  # the least recently written
 
     def get(self, task_id: str) -> TaskRecord | None:
         """Return the record of ``task_id``, or None when there is none.
 
         Raises:
-            StoreError: when the store is closed or cannot read.
+            StoreError: when the store is closed, cannot read, or the record is damaged.
         """
         with self._lock:
             conn = self._connection()
             try:
-                row = conn.execute(_GET, (task_id,)).fetchone()
+                rows = conn.execute(_GET, (task_id,)).fetchall()
             except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-        return None if row is None else _decode(row[0], self._path)
+                raise self._failed(exc, "read") from exc
+        found = _records(rows, self._path)
+        return found[0] if found else None
 
     def list(self, *, state: TaskState | None = None) -> builtins.list[TaskRecord]:
         """Return every record (only those in ``state``, if given), oldest first.
 
         Raises:
-            StoreError: when the store is closed or cannot read.
+            StoreError: when the store is closed, cannot read, or a record is damaged.
         """
         with self._lock:
             conn = self._connection()
@@ -890,8 +1079,8 @@ class SqliteStore:
                 else:
                     rows = conn.execute(_LIST_STATE, (state.value,)).fetchall()
             except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-        return [_decode(row[0], self._path) for row in rows]
+                raise self._failed(exc, "read") from exc
+        return _records(rows, self._path)
 
     def delete(self, task_id: str) -> bool:
         """Delete the record of ``task_id`` and commit; return whether there was one.
@@ -901,23 +1090,29 @@ class SqliteStore:
         """
         with self._lock:
             conn = self._connection()
-            self._seen.pop(task_id, None)
+            self._memo.pop(task_id, None)
             try:
-                return conn.execute(_DELETE, (task_id,)).rowcount > 0
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(_DROP_RUNS, (task_id,))
+                    found = conn.execute(_DELETE, (task_id,)).rowcount > 0
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+                raise self._failed(exc, "write") from exc
+            return found
 
     def transition(
         self, task_id: str, state: TaskState, *, now: int | None = None, **changes: Any
     ) -> TaskRecord:
         """Atomically move a record to ``state``, apply ``changes`` and commit.
 
-        No other writer (thread or process) can slip in between the read and
-        the write: the new record is saved only if the stored one is still
-        exactly the record it was computed from. When this store wrote the
-        record last, that is one compare-and-swap ``UPDATE``; otherwise (or
-        when the swap finds the record changed, or the move fails) the record
-        is read and written under the database's write lock.
+        The record is read and written under the database's write lock, so
+        no other writer (thread or process) can slip in between. Its runs are
+        rewritten only when ``runs`` is among the changes.
 
         Returns:
             A copy of the record as saved.
@@ -933,97 +1128,58 @@ class SqliteStore:
         fields = _structure_changes(changes)
         with self._lock:
             conn = self._connection()
-            record = self._swap(conn, task_id, state, now, fields)
-            if record is None:
-                record = self._read_modify_write(conn, task_id, state, now, fields)
-            return _clone_record(record)
-
-    def _swap(
-        self,
-        conn: sqlite3.Connection,
-        task_id: str,
-        state: TaskState,
-        now: int | None,
-        fields: Mapping[str, Any],
-    ) -> TaskRecord | None:
-        """Move the record this store last wrote, if it is still the stored one.
-
-        Returns None, having written nothing, when there is no such record or
-        the stored one differs, and also when the move fails: the record it
-        was computed from may be stale, so ``_read_modify_write`` decides
-        against the stored record and reports the failure.
-        """
-        seen = self._seen.pop(task_id, None)
-        if seen is None:
-            return None
-        old_text, record = seen  # private: changed in place, remembered only on success
-        created = record.created_at
-        try:
-            _apply(record, state, now, fields)
-            data, text = _encode(record)
-        except (IllegalTransition, InvalidData):
-            return None
-        if data["created_at"] != created:
-            return None
-        try:
-            params = (data["state"], data["updated_at"], text, task_id, old_text)
-            swapped = conn.execute(_SWAP, params).rowcount
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
-        if swapped != 1:
-            return None
-        self._remember(task_id, text, record)
-        return record
-
-    def _read_modify_write(
-        self,
-        conn: sqlite3.Connection,
-        task_id: str,
-        state: TaskState,
-        now: int | None,
-        fields: Mapping[str, Any],
-    ) -> TaskRecord:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._memo.pop(task_id, None)
             try:
-                row = conn.execute(_GET, (task_id,)).fetchone()
-                if row is None:
-                    raise _unknown(task_id, self._path)
-                record = _decode(row[0], self._path)
-                created = record.created_at
-                _apply(record, state, now, fields)
-                data, text = _encode(record)
-                if data["created_at"] == created:
-                    conn.execute(_UPDATE, (data["state"], data["updated_at"], text, task_id))
-                else:
-                    conn.execute(
-                        _UPDATE_CREATED,
-                        (data["state"], data["updated_at"], text, data["created_at"], task_id),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
-        self._remember(task_id, text, record)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    found = _records(conn.execute(_GET, (task_id,)).fetchall(), self._path)
+                    if not found:
+                        raise _unknown(task_id, self._path)
+                    record = found[0]
+                    _apply(record, state, now, fields)
+                    data, head = _encode_head(record)
+                    attempts = _check_runs(record.runs)
+                    columns = (data["state"], data["created_at"], data["updated_at"], head)
+                    conn.execute(_UPSERT, (task_id, *columns, self._writer))
+                    if "runs" in fields:
+                        conn.execute(_DROP_RUNS, (task_id,))
+                        conn.executemany(
+                            _PUT_RUN,
+                            [
+                                (task_id, attempt, _encode_run(index, run))
+                                for index, (attempt, run) in enumerate(
+                                    zip(attempts, record.runs, strict=True)
+                                )
+                            ],
+                        )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failed(exc, "write") from exc
+            self._remember(task_id, {run.attempt: _run_key(run) for run in record.runs})
+        _settle(record, data)
         return record
 
     def close(self) -> None:
-        """Close the connection (checkpointing the WAL). Closing twice does nothing.
+        """Release ownership and close the connection (checkpointing the WAL).
+
+        Closing twice does nothing.
 
         Raises:
             StoreError: when SQLite fails to close the file.
         """
         with self._lock:
+            self._release()
             conn, self._conn = self._conn, None
-            self._seen.clear()
+            self._memo.clear()
             if conn is not None:
                 try:
                     conn.close()
                 except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
-                    raise self._failed(exc) from exc
+                    raise self._failed(exc, "close") from exc
 
     def __enter__(self) -> Self:
         return self
@@ -1035,3 +1191,20 @@ class SqliteStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _read_owner(fd: int) -> StoreOwner | None:
+    """The owner described in a lock file, or None when it holds none (or garbage)."""
+    try:
+        text = os.pread(fd, 4096, 0)
+        if not text:
+            return None
+        data = _decode_json(text.decode())
+        return StoreOwner(
+            tree=str(data["tree"]),
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            since=int(data["since"]),
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
