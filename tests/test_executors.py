@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -30,8 +32,12 @@ from taskvisor.actors import (
     AttemptFinished,
     AttemptStarted,
     ExecutorService,
+    Mailbox,
     ManualClock,
+    Task,
     TaskAccepted,
+    TaskCancelled,
+    TaskContext,
     TaskFailedError,
     TaskFinished,
     TaskPhase,
@@ -441,3 +447,184 @@ def test_async_jobs_from_many_threads_run_once_each_in_their_order() -> None:
     with pytest.raises(RuntimeError):  # a closed loop runs nothing, and says so
         executor._send(loop, done.set)
     assert not executor._wake_pending
+
+
+# --------------------------------------------------------------------------- kind H
+
+
+def test_task_cancelled_is_not_an_exception() -> None:
+    assert issubclass(TaskCancelled, BaseException)
+    assert not issubclass(TaskCancelled, Exception)
+
+
+def swallow_everything(ctx: TaskContext, swallowed: list[str]) -> str:
+    """User code with a broad ``except Exception``: it must not eat a stop."""
+    try:
+        ctx.receive(60)
+    except Exception as exc:
+        swallowed.append(repr(exc))
+        return "swallowed"
+    return "got a message"
+
+
+def test_except_exception_in_the_work_does_not_swallow_a_cancel(service: ExecutorService) -> None:
+    swallowed: list[str] = []
+    handle = service.submit(TaskSpec(name="broad", target=swallow_everything, args=[swallowed]))
+    wait_started(handle)
+    handle.cancel()
+    task = handle.wait(10)
+    assert task.status.phase is TaskPhase.CANCELLED
+    assert swallowed == []  # TaskCancelled went past ``except Exception``
+    assert "abandoned" not in (task.status.error or "")
+
+
+def raise_cancelled(ctx: TaskContext) -> None:
+    raise TaskCancelled("the work raised it itself")
+
+
+async def araise_cancelled(ctx: TaskContext) -> None:
+    await asyncio.sleep(0)
+    raise TaskCancelled("the work raised it itself")
+
+
+async def astray_cancel(ctx: TaskContext) -> None:
+    """A coroutine whose inner future is cancelled by someone else than the tree."""
+    inner = asyncio.get_running_loop().create_future()
+    inner.cancel()
+    await inner
+
+
+def stray_asyncio_cancel(ctx: TaskContext) -> None:
+    raise asyncio.CancelledError("from a library")
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "name"),
+    [
+        ("call", raise_cancelled, "TaskCancelled"),
+        ("call", stray_asyncio_cancel, "asyncio.CancelledError"),
+        ("async", araise_cancelled, "TaskCancelled"),
+        ("async", astray_cancel, "asyncio.CancelledError"),
+    ],
+)
+def test_a_cancel_nobody_asked_for_is_an_abnormal_end(
+    kind: str, target: object, name: str, service: ExecutorService
+) -> None:
+    handle = service.submit(TaskSpec(name="stray", kind=kind, target=target))  # type: ignore[arg-type]
+    task = handle.wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    assert (task.status.error or "").startswith(f"{name} raised but no cancel was requested")
+
+
+def test_unrequested_cancel_outcome_for_every_kind_alike() -> None:
+    """The executors' own rule, without actors: CANCELLED only when the tree asked."""
+    from taskvisor.actors._executors import _cancelled_outcome
+
+    class Sink:
+        def progress(self, value: object) -> None: ...
+
+        def finished(self, outcome: object) -> None: ...
+
+    for exc in (TaskCancelled("x"), asyncio.CancelledError()):
+        ctx = TaskContext("t", 1, Mailbox(), Sink())
+        assert _cancelled_outcome(exc, ctx).phase is TaskPhase.FAILED
+        ctx.request_cancel()
+        assert _cancelled_outcome(exc, ctx).phase is TaskPhase.CANCELLED
+
+
+async def adeaf(ctx: TaskContext, release: threading.Event, running: threading.Event) -> str:
+    """Swallow every cancellation (but keep awaiting) until the test releases it."""
+    running.set()
+    while not release.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.01)
+    return "late"
+
+
+def test_async_ignoring_cancel_is_abandoned_without_blocking_the_loop(
+    service: ExecutorService,
+) -> None:
+    release, running = threading.Event(), threading.Event()
+    try:
+        handle = service.submit(
+            TaskSpec(name="deaf", kind="async", target=adeaf, args=[release, running], shutdown=0.1)
+        )
+        assert running.wait(10)  # past its first step: a cancel now reaches the coroutine
+        handle.cancel()
+        task = handle.wait(10)
+        assert task.status.phase is TaskPhase.CANCELLED
+        assert "abandoned" in (task.status.error or "")
+        # The loop still runs other coroutines while the deaf one goes on.
+        other = service.submit(TaskSpec(name="other", kind="async", target=adouble, args=[4]))
+        assert other.result(10) == 8
+        with pytest.raises(TaskFailedError):
+            handle.result(0)
+    finally:
+        release.set()
+
+
+def test_async_close_gives_up_on_a_coroutine_that_never_stops() -> None:
+    executor = AsyncExecutor()
+    release, running = threading.Event(), threading.Event()
+    try:
+        done = threading.Event()
+
+        class Sink:
+            def progress(self, value: object) -> None: ...
+
+            def finished(self, outcome: object) -> None:
+                done.set()
+
+        spec = TaskSpec(name="deaf", kind="async", target=adeaf, args=[release, running])
+        ctx = TaskContext("deaf", 1, Mailbox(), Sink())
+        executor.start(Task.new("deaf", spec), ctx)
+        assert running.wait(10)
+        assert executor.kill(Task.new("deaf", spec), ctx) is False  # cannot be killed
+        thread = executor._thread
+        assert thread is not None
+        executor.close(timeout=0.5)
+        assert not thread.is_alive()  # the loop stopped without it
+        assert not done.is_set()  # it was given up, not finished
+    finally:
+        release.set()
+
+
+def test_the_event_loop_thread_survives_a_base_exception_from_a_callback(
+    service: ExecutorService, caplog: pytest.LogCaptureFixture
+) -> None:
+    executor = service.executors["async"]
+    assert isinstance(executor, AsyncExecutor)
+    loop = executor._running_loop()
+
+    def escape() -> None:
+        raise SystemExit("from a callback")
+
+    loop.call_soon_threadsafe(escape)  # escapes run_forever
+    executor._send(loop, functools.partial(_raise, KeyboardInterrupt()))  # a job that raises
+    handle = service.submit(TaskSpec(name="after", kind="async", target=adouble, args=[5]))
+    assert handle.result(10) == 10
+    assert executor._thread is not None
+    assert executor._thread.is_alive()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("keeps running" in m for m in messages)
+    assert any("a job on the taskvisor event loop raised" in m for m in messages)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_a_worker_thread_survives_a_base_exception_from_its_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from taskvisor.actors._executors import _WorkerPool
+
+    pool = _WorkerPool("taskvisor-test")
+    ran = threading.Event()
+    names: list[str] = []
+    pool.run("t", functools.partial(_raise, SystemExit("in a job")))
+    pool.run("t", lambda: (names.append(threading.current_thread().name), ran.set()))
+    assert ran.wait(10)  # the same worker, still serving
+    assert names == ["taskvisor-test-1"]
+    assert any("raised" in r.getMessage() for r in caplog.records)
+    pool.close(5)

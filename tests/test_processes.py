@@ -92,6 +92,7 @@ HOST = textwrap.dedent(
     import json, sys, threading, time
     from taskvisor.actors import Task, TaskContext, TaskSpec
     from taskvisor.actors._context import Mailbox
+    from taskvisor.actors import _executors
     from taskvisor.actors._executors import SubprocessExecutor
 
     class Sink:
@@ -99,6 +100,8 @@ HOST = textwrap.dedent(
         def finished(self, outcome): pass
 
     guard = sys.argv[1] == "guard"
+    if sys.argv[1] == "preexec":  # as where setpriv is missing: prctl in preexec_fn
+        _executors._setpriv[:] = [None]
     executor = SubprocessExecutor(guard=guard)
     task = Task.new("s", TaskSpec(name="s", kind="subprocess", command=sys.argv[2:]))
     ctx = TaskContext("s", 1, Mailbox(), Sink())
@@ -142,11 +145,13 @@ def hosts() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["plain", "preexec"])
 def test_a_child_dies_with_its_host_sigkilled_by_its_death_signal(
-    host_script: Path, hosts: list[subprocess.Popen[str]]
+    mode: str, host_script: Path, hosts: list[subprocess.Popen[str]]
 ) -> None:
-    """Layer 1 alone (no guard): PR_SET_PDEATHSIG kills the direct child with its host."""
-    host, info = run_host(host_script, "plain", ["sleep", "300"])
+    """Layer 1 alone (no guard): PR_SET_PDEATHSIG kills the direct child with its host,
+    set by setpriv or, where that is missing, by a preexec_fn."""
+    host, info = run_host(host_script, mode, ["sleep", "300"])
     hosts.append(host)
     assert info["pid"] == info["pgid"]  # a group of its own
     assert info["started"] == process_start_time(info["pid"])
