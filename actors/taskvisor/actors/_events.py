@@ -18,6 +18,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "Event",
+    "HookFailed",
     "TaskAccepted",
     "TaskFinished",
     "TaskRejected",
@@ -77,3 +78,18 @@ class TaskFinished(Event):
 
     task_id: str
     status: TaskStatus
+
+
+@attrs.frozen
+class HookFailed(Event):
+    """A subscriber's hook raised; sent to every *other* subscriber.
+
+    ``hook`` is the failing subscriber's repr, ``event`` the type name of
+    the event it failed on, ``error`` the exception's type and message
+    (each cut to a bounded length). A hook that fails on a ``HookFailed``
+    is logged and counted but not reported again, so failures never chain.
+    """
+
+    hook: str
+    event: str
+    error: str
