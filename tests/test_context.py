@@ -50,6 +50,27 @@ def test_cancel_wakes_a_blocked_receive() -> None:
     assert ctx.wait_cancelled(0)
 
 
+def test_a_cancelled_receive_passes_through_except_exception() -> None:
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+    ctx.request_cancel()
+    caught: list[BaseException] = []
+
+    def user_code() -> None:
+        try:
+            ctx.receive(5)
+        except Exception as exc:  # what user code often writes
+            caught.append(exc)
+
+    with pytest.raises(TaskCancelled):
+        user_code()
+    assert caught == []
+
+
+def test_a_context_records_no_process_until_an_executor_sets_one() -> None:
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+    assert (ctx.pid, ctx.pgid, ctx.started) == (None, None, None)
+
+
 def test_a_message_already_there_is_taken_even_when_cancelled() -> None:
     ctx = TaskContext("t", 1, Mailbox(), Sink())
     ctx.mailbox.put("kept")

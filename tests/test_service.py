@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import wait_until
 from helpers import Recorder, double, fail, stubborn, until_cancelled
 from taskvisor.actors import (
     ExecutorService,
@@ -195,3 +198,55 @@ def test_records_are_persisted_and_resume_skips_finished_work(tmp_path: Path) ->
     assert record.runs[0].phase is TaskPhase.FAILED
     assert "lost" in (record.runs[0].error or "")
     assert runs[-1].attempt == 2
+
+
+# --------------------------------------------------------------------------- kind F
+
+
+def _task_actors() -> set[int]:
+    from taskvisor.actors._actor import TaskActor
+
+    gc.collect()
+    return {id(o) for o in gc.get_objects() if isinstance(o, TaskActor)}
+
+
+def test_finished_tasks_release_their_actor_and_unheld_handles() -> None:
+    """Fault 11: a finished task's actor is freed, and its handle once nobody holds it."""
+    with ExecutorService(keep_finished=0) as svc:
+        ran = threading.Event()
+
+        def note(ctx: object) -> str:
+            ran.set()
+            return "ok"
+
+        # A new actor thread keeps its first job in Thread._args (ActorThreads,
+        # _base.py): let a first task take that place.
+        assert svc.submit(TaskSpec(name="first", target=double, args=[1])).result(10) == 2
+        before = _task_actors()
+        handle = svc.submit(TaskSpec(name="t", target=note))
+        (new,) = _task_actors() - before
+        actor = weakref.ref(next(o for o in gc.get_objects() if id(o) == new))
+        assert handle.result(10) == "ok"
+        assert svc.get("t") is handle  # held: still found
+        assert handle.runs()[-1].phase is TaskPhase.SUCCEEDED  # and still answers
+        held = weakref.ref(handle)
+        del handle
+        assert wait_until(lambda: gc.collect() >= 0 and actor() is None)
+        assert held() is None
+        with pytest.raises(KeyError):
+            svc.get("t")
+        assert "t" not in [h.id for h in svc.handles()]
+
+
+def test_finished_handles_kept_are_bounded() -> None:
+    with ExecutorService(keep_finished=3) as svc:
+        for i in range(20):
+            assert svc.submit(TaskSpec(name=f"t{i}", target=double, args=[i])).result(10) == 2 * i
+        gc.collect()
+        assert [h.id for h in svc._kept.values()] == ["t17", "t18", "t19"]  # the last three
+        assert svc.get("t19").result(0) == 38
+        for i in range(1, 17):  # not t0: ActorThreads keeps a thread's first job (see report)
+            with pytest.raises(KeyError):
+                svc.get(f"t{i}")
+        assert not svc._handles
+        assert not svc._refs

@@ -338,6 +338,7 @@ class _Worker:
                 job()
             except BaseException:  # the thread keeps serving: log it and go on
                 logger.exception("a job on %s raised", threading.current_thread().name)
+            job = None  # drop it (and the attempt it holds) while idle
 
     def stop(self) -> None:
         self.jobs.put(None)
