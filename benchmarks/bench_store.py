@@ -10,6 +10,14 @@ runs alongside as the floor the store is built on.
 Each case runs ``--rounds`` times, alternating with the others, and the
 table shows the median (the machine may be busy with other work).
 
+A second table is the cost of saving a record in a crash loop whose every
+error text is 1 MB (cut to ``ERROR_TEXT_MAX`` by the model): each save is
+what a task actor does per attempt (``put`` when it starts, with a new
+run and the oldest pruned, and ``put`` when it fails, with its run
+closed), once with 1 kept run and once with 50 (``RUNS_KEPT``).
+The ratio of the two is the figure: a save must not cost more as the
+history grows. The stored size of the 50-run record is shown too.
+
 Run: ``python benchmarks/bench_store.py [--seconds N] [--rounds R]``
 """
 
@@ -27,7 +35,15 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 
-from taskvisor.actors import MemoryStore, SqliteStore, TaskRecord, TaskState, TaskStore
+from taskvisor.actors import (
+    MemoryStore,
+    SqliteStore,
+    TaskPhase,
+    TaskRecord,
+    TaskRun,
+    TaskState,
+    TaskStore,
+)
 
 GOAL = 10_000  # committed transitions/s, SqliteStore, one writer
 ENDS = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.TIMEOUT, TaskState.CANCELLED)
@@ -90,6 +106,79 @@ def _raw_sqlite(path: str, seconds: float) -> float:
         return done / (time.perf_counter() - start)
 
 
+HUGE_ERROR = "Traceback (most recent call last):\n" + "x" * 1_000_000 + "\nRuntimeError: crash"
+
+
+def _crash_loop(store: TaskStore, kept: int, seconds: float) -> float:
+    """Return the mean cost of one save, in microseconds, with ``kept`` runs kept.
+
+    Each attempt is saved twice, as a task actor saves it: when it starts
+    (a new run, the oldest pruned) and when it fails (its run closed with a
+    1 MB error).
+    """
+    record = TaskRecord.new(f"loop-{kept}", now=1)
+    attempt = 0
+
+    def start() -> None:
+        nonlocal attempt
+        attempt += 1
+        record.transition(TaskState.RUNNING, now=attempt)
+        record.runs.append(TaskRun.starting(attempt, now=attempt))
+        del record.runs[:-kept]
+
+    def fail() -> None:
+        record.runs[-1].finish(TaskPhase.FAILED, HUGE_ERROR, now=attempt + 1)
+        record.transition(TaskState.FAILED, now=attempt + 1)
+        record.error = HUGE_ERROR
+
+    for _ in range(kept + 1):  # fill the history first
+        for change in (start, fail):
+            change()
+            store.put(record)
+    saves, spent = 0, 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(10):
+            for change in (start, fail):
+                change()
+                begin = time.perf_counter()
+                store.put(record)
+                spent += time.perf_counter() - begin
+                saves += 1
+    return spent / saves * 1e6
+
+
+def _stored_bytes(path: str, task_id: str) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        head = conn.execute("SELECT length(data) FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        runs = conn.execute(
+            "SELECT coalesce(sum(length(data)), 0) FROM runs WHERE task_id = ?", (task_id,)
+        ).fetchone()
+    return int(head[0]) + int(runs[0])
+
+
+def _save_costs(tmp: str, seconds: float, rounds: int) -> None:
+    """Print the crash-loop save cost with 1 and 50 kept runs, and their ratio."""
+    costs: dict[tuple[str, int], list[float]] = {}
+    size = 0
+    for n in range(rounds):
+        for name in ("MemoryStore", "SqliteStore"):
+            for kept in (1, 50):
+                path = os.path.join(tmp, f"loop-{n}-{kept}.db")
+                with MemoryStore() if name == "MemoryStore" else SqliteStore(path) as store:
+                    costs.setdefault((name, kept), []).append(_crash_loop(store, kept, seconds))
+                if name == "SqliteStore" and kept == 50:
+                    size = _stored_bytes(path, "loop-50")
+    print()
+    print("Cost of one save in a crash loop with 1 MB error texts (microseconds, median)")
+    print(f"{'store':<14}{'1 run kept':>12}{'50 kept':>12}{'50 / 1':>10}")
+    for name in ("MemoryStore", "SqliteStore"):
+        one = statistics.median(costs[name, 1])
+        fifty = statistics.median(costs[name, 50])
+        print(f"{name:<14}{one:>12,.0f}{fifty:>12,.0f}{fifty / one:>10.2f}")
+    print(f"stored size of the 50-run record: {size:,} bytes")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every case and print a table and the goal verdict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -136,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SqliteStore, 1 writer, every round: {', '.join(f'{r:,.0f}' for r in spread)}")
     verdict = "MET" if one >= GOAL else "NOT MET"
     print(f"goal: SqliteStore >= {GOAL:,} committed transitions/s with one writer: {verdict}")
+    with tempfile.TemporaryDirectory(prefix="bench_store-") as tmp:
+        _save_costs(tmp, seconds / 2, rounds)
     return 0
 
 

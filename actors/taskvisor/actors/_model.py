@@ -653,15 +653,17 @@ class TaskRecord:
         if not self.state.can_transition_to(state):
             return False
         stamp = stamp_ms(now)
-        self.state = state
-        self.updated_at = stamp
+        # Valid by construction: set without the per-field hooks of __setattr__.
+        _set = object.__setattr__
+        _set(self, "state", state)
+        _set(self, "updated_at", stamp)
         if state is TaskState.RUNNING:
-            self.attempts += 1
-            self.started_at = stamp
-            self.finished_at = None
-            self.error = None
+            _set(self, "attempts", self.attempts + 1)
+            _set(self, "started_at", stamp)
+            _set(self, "finished_at", None)
+            _set(self, "error", None)
         else:
-            self.finished_at = stamp
+            _set(self, "finished_at", stamp)
         return True
 
     def duration_millis(self) -> int | None:
