@@ -173,7 +173,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         assert self.tree is not None
         if not self.tree.running:
             try:
-                self.tree.wait(0)
+                self.tree.wait(10)  # it has ended: it releases its threads, then returns
             except SupervisorExhausted as exc:
                 return ("gave up", exc.chain[-1].child)
             return ("stopped", None)

@@ -1,4 +1,5 @@
-"""The task actor's turn: work that ends is handled in message order, on whichever thread."""
+"""The task actor: work that ends is handled in message order, on the actor's thread;
+starts that fail, internal errors and store failures are ordinary, reported ends."""
 
 from __future__ import annotations
 
@@ -22,7 +23,16 @@ from taskvisor.actors import (
     TaskSpec,
     Verdict,
 )
-from taskvisor.actors._actor import TaskActor, TaskRef, _Begin, _Cancel, _Snapshot, _Terminate
+from taskvisor.actors._actor import (
+    _HANDLERS,
+    TaskActor,
+    TaskRef,
+    _Begin,
+    _Cancel,
+    _Snapshot,
+    _Terminate,
+    _WorkDone,
+)
 from taskvisor.actors._executors import CallExecutor
 
 
@@ -33,9 +43,7 @@ def actor_of(ref: TaskRef) -> TaskActor:
 
 
 class Once:
-    """An owner that may restart (so ends are handled on the work's thread) but never does."""
-
-    restarts = True
+    """An owner that never restarts."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -73,12 +81,10 @@ def test_work_ending_behind_a_queued_message_is_handled_after_it() -> None:
         actor.actor_inbox.get = gated_get  # type: ignore[method-assign]
         ref.snapshot()  # the actor's next read goes through gated_get
         ref.cancel()
-        assert holding.wait(10)
-        assert not actor.turn.locked()
-        assert actor.actor_inbox.unhandled == 1  # the cancel, taken but not handled
+        assert holding.wait(10)  # the cancel is taken, not yet handled
         release.set()  # the work returns "late", ignoring the cancel
         deadline = time.monotonic() + 10
-        while actor.actor_inbox.unhandled < 2 and time.monotonic() < deadline:
+        while actor.actor_inbox.empty() and time.monotonic() < deadline:
             time.sleep(0.001)  # until the work's end is queued behind the cancel
         gate.set()
         assert owner.done.wait(10)
@@ -91,7 +97,9 @@ def test_work_ending_behind_a_queued_message_is_handled_after_it() -> None:
     assert owner.final.runs[-1].phase is TaskPhase.CANCELLED
 
 
-def test_an_idle_actor_handles_the_end_of_work_on_the_works_thread() -> None:
+def test_the_end_of_work_is_handled_on_the_actors_thread_never_the_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     executor, owner = CallExecutor(), Once()
     seen: list[str] = []
 
@@ -102,23 +110,108 @@ def test_an_idle_actor_handles_the_end_of_work_on_the_works_thread() -> None:
     spec = TaskSpec(name="n", target=note)
     ref = TaskRef.start(Task.new("n", spec), executor, owner, begin=False)
     try:
-        actor = actor_of(ref)
         ref.snapshot()  # the actor is up and idle
         handled_on: list[str] = []
-        real = actor._on_work_done
+        real = _HANDLERS[_WorkDone]
 
-        def spy(message: Any) -> None:
+        def spy(actor: TaskActor, message: Any) -> None:
             handled_on.append(threading.current_thread().name)
-            real(message)
+            real(actor, message)
 
-        actor._on_work_done = spy  # type: ignore[method-assign]
+        monkeypatch.setitem(_HANDLERS, _WorkDone, spy)
         ref.begin()
         assert owner.done.wait(10)
     finally:
         ref.stop()
         executor.close()
-    assert handled_on == seen  # the work's own thread, not the actor's
     assert seen[0].startswith("taskvisor-call")
+    assert len(handled_on) == 1
+    assert handled_on[0].startswith("TaskActor-")  # the actor's own thread
+
+
+class Broken(CallExecutor):
+    """A kind whose work can never start (a program deleted after its first run)."""
+
+    def start(self, task: Task, ctx: TaskContext) -> None:
+        raise FileNotFoundError("no such program")
+
+
+class RestartAtOnce:
+    """An owner that answers at once: restart, ``limit`` times, then end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.ends: list[AttemptEnded] = []
+        self.done = threading.Event()
+
+    def attempt_ended(self, notice: AttemptEnded) -> Verdict:
+        self.ends.append(notice)
+        if len(self.ends) >= self.limit:
+            return Verdict(notice.attempt)
+        return Verdict(notice.attempt, restart_after=0.0)
+
+    def task_done(self, snapshot: TaskSnapshot) -> None:
+        self.done.set()
+
+
+def test_a_start_that_keeps_failing_restarts_by_message_never_by_recursion() -> None:
+    # Fault: every restart failed to start; the next one began on the same
+    # stack, and after about 330 a RecursionError killed the actor.
+    executor, owner = Broken(), RestartAtOnce(3000)
+    ref = TaskRef.start(Task.new("gone", TaskSpec(name="gone", target=double)), executor, owner)
+    try:
+        assert owner.done.wait(60)
+        snapshot = ref.snapshot()
+    finally:
+        ref.stop()
+        executor.close()
+    assert len(owner.ends) == 3000
+    assert all(not e.started and e.phase is TaskPhase.FAILED for e in owner.ends)
+    assert "no such program" in (owner.ends[-1].error or "")
+    assert snapshot.task.status.attempt == 3000
+    assert snapshot.done
+
+
+class Exploding(CallExecutor):
+    """A kind whose cancel raises what no handler expects."""
+
+    def cancel(self, task: Task, ctx: TaskContext) -> None:
+        raise SystemExit("bug in a kind")
+
+
+@pytest.mark.parametrize("owner_answers", [True, False])
+def test_an_internal_error_in_a_handler_is_a_failed_attempt_for_the_owner(
+    owner_answers: bool,
+) -> None:
+    class Owner(Once):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[AttemptEnded] = []
+            self.ended = threading.Event()
+
+        def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:  # type: ignore[override]
+            self.ends.append(notice)
+            self.ended.set()
+            return Verdict(notice.attempt) if owner_answers else None
+
+    release = threading.Event()
+    executor, owner = Exploding(), Owner()
+    spec = TaskSpec(name="x", target=stubborn, args=[release])
+    ref = TaskRef.start(Task.new("x", spec), executor, owner)
+    try:
+        ref.snapshot()
+        ref.cancel()  # Exploding.cancel raises SystemExit on the actor's thread
+        assert owner.ended.wait(10)
+        assert ref.alive  # the actor lives on: the error was this attempt's, not the process's
+        snapshot = ref.snapshot()
+    finally:
+        release.set()
+        ref.stop()
+        executor.close()
+    (end,) = owner.ends
+    assert end.phase is TaskPhase.FAILED
+    assert "internal error in the task actor: SystemExit: bug in a kind" in (end.error or "")
+    assert snapshot.task.status.attempt == 1
 
 
 def test_messages_that_reach_a_stopped_actor_are_answered() -> None:

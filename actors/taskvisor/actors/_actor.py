@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 import attrs
 import pykka
@@ -46,8 +46,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUNS_KEPT",
+    "AttemptBegan",
     "AttemptEnded",
     "AttemptProgress",
+    "RecordNotSaved",
+    "Replier",
     "TaskActor",
     "TaskOwner",
     "TaskRef",
@@ -74,6 +77,15 @@ class AttemptEnded:
 
 
 @attrs.frozen
+class AttemptBegan:
+    """Notice to a task's owner: attempt ``attempt`` began (``pid`` of a subprocess)."""
+
+    task_id: str
+    attempt: int
+    pid: int | None = None
+
+
+@attrs.frozen
 class Verdict:
     """An owner's answer to ``AttemptEnded``.
 
@@ -84,12 +96,15 @@ class Verdict:
             None ends the task for good (unless ``hold``).
         hold: close the run and wait, idle, for ``TaskRef.restart()`` (a
             supervisor that restarts siblings in order first stops them).
+        event: published right after the run's end (a supervisor's
+            ``RestartScheduled``), so that the end comes first.
     """
 
     attempt: int
     phase: TaskPhase | None = None
     restart_after: float | None = None
     hold: bool = False
+    event: Event | None = None
 
 
 @attrs.frozen
@@ -121,13 +136,28 @@ class AttemptProgress(Event):
     value: Any
 
 
-class TaskOwner(Protocol):
-    """Who a task actor reports to. Called on the task actor's thread: keep it quick."""
+@attrs.frozen
+class RecordNotSaved(Event):
+    """A task's record could not be saved: the store failed. The save is retried."""
 
-    #: Whether an attempt's end may be followed at once by another attempt (a
-    #: supervisor's restart). Then the work's thread handles the end itself
-    #: when the actor is idle, and starts the next attempt without a hand-over.
-    restarts: bool
+    task_id: str
+    error: str
+
+
+class Replier(Protocol):
+    """Whoever waits for the answer to a terminate: a ``Request``, or a shell's notifier."""
+
+    def reply(self, value: Any) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+
+
+class TaskOwner(Protocol):
+    """Who a task actor reports to. Called on the task actor's thread: keep it quick.
+
+    An owner may also define ``attempt_began(notice: AttemptBegan)``, called
+    each time an attempt has begun (a supervisor waits for it before it
+    starts the next child).
+    """
 
     def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
         """Return a verdict now, or None and send one later with ``TaskRef.verdict``."""
@@ -186,7 +216,7 @@ class _Resume:
 
 @attrs.frozen
 class _Terminate:
-    reply: Request
+    reply: Replier
     brutal: bool
     final: bool  # end for good, or stop this attempt and wait for a restart
 
@@ -196,19 +226,18 @@ class _Snapshot:
     pass
 
 
+@attrs.frozen
+class _SaveAgain:
+    pass
+
+
 class _Sink:
-    """The ``TaskSink`` of one attempt: turns reports into messages to the actor.
+    """The ``TaskSink`` of one attempt: turns reports into messages to the actor."""
 
-    With ``direct``, the end of the work is handled on the reporting thread
-    when the actor is idle (``TaskActor.handle_now``): a restart then starts
-    the next attempt without waking the actor's thread.
-    """
+    __slots__ = ("_ctx", "_tell")
 
-    __slots__ = ("_ctx", "_direct", "_tell")
-
-    def __init__(self, tell: Callable[[Any], None], direct: TaskActor | None = None) -> None:
+    def __init__(self, tell: Callable[[Any], None]) -> None:
         self._tell = tell
-        self._direct = direct
         self._ctx: TaskContext | None = None
 
     def bind(self, ctx: TaskContext) -> None:
@@ -220,16 +249,13 @@ class _Sink:
 
     def finished(self, outcome: Outcome) -> None:
         assert self._ctx is not None
-        message = _WorkDone(self._ctx, outcome)
-        if self._direct is None or not self._direct.handle_now(message):
-            _tell_quietly(self._tell, message)
+        _tell_quietly(self._tell, _WorkDone(self._ctx, outcome))
 
 
-class _CountingInbox:
-    """A task actor's inbox: counts the messages put and not yet handled, and
-    once closed, bounces what is put instead of keeping it unread."""
+class _ClosingInbox:
+    """A task actor's inbox: once closed, it answers what is put instead of keeping it unread."""
 
-    __slots__ = ("_closed", "_lock", "bounce", "empty", "get", "put_raw", "unhandled")
+    __slots__ = ("_closed", "_lock", "bounce", "empty", "get", "put_raw")
 
     def __init__(self) -> None:
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -238,22 +264,15 @@ class _CountingInbox:
         self.put_raw = inbox.put
         self._lock = threading.Lock()
         self._closed = False
-        #: Messages put and not yet handled, plus one until ``on_start`` has run.
-        self.unhandled = 1
         #: Answers a message that reached the inbox after it closed.
         self.bounce: Callable[[Envelope[Any]], None] = lambda _envelope: None
 
     def put(self, envelope: Envelope[Any]) -> None:
         with self._lock:
             if not self._closed:
-                self.unhandled += 1
                 self.put_raw(envelope)
                 return
         self.bounce(envelope)
-
-    def handled(self) -> None:
-        with self._lock:
-            self.unhandled -= 1
 
     def close(self) -> list[Envelope[Any]]:
         """Take no more messages; return those still unread."""
@@ -296,10 +315,9 @@ class TaskActor(BaseActor):
         loop_ended: Latch | None = None,
         real_clock: SystemClock | None = None,
         begin: bool = False,
+        unsaved: set[str] | None = None,
     ) -> None:
         super().__init__(threads=threads, loop_ended=loop_ended)
-        #: Held while the actor handles anything, on its thread or (``handle_now``) another.
-        self.turn = threading.Lock()
         self.actor_inbox.bounce = self._bounce
         self.begin = begin  # start the first attempt as soon as the actor runs
         #: Grace periods are about real threads and processes: they use real time.
@@ -308,6 +326,11 @@ class TaskActor(BaseActor):
         self.runs: deque[TaskRun] = deque(maxlen=RUNS_KEPT)
         self.executor = executor
         self.owner = owner
+        self.began: Callable[[AttemptBegan], None] | None = getattr(owner, "attempt_began", None)
+        self.unsaved = unsaved
+        self.save_retry: Timer | None = None
+        self.save_delay = _SAVE_RETRY_FIRST
+        self.crashed = False
         self.bus = bus
         self.store = store
         self.clock: Clock = clock or self.real_clock
@@ -338,18 +361,19 @@ class TaskActor(BaseActor):
         self.brutal = False  # the current wind-down kills at once
         self.terminate_final = False  # a terminate asked to end the task for good
         self.start_error: str | None = None  # why the latest attempt could not start
+        self.restart_by_message = False  # the attempt awaiting a verdict never started
         self.timeout_timer: Timer | None = None
         self.grace_timer: Timer | None = None
         self.restart_timer: Timer | None = None
-        self.waiters: list[Request] = []
+        self.waiters: list[Replier] = []
 
     # pykka entry points ---------------------------------------------------------
 
-    actor_inbox: _CountingInbox
+    actor_inbox: _ClosingInbox
 
     @staticmethod
     def _create_actor_inbox() -> ActorInbox:
-        return _CountingInbox()
+        return _ClosingInbox()
 
     def _actor_loop_teardown(self) -> None:
         for envelope in self.actor_inbox.close():
@@ -373,52 +397,61 @@ class TaskActor(BaseActor):
                 error = pykka.ActorDeadError(f"{self.actor_ref} stopped before handling it")
                 envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
 
-    def _handle_receive(self, message: Any) -> Any:
-        with self.turn:
-            try:
-                return super()._handle_receive(message)
-            finally:
-                self.actor_inbox.handled()
-
     def on_receive(self, message: Any) -> Any:
-        return _HANDLERS[type(message)](self, message)
+        try:
+            return _HANDLERS[type(message)](self, message)
+        except BaseException as exc:  # a bug here is this task's failure, not the tree's
+            self._crash(exc)
+            return None
 
     def on_start(self) -> None:
-        with self.turn:
-            try:
-                if self.restored:
-                    self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
-                elif self.begin:
-                    self._start_attempt()
-            finally:
-                self.actor_inbox.handled()
-
-    def handle_now(self, message: _WorkDone) -> bool:
-        """Handle ``message`` on the calling thread, as the actor's next message.
-
-        Only when the actor is idle, has nothing queued and still runs:
-        then no message can come before this one, and any sent meanwhile
-        waits for ``turn``. Returns whether the message was handled; if
-        not, send it.
-        """
-        if not self.turn.acquire(blocking=False):
-            return False
         try:
-            if self.actor_inbox.unhandled or self.actor_stopped.is_set():
-                return False
-            try:
-                self._on_work_done(message)
-            except Exception:  # pragma: no cover - handlers do not raise
-                self._handle_failure(*sys.exc_info())  # logs it and marks the actor stopped
-                self.on_failure(*sys.exc_info())
-                self.actor_inbox.put_raw(Envelope(pykka.messages._ActorStop()))  # ends its loop
-            return True
+            if self.restored:
+                self._publish(TaskFinished(self.task.id, self.task.status, at=now_ms()))
+            elif self.begin:
+                self._start_attempt()
+        except BaseException as exc:
+            self._crash(exc)
+
+    def _crash(self, exc: BaseException) -> None:
+        """An unexpected error in a handler: end the current attempt as failed, once.
+
+        The owner hears of it like any failed attempt and decides; every
+        waiter is answered. A second error while handling the first leaves
+        the task ended for good.
+        """
+        logger.error("task %s: internal error", self.task.id, exc_info=exc)
+        error = f"internal error in the task actor: {_describe(exc)}"
+        if self.crashed:
+            self.state = _DONE
+            self._reply_waiters()
+            return
+        self.crashed = True
+        try:
+            ctx = self.ctx
+            if self.state == _RUNNING and ctx is not None:
+                try:
+                    self.executor.kill(self.task, ctx)
+                except BaseException:
+                    logger.exception("task %s: could not kill its work", self.task.id)
+                self.end_reason = None
+                self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=error), True)
+            elif self.state == _PENDING:
+                self._end_unstarted()
+            else:
+                self._reply_waiters()
+        except BaseException:
+            logger.exception("task %s: could not report its internal error", self.task.id)
+            self.state = _DONE
+            self._reply_waiters()
         finally:
-            self.turn.release()
+            self.crashed = False
 
     def on_stop(self) -> None:
         self._cancel_timers()
         self.executor.release(self.task.id)
+        if self.unsaved is not None and self.task.id in self.unsaved:
+            self._save()  # a last try
 
     def on_failure(self, *_exc: object) -> None:  # pragma: no cover - handlers do not raise
         self._cancel_timers()
@@ -444,18 +477,19 @@ class TaskActor(BaseActor):
         if message.reply is not None:
             message.reply.reply(self.start_error)
 
-    def _start_attempt(self, closed: _Closed | None = None) -> None:
+    def _start_attempt(self, closed: _Closed | None = None, event: Event | None = None) -> None:
         """Start the next attempt; ``closed`` is the previous run, closed but not yet recorded.
 
         The work is handed over first and the bookkeeping (persist, publish)
-        done after, so a restart's latency does not include it.
+        done after, so a restart's latency does not include it. Work that
+        cannot start ends the attempt as failed, reported to the owner like
+        any end (a restart that follows comes by message, never by recursion).
         """
         task = self.task
         stamp = now_ms()
         task.transition_starting(now=stamp)
         attempt = task.status.attempt
-        direct = self.owner.restarts and self.executor.kind in _DIRECT_KINDS
-        sink = _Sink(self.actor_ref.tell, self if direct else None)
+        sink = _Sink(self.actor_ref.tell)
         ctx = TaskContext(task.id, attempt, self.mailbox, sink)
         sink.bind(ctx)
         self.ctx, self.state, self.end_reason, self.pending = ctx, _RUNNING, None, None
@@ -467,10 +501,16 @@ class TaskActor(BaseActor):
         except Exception as exc:  # the work never began: report that as the attempt's end
             self.start_error = _describe(exc)
             self._record_start(closed, stamp)
+            if event is not None:
+                self._publish(event)
             self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=self.start_error), False)
             return
         self.start_error = None
+        if ctx.pid is not None:
+            run.pid, run.pgid, run.host = ctx.pid, ctx.pgid, _HOST
         self._record_start(closed, stamp)
+        if event is not None:
+            self._publish(event)
         if self._wanted():
             self._publish(AttemptStarted(task.id, attempt, at=stamp))
         if not self.ever_started:
@@ -478,6 +518,8 @@ class TaskActor(BaseActor):
             self._publish(TaskStarted(task.id, at=stamp))
         if task.spec.timeout is not None:
             self.timeout_timer = self._later(task.spec.timeout, _Deadline(ctx, "timeout"), True)
+        if self.began is not None:
+            self.began(AttemptBegan(task.id, attempt, ctx.pid))
 
     def _on_progress(self, message: _Progress) -> None:
         if message.ctx is self.ctx:
@@ -509,6 +551,10 @@ class TaskActor(BaseActor):
             return
         self.pending = outcome
         self.state = _AWAITING
+        self.restart_by_message = not started
+        if self.record is not None:
+            # Saved before anything else happens: a finished attempt is never run again.
+            self._persist_end(outcome)
         notice = AttemptEnded(
             self.task.id, ctx.attempt, outcome.phase, outcome.error, outcome.exit_code, started
         )
@@ -526,13 +572,22 @@ class TaskActor(BaseActor):
         self.pending = None
         final = verdict.restart_after is None and not verdict.hold
         delay = verdict.restart_after or 0.0
-        if not final and not verdict.hold and delay <= 0:
+        if not final and not verdict.hold and delay <= 0 and not self.restart_by_message:
             # Restart now: hand the work over before recording the closed run.
-            self._start_attempt(self._close(outcome, verdict.phase, final=False, record=False))
+            closed = self._close(outcome, verdict.phase, final=False, record=False)
+            self._start_attempt(closed, verdict.event)
             return
         self._close(outcome, verdict.phase, final=final)
+        if verdict.event is not None:
+            self._publish(verdict.event)
         if not final and not verdict.hold:
-            self.restart_timer = self._later(delay, _Restart(self.task.status.attempt), True)
+            # After a start that failed, even "at once" goes through the inbox:
+            # a kind that keeps failing to start never recurses.
+            message = _Restart(self.task.status.attempt)
+            if delay <= 0:
+                _tell_quietly(self.actor_ref.tell, message)
+            else:
+                self.restart_timer = self._later(delay, message, True)
 
     def _close(
         self, outcome: Outcome, override: TaskPhase | None, *, final: bool, record: bool = True
@@ -688,20 +743,59 @@ class TaskActor(BaseActor):
         record = self.record
         if record is None:
             return
-        if record.transition(state, now=stamp):
-            record.error = self.task.status.error
-            if state is TaskState.SUCCEEDED:
-                record.output = output
-            if save:
-                record.runs = [replace(r) for r in self.runs]
-                self._save()
+        if record.state is not state and not record.transition(state, now=stamp):
+            if not (record.state.is_terminal and state.is_terminal):
+                return
+            # The owner closed the run in another phase than the work's own
+            # (``EXHAUSTED``): the record, saved with the work's, follows.
+            record.state, record.updated_at, record.finished_at = state, stamp, stamp
+        record.error = self.task.status.error
+        if state is TaskState.SUCCEEDED:
+            record.output = output
+        if save:
+            record.runs = [replace(r) for r in self.runs]
+            self._save()
+
+    def _persist_end(self, outcome: Outcome) -> None:
+        """Save the attempt's end as the work gave it, before the owner's verdict."""
+        record = self.record
+        assert record is not None
+        stamp = now_ms()
+        state = TaskState.of(outcome.phase)
+        if not record.transition(state, now=stamp):
+            return
+        record.error = outcome.error
+        if state is TaskState.SUCCEEDED:
+            record.output = outcome.output
+        runs = [replace(r) for r in self.runs]
+        if runs and runs[-1].is_active:
+            runs[-1].finish(outcome.phase, outcome.error, outcome.exit_code, now=stamp)
+        record.runs = runs
+        self._save()
 
     def _save(self) -> None:
+        """Save the record; on a store error, say so (log and event) and try again later."""
         assert self.record is not None
         try:
             self.store.put(self.record)
-        except TaskvisorError:
-            logger.exception("task %s: cannot persist its record", self.task.id)
+        except Exception as exc:
+            error = _describe(exc)
+            logger.error("task %s: cannot save its record: %s", self.task.id, error)
+            if self.unsaved is not None:
+                self.unsaved.add(self.task.id)
+            self._publish(RecordNotSaved(self.task.id, error, at=now_ms()))
+            if self.save_retry is None and not self.actor_stopped.is_set():
+                delay, self.save_delay = self.save_delay, min(_SAVE_RETRY_MAX, self.save_delay * 2)
+                self.save_retry = self._later(delay, _SaveAgain(), False)
+            return
+        self.save_delay = _SAVE_RETRY_FIRST
+        if self.unsaved is not None:
+            self.unsaved.discard(self.task.id)
+
+    def _on_save_again(self, _message: _SaveAgain) -> None:
+        self.save_retry = None
+        if self.record is not None:
+            self._save()
 
     def _publish(self, event: Event) -> None:
         if self.bus is not None:
@@ -716,10 +810,10 @@ class TaskActor(BaseActor):
         return clock.call_later(delay, lambda: _tell_quietly(tell, message))
 
     def _cancel_timers(self) -> None:
-        for timer in (self.timeout_timer, self.grace_timer, self.restart_timer):
+        for timer in (self.timeout_timer, self.grace_timer, self.restart_timer, self.save_retry):
             if timer is not None:
                 timer.cancel()
-        self.timeout_timer = self.grace_timer = self.restart_timer = None
+        self.timeout_timer = self.grace_timer = self.restart_timer = self.save_retry = None
 
 
 #: What the task actor does with each message it receives.
@@ -734,6 +828,7 @@ _HANDLERS: dict[type, Callable[[TaskActor, Any], Any]] = {
     _Resume: TaskActor._on_resume,
     _Terminate: TaskActor._on_terminate,
     _Snapshot: TaskActor._on_snapshot,
+    _SaveAgain: TaskActor._on_save_again,
 }
 
 
@@ -743,9 +838,11 @@ _REAL_CLOCK = SystemClock()
 
 _END_REASONS = {"cancel": "cancelled", "terminate": "terminated by its owner"}
 
-#: Kinds whose work reports its end from a thread of its own (not an event
-#: loop that other tasks share): that thread may handle the end itself.
-_DIRECT_KINDS = frozenset({"call", "subprocess"})
+#: The name of this host, recorded in the runs of subprocess attempts.
+_HOST = socket.gethostname()
+
+#: A save that failed is tried again after this many seconds, doubling up to the maximum.
+_SAVE_RETRY_FIRST, _SAVE_RETRY_MAX = 0.5, 10.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -790,6 +887,7 @@ class TaskRef:
         begin: bool = True,
         threads: ActorThreads | None = None,
         real_clock: SystemClock | None = None,
+        unsaved: set[str] | None = None,
     ) -> TaskRef:
         """Start the actor for ``task`` (and its first attempt, if ``begin``).
 
@@ -813,6 +911,7 @@ class TaskRef:
             loop_ended=loop_ended,
             real_clock=real_clock,
             begin=begin,
+            unsaved=unsaved,
         )
         return cls(ref, task, executor, mailbox, loop_ended)
 
@@ -892,14 +991,25 @@ class TaskRef:
             raise WaitTimeout(f"task actor {self.id!r} has stopped") from None
         return result
 
-    def terminate(self, *, brutal: bool = False, final: bool = True) -> Request:
+    @overload
+    def terminate(
+        self, *, brutal: bool = False, final: bool = True, reply: None = None
+    ) -> Request: ...
+
+    @overload
+    def terminate(self, *, brutal: bool = False, final: bool = True, reply: Replier) -> Replier: ...
+
+    def terminate(
+        self, *, brutal: bool = False, final: bool = True, reply: Replier | None = None
+    ) -> Replier:
         """Stop the current attempt (its run closes ``CANCELLED``).
 
         With ``final`` the task ends for good; otherwise it waits, idle, for
-        ``restart()``. The returned request is answered with a snapshot
-        once the attempt has ended.
+        ``restart()``. ``reply`` (default: a new ``Request``, returned) is
+        answered with a snapshot once the attempt has ended, or failed with
+        ``WaitTimeout`` when the actor has already stopped.
         """
-        request = Request(None)
+        request: Replier = Request(None) if reply is None else reply
         try:
             self._ref.tell(_Terminate(request, brutal, final))
         except pykka.ActorDeadError:

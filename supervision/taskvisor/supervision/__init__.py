@@ -45,6 +45,7 @@ from ._supervisor import (
     Supervisor,
     SupervisorError,
     SupervisorGaveUp,
+    SupervisorHandle,
     SupervisorRef,
     SupervisorStopped,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "SupervisorError",
     "SupervisorExhausted",
     "SupervisorGaveUp",
+    "SupervisorHandle",
     "SupervisorRef",
     "SupervisorShutdown",
     "SupervisorSpec",

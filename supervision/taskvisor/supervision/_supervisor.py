@@ -1,17 +1,18 @@
-"""The Supervisor actor: OTP supervision on task actors.
+"""The supervisor actor: a thin shell around one ``Node`` state machine.
 
-A supervisor is a pykka actor that starts its children in order, hears
-when one ends, asks the pure core (``decide``) what to do, and does it:
-restart children in place, give up, or shut down. It never blocks on user
-work; it blocks only while it terminates children, as OTP's does.
+Each supervisor of a tree is a pykka actor that owns a ``Node`` (see
+``_node.py``). It turns messages (a child began or ended, a terminate is
+done, a timer fired, an API call, a stop) into node inputs, and the node's
+commands into messages (start, terminate or settle a child, start a timer,
+report to the parent, reply to a caller, publish an event). No handler
+ever waits: a terminate is answered by a message, a start by the child's
+``attempt_began`` notice.
 
-Children end in two steps. A child whose work ended reports it and waits
-for a verdict; the supervisor answers "restart" (now, after a backoff
-delay, or once its siblings are stopped), "end for good", or "close as
-``EXHAUSTED``". Siblings stopped for a ONE_FOR_ALL or REST_FOR_ONE restart
-close their runs as ``CANCELLED`` and are held until they are restarted in
-start order. Nested supervisors follow the same protocol, so escalation is
-a child supervisor's run ending ``EXHAUSTED``.
+The root's owner is a ``SupervisorRef``. Its ``stop(timeout)`` is one
+deadline for the whole tree: children stop in reverse start order within
+their graces; what is still running close to the deadline is killed (a
+``call`` that cannot be killed is abandoned and reported), and every
+thread and process is gone when it returns.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import pykka
+import pykka.messages
 
 from taskvisor.actors import (
+    AttemptBegan,
     AttemptEnded,
     BaseActor,
     Clock,
-    Event,
     EventBus,
     Request,
     Restart,
@@ -49,39 +52,56 @@ from taskvisor.actors import (
     Verdict,
     WaitTimeout,
     default_executors,
-    now_ms,
     resume_record,
 )
+from taskvisor.actors._actor import _ClosingInbox
 from taskvisor.actors._base import ActorThreads
-from taskvisor.actors._publish import logging_wanted
 from taskvisor.actors._service import close_shared
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
-from ._policy import (
-    ChildExit,
-    ChildInfo,
-    Decision,
-    GiveUp,
-    Ignore,
-    Policy,
-    RestartChildren,
-    Shutdown,
-    SupervisorState,
-    decide,
-    removed,
-    started,
-    stopped,
+from ._node import (
+    CHILD_RUNNING,
+    CHILD_STARTING,
+    TERMINATING,
+    Boot,
+    Call,
+    ChildEnded,
+    ChildStarted,
+    ChildTerminated,
+    Command,
+    Decided,
+    Escalated,
+    ForgetChild,
+    Input,
+    Node,
+    NodeError,
+    Publish,
+    Reply,
+    ReportEnded,
+    ReportStarted,
+    ReportStopped,
+    RestartScheduled,
+    Settle,
+    SettleChild,
+    StartChild,
+    StartTimer,
+    StopNode,
+    SupervisorGaveUp,
+    SupervisorStopped,
+    TerminateChild,
+    TimerFired,
 )
+from ._policy import GiveUp, RestartChildren
 from ._spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 __all__ = [
     "ChildRow",
-    "ChildSupervisorEnded",
     "Escalated",
     "RestartScheduled",
     "Supervisor",
     "SupervisorError",
     "SupervisorGaveUp",
+    "SupervisorHandle",
     "SupervisorRef",
     "SupervisorStopped",
 ]
@@ -90,75 +110,58 @@ logger = logging.getLogger("taskvisor.supervision")
 
 AnySupervisorSpec = SupervisorSpec | DynamicSupervisorSpec
 
+#: How long an API call waits for the supervisor's answer by default (seconds).
+CALL_TIMEOUT = 60.0
+
 
 class SupervisorError(TaskvisorError, RuntimeError):
-    """Raised when a dynamic-API call cannot be done (OTP's ``{error, Reason}``).
+    """Raised when an API call cannot be done (OTP's ``{error, Reason}``).
 
-    ``reason`` is one of ``not_found``, ``running``, ``not_running``,
-    ``already_present``, ``max_children``, ``stopped``, ``start_failed``.
+    ``reason`` is one of ``not_found``, ``running``, ``restarting``,
+    ``already_present``, ``max_children``, ``bad_spec``, ``stopped``,
+    ``start_failed``, ``crashed``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
-
-# ------------------------------------------------------------------------------ events
-
-
-@attrs.frozen
-class RestartScheduled(Event):
-    """A supervisor will restart ``restart`` (start order) after ``delay`` seconds."""
-
-    supervisor: str
-    child: str
-    restart: tuple[str, ...]
-    delay: float
-
-
-@attrs.frozen
-class SupervisorGaveUp(Event):
-    """A supervisor's restart budget ran out when ``child`` ended; it is exiting."""
-
-    supervisor: str
-    child: str
-    reason: str
-
-
-@attrs.frozen
-class Escalated(Event):
-    """A supervisor that gave up reported it to its parent ``parent``."""
-
-    supervisor: str
-    parent: str
-
-
-@attrs.frozen
-class SupervisorStopped(Event):
-    """A supervisor ended: ``reason`` is ``shutdown`` (auto), ``gave_up`` or ``stopped``."""
-
-    supervisor: str
-    reason: str
-
-
-@attrs.frozen
-class ChildSupervisorEnded:
-    """Notice from a child supervisor to its parent (like ``AttemptEnded``, with the chain)."""
-
-    notice: AttemptEnded
-    chain: tuple[Failure, ...]
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.reason, str(self))
 
 
 @attrs.frozen
 class ChildRow:
-    """One row of ``which_children``: OTP's ``{Id, Child, Type, Modules}`` and more."""
+    """One row of ``which_children``: OTP's ``{Id, Child, Type, Modules}`` and more.
+
+    Attributes:
+        id: the child's id.
+        kind: ``"worker"`` or ``"supervisor"``.
+        running: whether an attempt runs (or is being started or stopped).
+        phase: the latest attempt's phase (``RUNNING`` while it runs).
+        attempt: how many attempts it has begun; unchanged while it waits
+            out a restart delay.
+        restart: its restart type.
+        status: ``running``, ``starting``, ``terminating``, ``restarting``
+            (waiting out a restart delay, OTP's ``restarting``), ``pending``
+            (defined, not running) or ``ended`` (not restarted).
+        restarts: how many restarts of it were decided.
+        error: the latest attempt's error, if any.
+        since: when it entered ``status``, on the tree's clock (seconds).
+        pid: the process id of a running ``subprocess`` child.
+    """
 
     id: str
-    kind: str  # "worker" or "supervisor"
+    kind: str
     running: bool
     phase: TaskPhase
     attempt: int
     restart: Restart
+    status: str = "running"
+    restarts: int = 0
+    error: str | None = None
+    since: float = 0.0
+    pid: int | None = None
 
 
 # ------------------------------------------------------------------------------ runtime
@@ -172,78 +175,23 @@ class _Runtime:
     executors: dict[str, TaskExecutor]
     store: Any
     clock: Clock
-    ports: list[Any] = attrs.Factory(list)  # every actor started, for the final stop
+    ports: dict[int, Any] = attrs.Factory(dict)  # every live actor, for the final stop
     lock: threading.Lock = attrs.Factory(threading.Lock)
-    threads: ActorThreads = attrs.Factory(ActorThreads)  # every actor of the tree runs on these
-    real_clock: SystemClock = attrs.Factory(lambda: SystemClock(keep_thread=True))  # graces
+    threads: ActorThreads = attrs.Factory(ActorThreads)
+    real_clock: SystemClock = attrs.Factory(lambda: SystemClock(keep_thread=True))
+    unsaved: set[str] = attrs.Factory(set)  # tasks whose latest record could not be saved
 
     def track(self, port: Any) -> None:
         with self.lock:
-            self.ports.append(port)
+            self.ports[id(port)] = port
 
+    def untrack(self, port: Any) -> None:
+        with self.lock:
+            self.ports.pop(id(port), None)
 
-class _Port(Protocol):
-    """What a supervisor needs of a child: a task actor or a child supervisor."""
-
-    def begin_and_confirm(self) -> Request: ...
-    def verdict(self, verdict: Verdict) -> None: ...
-    def restart(self) -> None: ...
-    def restart_and_confirm(self) -> Request: ...
-    def terminate(self, *, brutal: bool = False, final: bool = True) -> Request: ...
-    def stop(self, timeout: float | None = 10.0) -> None: ...
-    def stop_soon(self) -> None: ...
-
-
-@attrs.define(eq=False)
-class _Child:
-    spec: ChildSpec
-    info: ChildInfo
-    port: _Port
-    running: bool = False  # an attempt is running or awaits our verdict
-    settled: int = 0  # highest attempt number already handled
-    attempt: int = 0
-    phase: TaskPhase = TaskPhase.PENDING
-    restored: bool = False  # ended in a previous life (found in the store): not started
-
-    @property
-    def id(self) -> str:
-        return self.spec.name
-
-    @property
-    def is_supervisor(self) -> bool:
-        return not isinstance(self.spec, TaskSpec)
-
-
-class _ChildOwner:
-    """A task child's owner: forwards its notices to the supervisor's inbox.
-
-    A lone restart of this child is decided at once, on the child's thread,
-    when the supervisor is idle (``SupervisorActor.decide_alone``); any
-    other decision goes through the supervisor's inbox.
-    """
-
-    __slots__ = ("_child_id", "_decide_alone", "_tell")
-
-    restarts = True
-
-    def __init__(
-        self,
-        tell: Callable[[Any], None],
-        child_id: str,
-        decide_alone: Callable[[str, AttemptEnded], Verdict | None],
-    ) -> None:
-        self._tell = tell
-        self._child_id = child_id
-        self._decide_alone = decide_alone
-
-    def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
-        verdict = self._decide_alone(self._child_id, notice)
-        if verdict is None:
-            _quiet(self._tell, _ChildEnded(self._child_id, notice, ()))
-        return verdict
-
-    def task_done(self, snapshot: TaskSnapshot) -> None:
-        _quiet(self._tell, _ChildDone(self._child_id, snapshot.task.status.phase))
+    def all_ports(self) -> list[Any]:
+        with self.lock:
+            return list(self.ports.values())
 
 
 def _quiet(tell: Callable[[Any], None], message: Any) -> None:
@@ -257,58 +205,73 @@ def _quiet(tell: Callable[[Any], None], message: Any) -> None:
 
 
 @attrs.frozen
-class _Init:
-    reply: Request
+class _In:
+    input: Input
 
 
 @attrs.frozen
-class _ChildEnded:
-    child: str
-    notice: AttemptEnded
-    chain: tuple[Failure, ...]
-
-
-@attrs.frozen
-class _ChildDone:
-    child: str
-    phase: TaskPhase
-
-
-@attrs.frozen
-class _RestartDue:
-    ids: tuple[str, ...]
-    token: int
+class _Stop:
+    seq: int
+    request: StopNode
 
 
 @attrs.frozen
 class _Api:
     name: str
     args: tuple[Any, ...]
-
-
-@attrs.frozen
-class _Terminate:
     reply: Request
-    brutal: bool
-    final: bool
 
 
 @attrs.frozen
-class _ParentVerdict:
-    verdict: Verdict
+class _Query:
+    name: str
+    args: tuple[Any, ...] = ()
 
 
-@attrs.frozen
-class _Resume:
-    reply: Request | None = None
+class _Notify:
+    """A ``Replier`` that turns a task actor's answer into a message to the supervisor."""
+
+    __slots__ = ("_message", "_tell")
+
+    def __init__(self, tell: Callable[[Any], None], message: Any) -> None:
+        self._tell = tell
+        self._message = message
+
+    def reply(self, _value: Any) -> None:
+        _quiet(self._tell, self._message)
+
+    def fail(self, _error: BaseException) -> None:
+        _quiet(self._tell, self._message)
+
+
+class _ChildOwner:
+    """A task child's owner: forwards its notices to the supervisor's inbox."""
+
+    __slots__ = ("_child_id", "_tell")
+
+    def __init__(self, tell: Callable[[Any], None], child_id: str) -> None:
+        self._tell = tell
+        self._child_id = child_id
+
+    def attempt_began(self, notice: AttemptBegan) -> None:
+        _quiet(self._tell, _In(ChildStarted(self._child_id, notice.attempt, notice.pid)))
+
+    def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
+        ended = ChildEnded(
+            self._child_id, notice.attempt, notice.phase, notice.error, notice.started
+        )
+        _quiet(self._tell, _In(ended))
+        return None
+
+    def task_done(self, snapshot: TaskSnapshot) -> None:
+        pass
+
+
+#: How a supervisor reports to its owner: (a Report* command, the seq of the stop it answers).
+Report = Callable[[Command, int], None]
 
 
 # ------------------------------------------------------------------------------ the actor
-
-_STARTING, _RUNNING, _EXITED, _HELD, _STOPPED = "starting", "running", "exited", "held", "stopped"
-
-#: Reports a supervisor's own end to whoever owns it (a parent, or the root's ref).
-Report = Callable[[ChildSupervisorEnded], None]
 
 
 class SupervisorActor(BaseActor):
@@ -320,102 +283,139 @@ class SupervisorActor(BaseActor):
         self.path = path
         self.runtime = runtime
         self.report = report
-        self.policy = Policy.of(spec)
         self.clock = runtime.clock
-        self.children: list[_Child] = []
-        self.by_id: dict[str, _Child] = {}
-        self.infos: tuple[ChildInfo, ...] = ()
-        self.state = SupervisorState.initial((), 0.0)
-        self.status = _STARTING
-        self.attempt = 0  # incarnations of this supervisor (restarts in place)
-        self.token = itertools.count(1)  # invalidates restart timers of older decisions
-        self.pending_restart: int | None = None
-        self.dynamic_ids = itertools.count(1)
-        self.exit_chain: tuple[Failure, ...] = ()
-        # Held while a message is handled, and by a child deciding its lone restart.
-        self.lock = threading.Lock()
-        self._handlers: dict[type, Callable[[Any], Any]] = {
-            _Init: self._on_init,
-            _ChildEnded: self._on_child_ended,
-            _ChildDone: self._on_child_done,
-            _RestartDue: self._on_restart_due,
-            _Api: self._on_api,
-            _Terminate: self._on_terminate,
-            _ParentVerdict: self._on_parent_verdict,
-            _Resume: self._on_resume,
-        }
+        self.node = Node(spec, path)
+        self.ports: dict[str, Any] = {}
+        self.records: dict[str, TaskRecord] = {}
+        self.calls: dict[int, Request] = {}
+        self.call_ids = itertools.count(1)
+        self.stop_seq = 0
+        self.booted = False
+        self.forgotten: dict[str, _SupervisorPort] = {}
+        self.actor_inbox.bounce = self._bounce
+
+    actor_inbox: _ClosingInbox
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return _ClosingInbox()
+
+    def _actor_loop_teardown(self) -> None:
+        for envelope in self.actor_inbox.close():
+            self._bounce(envelope)
+
+    def _bounce(self, envelope: Any) -> None:
+        """Answer whoever waits on a message that came after the actor stopped."""
+        message = envelope.message
+        if isinstance(message, _Api):
+            message.reply.fail(SupervisorError("stopped", f"supervisor {self.path!r} has stopped"))
+        elif isinstance(message, _Stop) and self.stop_seq >= -1:
+            self.stop_seq = message.seq
+            self.report(ReportStopped(self.node.attempt), message.seq)
+        if envelope.reply_to is not None:
+            if isinstance(message, pykka.messages._ActorStop):
+                envelope.reply_to.set(None)
+            else:
+                error = pykka.ActorDeadError(f"supervisor {self.path!r} has stopped")
+                envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
 
     def on_receive(self, message: Any) -> Any:
-        with self.lock:
-            return self._handlers[type(message)](message)
-
-    # starting ---------------------------------------------------------------------
-
-    def _on_init(self, message: _Init) -> None:
+        kind = type(message)
+        if kind is _Query:
+            return self._query(message)  # its errors go back to the asker
         try:
-            self._start_all(first=True)
-        except ChildStartError as exc:
-            message.reply.fail(exc)
+            if kind is _In:
+                self._step(message.input)
+            elif kind is _Stop:
+                self.stop_seq = message.seq
+                self._step(message.request)
+            elif kind is _Api:
+                call_id = next(self.call_ids)
+                self.calls[call_id] = message.reply
+                self._step(Call(call_id, message.name, message.args))
+        except BaseException as exc:  # a bug here is this supervisor's failure, not the tree's
+            self._crash(exc)
+        return None
+
+    # ------------------------------------------------------------------- inputs
+
+    def _step(self, event: Input) -> None:
+        if type(event) is Boot and not self.booted:
+            self.booted = True
+            event = Boot(self._restored())
+        elif type(event) is ChildTerminated and event.child in self.forgotten:
+            port = self.forgotten.pop(event.child)
+            port.stop_soon()
+            self.runtime.untrack(port)
             return
-        message.reply.reply(None)
+        self._execute(self.node.step(event, self.clock.now()))
 
-    def _start_all(self, *, first: bool) -> None:
-        """Start (or restart fresh) every child in order; on a failure stop the started ones.
-
-        Raises:
-            ChildStartError: naming the child that could not start.
-        """
-        self.attempt += 1
-        now = self.clock.now()
-        if first:
-            specs: Sequence[ChildSpec] = (
-                self.spec.children if isinstance(self.spec, SupervisorSpec) else ()
-            )
-            for spec in specs:
-                self._define(spec, index=False, resume=True)
-            self.infos = tuple(c.info for c in self.children)
-        else:
-            for child in list(self.children):  # a restarted supervisor forgets temporaries
-                if child.info.restart is Restart.TEMPORARY and not child.running:
-                    self._forget(child)
-        self.state = SupervisorState.initial(self.infos, now)
-        self.status = _RUNNING
-        begun: list[_Child] = []
-        for child in self.children:
-            if first and child.restored:
-                self.state = stopped(self.state, child.id)
+    def _restored(self) -> dict[str, tuple[TaskPhase, int]]:
+        """Children found ended in the store, not to run again (a tree's first start)."""
+        store = self.runtime.store
+        if store is None or not isinstance(self.spec, SupervisorSpec):
+            return {}
+        restored: dict[str, tuple[TaskPhase, int]] = {}
+        for spec in self.spec.children:
+            if not isinstance(spec, TaskSpec):
                 continue
-            request = child.port.begin_and_confirm() if first else child.port.restart_and_confirm()
-            error = self._confirm(child, request)
-            if error is not None:
-                self._terminate_all(reversed(begun), final=True)
-                self.status = _STOPPED
-                raise ChildStartError(f"{self.path}/{child.id}", error)
-            begun.append(child)
+            record: TaskRecord | None = store.get(f"{self.path}/{spec.name}")
+            if record is None:
+                continue
+            if record.state is TaskState.RUNNING:
+                resume_record(record, spec)
+                store.put(record)
+            self.records[spec.name] = record
+            if not _runs_again(record, spec):
+                restored[spec.name] = (TaskPhase(record.state.value), record.attempts)
+                self._create(spec, restored=True)
+        return restored
 
-    def _define(self, spec: ChildSpec, *, index: bool = True, resume: bool = False) -> _Child:
-        """Create the child's actor (not started) and add it at the end.
+    # ------------------------------------------------------------------- commands
 
-        With ``resume`` (a tree's first start), a task child found in the store
-        that should not run again starts as ended, with its stored status.
-        """
+    def _execute(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            kind = type(command)
+            if kind is StartChild:
+                self._start_child(command)  # type: ignore[arg-type]
+            elif kind is TerminateChild:
+                self._terminate_child(command)  # type: ignore[arg-type]
+            elif kind is SettleChild:
+                self._settle_child(command)  # type: ignore[arg-type]
+            elif kind is Publish:
+                self.runtime.bus.publish(command.event)  # type: ignore[union-attr,arg-type]
+            elif kind is Reply:
+                self._reply(command)  # type: ignore[arg-type]
+            elif kind is StartTimer:
+                self._start_timer(command)  # type: ignore[arg-type]
+            elif kind is ForgetChild:
+                self._forget_child(command.child)  # type: ignore[union-attr]
+            elif kind is Decided:
+                self._log_decision(command)  # type: ignore[arg-type]
+            else:  # ReportStarted, ReportEnded, ReportStopped
+                self.report(command, self.stop_seq)
+
+    def _tell(self, message: Any) -> None:
+        _quiet(self.actor_ref.tell, message)
+
+    def _create(self, spec: ChildSpec, *, restored: bool = False) -> Any:
+        """Create the actor of a child (not started)."""
         path = f"{self.path}/{spec.name}"
         tell = self.actor_ref.tell
-        port: _Port
-        record: TaskRecord | None = None
-        restored = False
+        port: Any
         if isinstance(spec, TaskSpec):
             executor = self.runtime.executors.get(spec.kind)
             if executor is None:
                 raise ChildStartError(path, f"no executor for task kind {spec.kind!r}")
-            record = self._stored(path, spec)
-            restored = resume and record is not None and not _runs_again(record, spec)
+            record = self.records.pop(spec.name, None)
+            if record is None and self.runtime.store is not None:
+                record = self.runtime.store.get(path)
             task = Task.new(path, spec)
             self.runtime.bus.publish(TaskAccepted(path, spec.name, at=task.metadata.created_at))
             port = TaskRef.start(
                 task,
                 executor,
-                _ChildOwner(tell, spec.name, self.decide_alone),
+                _ChildOwner(tell, spec.name),
                 bus=self.runtime.bus,
                 store=self.runtime.store,
                 clock=self.clock,
@@ -424,383 +424,220 @@ class SupervisorActor(BaseActor):
                 begin=False,
                 threads=self.runtime.threads,
                 real_clock=self.runtime.real_clock,
+                unsaved=self.runtime.unsaved,
             )
         else:
-            name = spec.name
-
-            def report(ended: ChildSupervisorEnded) -> None:
-                _quiet(tell, _ChildEnded(name, ended.notice, ended.chain))
-
-            port = _SupervisorPort.start(spec, path, self.runtime, report)
+            port = _SupervisorPort.start(spec, path, self.runtime, _child_report(tell, spec.name))
+            port.parent = self.actor_ref
+            port.name = spec.name
         self.runtime.track(port)
-        child = _Child(spec, ChildInfo.of(spec), port, restored=restored)
-        if record is not None:
-            child.attempt = child.settled = record.attempts
-            child.phase = TaskPhase(record.state.value)
-        self.children.append(child)
-        self.by_id[child.id] = child
-        if index:
-            self.infos = tuple(c.info for c in self.children)
-        return child
+        self.ports[spec.name] = port
+        return port
 
-    def _stored(self, path: str, spec: TaskSpec) -> TaskRecord | None:
-        """The child's record from the store; a run lost with its process is closed."""
-        store = self.runtime.store
-        if store is None:
-            return None
-        record: TaskRecord | None = store.get(path)
-        if record is not None and record.state is TaskState.RUNNING:
-            resume_record(record, spec)
-            store.put(record)
-        return record
-
-    def _on_child_ended(self, message: _ChildEnded) -> None:
-        child = self.by_id.get(message.child)
-        notice = message.notice
-        if child is None or notice.attempt <= child.settled or self.status != _RUNNING:
-            if child is not None and self.status != _RUNNING and notice.attempt > child.settled:
-                # Ended while we were exiting or starting: settle it, held.
-                child.settled = notice.attempt
-                child.port.verdict(Verdict(notice.attempt, hold=True))
-            return
-        self._settle(child, notice)
-        self.state, decision = self._decide(child, notice)
-        if isinstance(decision, Ignore):
-            child.running = False
-            child.port.verdict(Verdict(notice.attempt))
-            if decision.remove:
-                self._forget(child)
-        elif isinstance(decision, RestartChildren):
-            self._restart(child, notice, decision)
-        elif isinstance(decision, GiveUp):
-            failure = Failure(self.path, child.id, notice.phase, notice.error)
-            self.exit_chain = (*message.chain, failure)
-            child.port.verdict(Verdict(notice.attempt, phase=TaskPhase.EXHAUSTED, hold=True))
-            child.running = False
-            child.phase = TaskPhase.EXHAUSTED
-            self._publish(SupervisorGaveUp(self.path, child.id, decision.reason, at=now_ms()))
-            logger.error("%s: giving up: %s", self.path, decision.reason)
-            self._exit(TaskPhase.EXHAUSTED, decision.reason, decision.terminate)
-        else:
-            assert isinstance(decision, Shutdown)
-            child.running = False
-            child.port.verdict(Verdict(notice.attempt, hold=True))
-            self._exit(TaskPhase.SUCCEEDED, "auto_shutdown", decision.terminate)
-
-    def decide_alone(self, child_id: str, notice: AttemptEnded) -> Verdict | None:
-        """Decide a child's lone restart on the child's own thread, saving two hops.
-
-        Only when this supervisor is idle (its lock is free) and the decision
-        restarts that child alone; otherwise return None, and the notice goes
-        through the inbox as usual. ``decide`` is pure, so a decision not
-        taken here leaves no trace.
-        """
-        if not self.lock.acquire(blocking=False):
-            return None
-        try:
-            child = self.by_id.get(child_id)
-            if child is None or self.status != _RUNNING or notice.attempt <= child.settled:
-                return None
-            state, decision = self._decide(child, notice)
-            if not isinstance(decision, RestartChildren) or not _alone(child, decision):
-                return None
-            self.state = state
-            self._settle(child, notice)
-            return self._restart_alone(child, notice, decision)
-        finally:
-            self.lock.release()
-
-    def _settle(self, child: _Child, notice: AttemptEnded) -> None:
-        child.settled = child.attempt = notice.attempt
-        child.phase = notice.phase
-
-    def _decide(self, child: _Child, notice: AttemptEnded) -> tuple[SupervisorState, Decision]:
-        exit_ = ChildExit(child.id, notice.phase, notice.error)
-        return decide(self.policy, self.infos, self.state, exit_, self.clock.now())
-
-    def _restart_alone(
-        self, child: _Child, notice: AttemptEnded, decision: RestartChildren
-    ) -> Verdict:
-        """The child restarts itself, after its delay (ONE_FOR_ONE and the like)."""
-        child.attempt += 1
-        self._restarting(child, notice, decision)
-        return Verdict(notice.attempt, restart_after=decision.delay)
-
-    def _restarting(self, child: _Child, notice: AttemptEnded, decision: RestartChildren) -> None:
-        delay = decision.delay
-        if self.runtime.bus.wanted:
-            event = RestartScheduled(self.path, child.id, decision.restart, delay, at=now_ms())
-            self._publish(event)
-        if logging_wanted(logger, logging.WARNING):
-            logger.warning(
-                "%s: child %r ended %s, restarting %s: %s",
-                self.path,
-                child.id,
-                notice.phase.value,
-                ", ".join(decision.restart),
-                notice.error,
-            )
-
-    def _restart(self, child: _Child, notice: AttemptEnded, decision: RestartChildren) -> None:
-        delay = decision.delay
-        if _alone(child, decision):
-            child.port.verdict(self._restart_alone(child, notice, decision))
-            return
-        self._restarting(child, notice, decision)
-        child.running = False
-        child.port.verdict(Verdict(notice.attempt, hold=True))
-        self._terminate_all(
-            (self.by_id[i] for i in decision.terminate if i in self.by_id), final=False
-        )
-        for dropped in decision.drop:
-            if dropped in self.by_id:
-                self.by_id[dropped].port.terminate(final=True).wait(None)
-                self._forget(self.by_id[dropped])
-        token = next(self.token)
-        self.pending_restart = token
-        if delay <= 0:
-            self._restart_now(decision.restart)
-        else:
-            self.clock.call_later(
-                delay, lambda: _quiet(self.actor_ref.tell, _RestartDue(decision.restart, token))
-            )
-
-    def _on_restart_due(self, message: _RestartDue) -> None:
-        if self.status == _RUNNING and self.pending_restart == message.token:
-            self._restart_now(message.ids)
-
-    def _restart_now(self, ids: Iterable[str]) -> None:
-        """Restart children one by one, in start order, each confirmed before the next."""
-        self.pending_restart = None
-        for child_id in ids:
-            child = self.by_id.get(child_id)
-            if child is not None and not child.running:
-                self._confirm(child, child.port.restart_and_confirm())
-
-    def _confirm(self, child: _Child, request: Request) -> str | None:
-        """Wait for a child's start; it runs (or, if it could not start, reports a failure)."""
-        try:
-            error: str | None = request.wait(60)
-        except WaitTimeout:
-            error = "did not confirm its start within 60s"
-        child.running = True  # a start error arrives as the end of this attempt
-        child.attempt += 1
-        self.state = started(self.state, child.id, self.clock.now())
-        return error
-
-    def _on_child_done(self, message: _ChildDone) -> None:
-        child = self.by_id.get(message.child)
-        if child is not None:
-            child.phase = message.phase
-
-    # exiting ----------------------------------------------------------------------
-
-    def _exit(self, phase: TaskPhase, reason: str, terminate: Iterable[str]) -> None:
-        """Stop the other children (reverse start order, held) and report to the owner."""
-        self.status = _EXITED
-        self._terminate_all((self.by_id[i] for i in terminate if i in self.by_id), final=False)
-        self._terminate_all(reversed([c for c in self.children if c.running]), final=False)
-        self._publish(
-            SupervisorStopped(
-                self.path, "gave_up" if phase is TaskPhase.EXHAUSTED else "shutdown", at=now_ms()
-            )
-        )
-        if "/" in self.path and phase is TaskPhase.EXHAUSTED:
-            self._publish(Escalated(self.path, self.path.rpartition("/")[0], at=now_ms()))
-        notice = AttemptEnded(self.path, self.attempt, phase, reason)
-        self.report(ChildSupervisorEnded(notice, self.exit_chain))
-
-    def _terminate_all(self, children: Iterable[_Child], *, final: bool) -> None:
-        """Terminate each child in the given order, waiting for each (OTP's shutdown)."""
-        for child in children:
-            brutal = child.spec.shutdown == "brutal"
-            request = child.port.terminate(brutal=brutal, final=final)
-            grace = child.spec.shutdown
-            timeout = None if grace == "infinity" else (0 if brutal else float(grace)) + 30.0
+    def _start_child(self, command: StartChild) -> None:
+        port = self.ports.get(command.child)
+        if port is None:
             try:
-                snapshot = request.wait(timeout)
-            except WaitTimeout:
-                logger.error("%s: child %r did not stop in time", self.path, child.id)
-                continue
-            except TaskvisorError:
-                snapshot = None
-            child.running = False
-            if isinstance(snapshot, TaskSnapshot):
-                child.settled = max(child.settled, snapshot.task.status.attempt)
-                child.phase = snapshot.task.status.phase
-            elif isinstance(snapshot, _SupervisorSnapshot):
-                child.settled = max(child.settled, snapshot.attempt)
-                child.phase = snapshot.phase
-
-    def _forget(self, child: _Child) -> None:
-        """Delete a child's spec and stop its actor (after what it was already told)."""
-        self.children.remove(child)
-        del self.by_id[child.id]
-        self.infos = tuple(c.info for c in self.children)
-        self.state = removed(self.state, child.id)
-        if child.running:
-            child.port.terminate(final=True).wait(None)
-        child.port.stop()
-
-    def _on_terminate(self, message: _Terminate) -> None:
-        """Stop every child in reverse start order; held (final=False) or for good."""
-        self.pending_restart = None
-        was = self.status
-        self.status = _EXITED
-        self._terminate_all(reversed(self.children), final=message.final)
-        if message.final:
-            self.status = _STOPPED
-            if was != _STOPPED:
-                self._publish(SupervisorStopped(self.path, "stopped", at=now_ms()))
+                port = self._create(command.spec)
+            except ChildStartError as exc:
+                self._tell(_In(ChildEnded(command.child, 1, TaskPhase.FAILED, exc.error, False)))
+                return
+            if isinstance(port, TaskRef):
+                port.begin()
+            else:
+                port.boot()
+        elif isinstance(port, TaskRef):
+            port.restart()
         else:
-            self.status = _HELD
-        message.reply.reply(self._snapshot())
+            port.boot()
 
-    def _on_parent_verdict(self, message: _ParentVerdict) -> None:
-        verdict = message.verdict
-        if self.status != _EXITED or verdict.attempt != self.attempt:
+    def _terminate_child(self, command: TerminateChild) -> None:
+        port = self.ports.get(command.child)
+        done = _In(ChildTerminated(command.child, command.seq))
+        if port is None:
+            self._tell(done)
+        elif isinstance(port, TaskRef):
+            port.terminate(
+                brutal=command.brutal, final=command.final, reply=_Notify(self._tell, done)
+            )
+        else:
+            port.stop_node(command.seq, brutal=command.brutal, final=command.final)
+
+    def _settle_child(self, command: SettleChild) -> None:
+        port = self.ports.get(command.child)
+        if isinstance(port, TaskRef):
+            verdict = Verdict(
+                command.attempt,
+                phase=command.phase,
+                restart_after=0.0 if command.then == "restart" else None,
+                hold=command.then == "hold",
+                event=command.event,
+            )
+            port.verdict(verdict)
             return
-        if verdict.hold:
-            self.status = _HELD
-        elif verdict.restart_after is None:
-            self._terminate_all(reversed(self.children), final=True)
-            self.status = _STOPPED
-        elif verdict.restart_after <= 0:
-            self._resume()
+        if command.event is not None:
+            self.runtime.bus.publish(command.event)
+        if port is None:
+            return
+        if command.then == "restart":
+            port.boot()
+        elif command.then == "final":
+            port.settle(final=True)
+
+    def _forget_child(self, child_id: str) -> None:
+        port = self.ports.pop(child_id, None)
+        if port is None:
+            return
+        if isinstance(port, TaskRef):
+            port.terminate(final=True)
+            port.stop_soon()
+            self.runtime.untrack(port)
         else:
-            self.status = _HELD
-            self.clock.call_later(
-                verdict.restart_after, lambda: _quiet(self.actor_ref.tell, _Resume())
+            self.forgotten[child_id] = port
+            port.stop_node(-1, brutal=False, final=True)
+
+    def _start_timer(self, command: StartTimer) -> None:
+        message = _In(TimerFired(command.token))
+        tell = self.actor_ref.tell
+        self.clock.call_later(command.delay, lambda: _quiet(tell, message))
+
+    def _reply(self, command: Reply) -> None:
+        request = self.calls.pop(command.call, None)
+        if request is None:
+            return
+        error = command.error
+        if error is None:
+            request.reply(command.value)
+        elif isinstance(error, NodeError):
+            request.fail(SupervisorError(error.reason, str(error)))
+        else:
+            request.fail(error)
+
+    def _log_decision(self, command: Decided) -> None:
+        decision, exit_ = command.decision, command.exit
+        if isinstance(decision, RestartChildren) and logger.isEnabledFor(logging.WARNING):
+            logger.warning(
+                "%s: child %r ended %s, restarting %s%s: %s",
+                self.path,
+                exit_.child,
+                exit_.phase.value,
+                ", ".join(decision.restart),
+                f" after {decision.delay:.3f}s" if decision.delay else "",
+                exit_.error,
             )
+        elif isinstance(decision, GiveUp):
+            logger.error("%s: giving up: %s", self.path, decision.reason)
 
-    def _on_resume(self, message: _Resume) -> None:
-        if self.status in (_HELD, _EXITED):
-            self._resume()
-        if message.reply is not None:
-            message.reply.reply(None if self.status == _RUNNING else "could not restart")
+    # ------------------------------------------------------------------- failures
 
-    def _resume(self) -> None:
-        """Restart in place: every child starts fresh, in order."""
-        self.exit_chain = ()
+    def _crash(self, exc: BaseException) -> None:
+        """An unexpected error: this supervisor exits abnormally and its parent decides.
+
+        Its children are told to stop (held), every caller waiting on it
+        gets an error, and a fresh node replaces the broken one: the parent
+        restarts it afresh from its spec, or ends it.
+        """
+        logger.error("%s: internal error", self.path, exc_info=exc)
+        text = f"internal error in supervisor {self.path!r}: {type(exc).__name__}: {exc}"
+        old = self.node
+        for request in self.calls.values():
+            request.fail(SupervisorError("crashed", text))
+        self.calls.clear()
         try:
-            self._start_all(first=False)
-        except ChildStartError as exc:
-            self.status = _EXITED
-            self.exit_chain = (Failure(self.path, exc.child, TaskPhase.FAILED, exc.error),)
-            notice = AttemptEnded(self.path, self.attempt, TaskPhase.FAILED, str(exc))
-            self.report(ChildSupervisorEnded(notice, self.exit_chain))
-
-    def _snapshot(self) -> _SupervisorSnapshot:
-        phase = {
-            _EXITED: TaskPhase.EXHAUSTED if self.exit_chain else TaskPhase.SUCCEEDED,
-            _STOPPED: TaskPhase.CANCELLED,
-            _HELD: TaskPhase.CANCELLED,
-        }.get(self.status, TaskPhase.RUNNING)
-        return _SupervisorSnapshot(self.path, self.attempt, phase)
-
-    # the dynamic API --------------------------------------------------------------
-
-    def _on_api(self, message: _Api) -> Any:
-        if self.status == _STOPPED:
-            raise SupervisorError("stopped", f"{self.path} has stopped")
-        method: Callable[..., Any] = getattr(self, f"_api_{message.name}")
-        return method(*message.args)
-
-    def _api_start_child(
-        self,
-        spec: ChildSpec | None,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        child_id: str | None,
-    ) -> str:
-        if isinstance(self.spec, DynamicSupervisorSpec):
-            limit = self.spec.max_children
-            if limit is not None and len(self.children) >= limit:
-                raise SupervisorError(
-                    "max_children", f"{self.path}: max_children ({limit}) reached"
-                )
-            spec = _from_template(
-                self.spec.template,
-                child_id or f"{self.spec.template.name}-{next(self.dynamic_ids)}",
-                args,
-                kwargs,
-            )
-        elif spec is None:
-            raise SupervisorError("not_found", f"{self.path}: start_child needs a child spec")
-        if spec.name in self.by_id:
-            existing = self.by_id[spec.name]
-            reason = "running" if existing.running else "already_present"
-            raise SupervisorError(reason, f"{self.path}: child {spec.name!r} is {reason}")
+            for child_id, port in reversed(list(self.ports.items())):
+                child = old.children.get(child_id)
+                if child is not None and child.dynamic:
+                    self._forget_child(child_id)
+                elif isinstance(port, TaskRef):
+                    port.terminate(final=False)
+                else:
+                    port.stop_node(-2, brutal=False, final=False)
+        except BaseException:
+            logger.exception("%s: could not stop the children after an internal error", self.path)
+        fresh = Node(self.spec, self.path)
+        fresh.attempt = old.attempt
+        self.node = fresh
+        self.booted = True
+        if old.status in ("stopping",) or self.stop_seq < 0:
+            self.report(ReportStopped(old.attempt), self.stop_seq)
+            return
+        failure = Failure(self.path, "(supervisor)", TaskPhase.FAILED, text)
+        started = old.status not in ("idle", "starting")
+        ended = ReportEnded(old.attempt, TaskPhase.FAILED, text, (failure,), started)
         try:
-            child = self._define(spec)
-        except ChildStartError as exc:
-            raise SupervisorError("start_failed", str(exc)) from None
-        error = self._confirm(child, child.port.begin_and_confirm())
-        if error is not None:
-            self._forget(child)
-            raise SupervisorError("start_failed", f"{self.path}/{spec.name}: {error}")
-        return child.id
+            self.report(ended, self.stop_seq)
+        except BaseException:
+            logger.exception("%s: could not report its internal error", self.path)
 
-    def _child(self, child_id: str) -> _Child:
-        child = self.by_id.get(child_id)
-        if child is None:
-            raise SupervisorError("not_found", f"{self.path}: no child {child_id!r}")
-        return child
+    # ------------------------------------------------------------------- queries
 
-    def _api_terminate_child(self, child_id: str) -> None:
-        child = self._child(child_id)
-        self._terminate_all([child], final=True)
-        self.state = stopped(self.state, child.id)
-        if child.info.restart is Restart.TEMPORARY or isinstance(self.spec, DynamicSupervisorSpec):
-            self._forget(child)
+    def _query(self, message: _Query) -> Any:
+        name = message.name
+        node = self.node
+        if name == "which_children":
+            return [_row(c) for c in node.children.values()]
+        if name == "count_children":
+            children = list(node.children.values())
+            sups = sum(1 for c in children if c.is_supervisor)
+            return {
+                "specs": len(children),
+                "active": sum(1 for c in children if c.status in _RUNNING_STATES),
+                "supervisors": sups,
+                "workers": len(children) - sups,
+            }
+        if name == "child":
+            (child_id,) = message.args
+            port = self.ports.get(child_id) if child_id in node.children else None
+            if port is None:
+                raise SupervisorError("not_found", f"{self.path}: no child {child_id!r}")
+            return port
+        if name == "status":
+            return node.status
+        raise SupervisorError("not_found", f"{self.path}: no query {name!r}")
 
-    def _api_restart_child(self, child_id: str) -> None:
-        child = self._child(child_id)
-        if child.running:
-            raise SupervisorError("running", f"{self.path}: child {child_id!r} is running")
-        self._confirm(child, child.port.restart_and_confirm())
 
-    def _api_delete_child(self, child_id: str) -> None:
-        child = self._child(child_id)
-        if child.running:
-            raise SupervisorError("running", f"{self.path}: child {child_id!r} is running")
-        self._forget(child)
+_RUNNING_STATES = frozenset({CHILD_RUNNING, CHILD_STARTING, TERMINATING})
 
-    def _api_which_children(self) -> list[ChildRow]:
-        return [
-            ChildRow(
-                c.id,
-                "supervisor" if c.is_supervisor else "worker",
-                c.running,
-                TaskPhase.RUNNING if c.running else c.phase,
-                c.attempt,
-                c.info.restart,
+
+def _row(child: Any) -> ChildRow:
+    status = child.status
+    running = status in _RUNNING_STATES
+    return ChildRow(
+        child.id,
+        "supervisor" if child.is_supervisor else "worker",
+        running,
+        TaskPhase.RUNNING if status in (CHILD_RUNNING, CHILD_STARTING) else child.phase,
+        child.attempt,
+        child.info.restart,
+        status,
+        child.restarts,
+        child.error,
+        child.since,
+        child.pid if status == CHILD_RUNNING else None,
+    )
+
+
+def _child_report(tell: Callable[[Any], None], name: str) -> Report:
+    """How a child supervisor named ``name`` reports to its parent (``tell``)."""
+
+    def report(command: Command, seq: int) -> None:
+        message: Input
+        if isinstance(command, ReportStarted):
+            message = ChildStarted(name, command.attempt)
+        elif isinstance(command, ReportEnded):
+            message = ChildEnded(
+                name,
+                command.attempt,
+                command.phase,
+                command.reason,
+                command.started,
+                command.chain,
             )
-            for c in self.children
-        ]
+        else:
+            message = ChildTerminated(name, seq)
+        _quiet(tell, _In(message))
 
-    def _api_count_children(self) -> dict[str, int]:
-        sups = sum(1 for c in self.children if c.is_supervisor)
-        return {
-            "specs": len(self.children),
-            "active": sum(1 for c in self.children if c.running),
-            "supervisors": sups,
-            "workers": len(self.children) - sups,
-        }
-
-    def _api_child(self, child_id: str) -> _Port:
-        return self._child(child_id).port
-
-    def _api_status(self) -> str:
-        return self.status
-
-    def _publish(self, event: Event) -> None:
-        self.runtime.bus.publish(event)
-
-
-def _alone(child: _Child, decision: RestartChildren) -> bool:
-    """Whether ``decision`` restarts ``child`` and stops or drops nothing else."""
-    return decision.restart == (child.id,) and not decision.terminate and not decision.drop
+    return report
 
 
 def _runs_again(record: TaskRecord, spec: TaskSpec) -> bool:
@@ -815,143 +652,44 @@ def _runs_again(record: TaskRecord, spec: TaskSpec) -> bool:
     return spec.restart is Restart.TRANSIENT and record.state is not TaskState.SUCCEEDED
 
 
-def _from_template(
-    template: ChildSpec, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> ChildSpec:
-    if isinstance(template, TaskSpec):
-        return template.evolve(
-            name=name, args=(*template.args, *args), kwargs={**template.kwargs, **kwargs}
-        )
-    return attrs.evolve(template, name=name)
+# ------------------------------------------------------------------------------ handles
 
 
-@attrs.frozen
-class _SupervisorSnapshot:
-    path: str
-    attempt: int
-    phase: TaskPhase
+class SupervisorHandle:
+    """What every supervisor of a running tree offers: OTP's supervisor API.
 
-
-class _SupervisorPort:
-    """A parent's handle on a child supervisor: the same protocol as a ``TaskRef``."""
-
-    def __init__(self, ref: pykka.ActorRef[SupervisorActor]) -> None:
-        self.ref = ref
-
-    @classmethod
-    def start(
-        cls, spec: AnySupervisorSpec, path: str, runtime: _Runtime, report: Report
-    ) -> _SupervisorPort:
-        return cls(SupervisorActor.start(spec, path, runtime, report))
-
-    def begin_and_confirm(self) -> Request:
-        request = Request(None)
-        inner = Request(None)
-        self.ref.tell(_Init(inner))
-        try:
-            inner.wait(None)
-        except ChildStartError as exc:
-            request.reply(str(exc))
-            return request
-        request.reply(None)
-        return request
-
-    def verdict(self, verdict: Verdict) -> None:
-        _quiet(self.ref.tell, _ParentVerdict(verdict))
-
-    def restart(self) -> None:
-        _quiet(self.ref.tell, _Resume())
-
-    def restart_and_confirm(self) -> Request:
-        request = Request(None)
-        try:
-            self.ref.tell(_Resume(request))
-        except pykka.ActorDeadError:
-            request.reply("the supervisor has stopped")
-        return request
-
-    def terminate(self, *, brutal: bool = False, final: bool = True) -> Request:
-        request = Request(None)
-        try:
-            self.ref.tell(_Terminate(request, brutal, final))
-        except pykka.ActorDeadError:
-            request.reply(None)
-        return request
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self.ref.stop(block=True, timeout=timeout)
-
-    def stop_soon(self) -> None:
-        self.ref.stop(block=False)
-
-    def call(self, name: str, *args: Any, timeout: float | None = 60.0) -> Any:
-        try:
-            return self.ref.ask(_Api(name, args), timeout=timeout)
-        except pykka.ActorDeadError:
-            raise SupervisorError("stopped", "the supervisor has stopped") from None
-
-    def which_children(self) -> list[ChildRow]:
-        """Return one row per child of this supervisor, in start order."""
-        rows: list[ChildRow] = self.call("which_children")
-        return rows
-
-    def child(self, child_id: str) -> Any:
-        """Return the reference of one of this supervisor's children."""
-        return self.call("child", child_id)
-
-
-# ------------------------------------------------------------------------------ public API
-
-
-class SupervisorRef:
-    """A running supervision tree (its root supervisor).
-
-    Use it as a context manager, or call ``stop()``: a stopped tree leaves
-    no thread, no child process and no undelivered event behind.
+    The root's handle is a ``SupervisorRef``; ``tree.child("pool")`` gives
+    a nested supervisor's. Each call is answered by the supervisor's actor
+    and waits at most ``timeout`` seconds (``CALL_TIMEOUT``, 60, by default).
     """
 
-    def __init__(self, port: _SupervisorPort, runtime: _Runtime, path: str) -> None:
-        self._port = port
-        self._runtime = runtime
-        self.path = path
-        self._ended = threading.Event()
-        self._end: ChildSupervisorEnded | None = None
-        self._stopped = False
-        self._stop_lock = threading.Lock()
+    path: str
 
-    @property
-    def bus(self) -> EventBus:
-        """The tree's event bus (subscribe more hooks here)."""
-        return self._runtime.bus
+    def _actor(self) -> pykka.ActorRef[SupervisorActor]:
+        raise NotImplementedError
 
-    def _root_ended(self, ended: ChildSupervisorEnded) -> None:
-        self._end = ended
-        # The root has no parent to restart it: its children end for good.
-        self._port.verdict(Verdict(ended.notice.attempt))
-        self._ended.set()
+    def _call(self, name: str, *args: Any, timeout: float | None = CALL_TIMEOUT) -> Any:
+        request = Request(name)
+        try:
+            self._actor().tell(_Api(name, args, request))
+        except pykka.ActorDeadError:
+            raise SupervisorError("stopped", f"supervisor {self.path!r} has stopped") from None
+        try:
+            return request.wait(timeout)
+        except WaitTimeout:
+            raise WaitTimeout(
+                f"supervisor {self.path!r} did not answer {name} within {timeout}s"
+            ) from None
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until the root supervisor exits on its own.
-
-        Returns when it shut down normally (``auto_shutdown``).
-
-        Raises:
-            SupervisorExhausted: when it gave up; carries the chain of failures.
-            WaitTimeout: when it is still running after ``timeout`` seconds.
-        """
-        if not self._ended.wait(timeout):
-            raise WaitTimeout(f"supervisor {self.path!r} still running after {timeout}s")
-        assert self._end is not None
-        if self._end.notice.phase is TaskPhase.EXHAUSTED:
-            raise SupervisorExhausted(self._end.chain, self._end.notice.error)
-
-    @property
-    def running(self) -> bool:
-        """Whether the root supervisor is still supervising."""
-        return not self._ended.is_set() and not self._stopped
-
-    def _call(self, name: str, *args: Any) -> Any:
-        return self._port.call(name, *args)
+    def _ask(self, name: str, *args: Any, timeout: float | None = CALL_TIMEOUT) -> Any:
+        try:
+            return self._actor().ask(_Query(name, args), timeout=timeout)
+        except pykka.ActorDeadError:
+            raise SupervisorError("stopped", f"supervisor {self.path!r} has stopped") from None
+        except pykka.Timeout:
+            raise WaitTimeout(
+                f"supervisor {self.path!r} did not answer {name} within {timeout}s"
+            ) from None
 
     def start_child(
         self,
@@ -960,91 +698,290 @@ class SupervisorRef:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         id: str | None = None,
+        timeout: float | None = CALL_TIMEOUT,
     ) -> str:
-        """Add a child and start it; return its id.
+        """Add a child and start it; return its id once it runs.
 
-        A dynamic supervisor builds the child from its template, with
-        ``args`` appended and ``kwargs`` merged, named ``id`` or
-        ``template-N``.
+        A static supervisor takes a child ``spec``. A dynamic supervisor
+        builds the child from its template, with ``args`` appended and
+        ``kwargs`` merged, named ``id`` or ``template-N``; giving it a spec
+        is an error. The spec is checked first (as OTP's
+        ``check_childspecs``), then the id, then ``max_children``. A refused
+        call publishes nothing and leaves nothing running.
 
         Raises:
-            SupervisorError: ``already_present``/``running`` for a taken id,
-                ``max_children`` when full, ``start_failed`` when it could not start.
+            InvalidSpec: when the spec is invalid (a ``/`` in its name, a
+                significant child under ``auto_shutdown="never"``).
+            SupervisorError: ``bad_spec``, ``already_present``/``running``
+                for a taken id, ``max_children`` when full, ``start_failed``
+                when it could not start, ``stopped``.
+            WaitTimeout: when the supervisor does not answer in time.
         """
-        result: str = self._call("start_child", spec, tuple(args), dict(kwargs or {}), id)
+        result: str = self._call(
+            "start_child", spec, tuple(args), dict(kwargs or {}), id, timeout=timeout
+        )
         return result
 
-    def terminate_child(self, child_id: str) -> None:
+    def terminate_child(self, child_id: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
         """Stop a child for good (its spec is kept, except temporary and dynamic ones).
 
         Raises:
-            SupervisorError: ``not_found``.
+            SupervisorError: ``not_found``, ``stopped``.
+            WaitTimeout: when the supervisor does not answer in time.
         """
-        self._call("terminate_child", child_id)
+        self._call("terminate_child", child_id, timeout=timeout)
 
-    def restart_child(self, child_id: str) -> None:
+    def restart_child(self, child_id: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
         """Start a terminated child again.
 
         Raises:
-            SupervisorError: ``not_found`` or ``running``.
+            SupervisorError: ``not_found``, ``running``, ``restarting``, ``start_failed``.
+            WaitTimeout: when the supervisor does not answer in time.
         """
-        self._call("restart_child", child_id)
+        self._call("restart_child", child_id, timeout=timeout)
 
-    def delete_child(self, child_id: str) -> None:
+    def delete_child(self, child_id: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
         """Forget a terminated child's spec.
 
         Raises:
-            SupervisorError: ``not_found`` or ``running``.
+            SupervisorError: ``not_found``, ``running`` or ``restarting``.
+            WaitTimeout: when the supervisor does not answer in time.
         """
-        self._call("delete_child", child_id)
+        self._call("delete_child", child_id, timeout=timeout)
 
-    def which_children(self) -> list[ChildRow]:
-        """Return one row per child, in start order."""
-        rows: list[ChildRow] = self._call("which_children")
+    def which_children(self, *, timeout: float | None = CALL_TIMEOUT) -> list[ChildRow]:
+        """Return one row per child, in start order.
+
+        Raises:
+            SupervisorError: ``stopped``.
+            WaitTimeout: when the supervisor does not answer in time.
+        """
+        rows: list[ChildRow] = self._ask("which_children", timeout=timeout)
         return rows
 
-    def count_children(self) -> dict[str, int]:
+    def count_children(self, *, timeout: float | None = CALL_TIMEOUT) -> dict[str, int]:
         """Return counts: ``specs``, ``active``, ``supervisors``, ``workers``."""
-        counts: dict[str, int] = self._call("count_children")
+        counts: dict[str, int] = self._ask("count_children", timeout=timeout)
         return counts
 
-    def child(self, path: str) -> Any:
-        """Return a child's reference by its path below this tree (``"db/cache"``).
+    def child(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> Any:
+        """Return a child's handle by its path below this supervisor (``"db/cache"``).
 
-        A task's reference is a ``TaskRef`` (``ask``, ``deliver``, ``snapshot``);
-        a child supervisor's answers ``which_children`` and ``child`` too.
+        A task's handle is a ``TaskRef`` (``ask``, ``deliver``, ``snapshot``);
+        a nested supervisor's is a ``SupervisorHandle`` with this same API.
 
         Raises:
             SupervisorError: ``not_found`` naming the missing part of the path.
         """
-        port: Any = self._port
+        handle: Any = self
         for part in path.split("/"):
-            if not isinstance(port, _SupervisorPort):
+            if not isinstance(handle, SupervisorHandle):
                 raise SupervisorError("not_found", f"{path!r}: {part!r} is below a task")
-            port = port.call("child", part)
-        return port
+            handle = handle._ask("child", part, timeout=timeout)
+        return handle
+
+
+class _SupervisorPort(SupervisorHandle):
+    """A parent's handle on a child supervisor, and the user's (``tree.child("db")``)."""
+
+    def __init__(self, ref: pykka.ActorRef[SupervisorActor], path: str) -> None:
+        self.ref = ref
+        self.path = path
+        self.parent: pykka.ActorRef[SupervisorActor] | None = None
+        self.name = path.rpartition("/")[2]
+
+    def _actor(self) -> pykka.ActorRef[SupervisorActor]:
+        return self.ref
+
+    @classmethod
+    def start(
+        cls, spec: AnySupervisorSpec, path: str, runtime: _Runtime, report: Report
+    ) -> _SupervisorPort:
+        return cls(SupervisorActor.start(spec, path, runtime, report), path)
+
+    def boot(self) -> None:
+        _quiet(self.ref.tell, _In(Boot()))
+
+    def settle(self, *, final: bool) -> None:
+        _quiet(self.ref.tell, _In(Settle(final)))
+
+    def stop_node(self, seq: int, *, brutal: bool, final: bool) -> None:
+        try:
+            self.ref.tell(_Stop(seq, StopNode(final=final, brutal=brutal)))
+        except pykka.ActorDeadError:
+            if self.parent is not None:
+                _quiet(self.parent.tell, _In(ChildTerminated(self.name, seq)))
+
+    def stop_soon(self) -> None:
+        self.ref.stop(block=False)
+
+    def stop(self, timeout: float | None = CALL_TIMEOUT) -> None:
+        """Stop this supervisor for good (its parent's ``terminate_child``)."""
+        if self.parent is None:
+            raise SupervisorError("not_found", f"{self.path!r} has no parent")
+        request = Request("terminate_child")
+        try:
+            self.parent.tell(_Api("terminate_child", (self.name,), request))
+        except pykka.ActorDeadError:
+            return
+        request.wait(timeout)
+
+
+class SupervisorRef(SupervisorHandle):
+    """A running supervision tree (its root supervisor).
+
+    Use it as a context manager, or call ``stop()``: a stopped tree leaves
+    no thread, no child process and no undelivered event behind. A tree that
+    ends by itself (its root gave up or shut down) releases them too.
+    """
+
+    def __init__(self, runtime: _Runtime, path: str) -> None:
+        self._runtime = runtime
+        self.path = path
+        self._port: _SupervisorPort | None = None
+        self._lock = threading.Lock()
+        self._began = threading.Event()  # the root started, or could not
+        self._root_stopped = threading.Event()  # the root terminated every child
+        self._released = threading.Event()  # every actor, thread and process is gone
+        self._end: ReportEnded | None = None  # the root ended by itself
+        self._start_failure: ReportEnded | None = None
+        self._stopper: threading.Thread | None = None
+        self._stop_requested = False
+
+    def _actor(self) -> pykka.ActorRef[SupervisorActor]:
+        assert self._port is not None
+        return self._port.ref
+
+    @property
+    def bus(self) -> EventBus:
+        """The tree's event bus (subscribe more hooks here)."""
+        return self._runtime.bus
+
+    @property
+    def unsaved(self) -> frozenset[str]:
+        """Ids of tasks whose latest record could not be saved (the saves are retried)."""
+        return frozenset(self._runtime.unsaved)
+
+    # The root's reports arrive on its actor thread: never wait here.
+    def _report(self, command: Command, _seq: int) -> None:
+        if isinstance(command, ReportStarted):
+            self._began.set()
+        elif isinstance(command, ReportEnded):
+            if not command.started and not self._began.is_set():
+                self._start_failure = command
+            else:
+                self._end = command
+            self._began.set()
+            assert self._port is not None
+            self._port.settle(final=True)  # the root has no parent to restart it
+            self._begin_stop(CALL_TIMEOUT)
+        else:
+            self._root_stopped.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the root supervisor still supervises (it has not ended, no stop was asked)."""
+        return self._end is None and not self._stop_requested and not self._released.is_set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the tree has ended, whoever ended it, and has released everything.
+
+        Args:
+            timeout: seconds to wait at most; None (the default) waits as long
+                as the tree runs.
+
+        Returns when it was stopped (``stop()``, from any thread) or shut
+        itself down normally (``auto_shutdown``).
+
+        Raises:
+            SupervisorExhausted: when the root gave up; carries the chain of failures.
+            WaitTimeout: when it still runs after ``timeout`` seconds.
+        """
+        if not self._released.wait(timeout):
+            state = "still running" if self.running else "still stopping"
+            raise WaitTimeout(f"supervisor {self.path!r} {state} after {timeout}s")
+        end = self._end
+        if end is not None and end.phase is not TaskPhase.SUCCEEDED:
+            raise SupervisorExhausted(end.chain, end.reason)
 
     def stop(self, timeout: float | None = 60.0) -> None:
         """Stop the tree: children in reverse start order, then every actor and thread.
 
-        Returns when every child has ended and every event was delivered.
+        ``timeout`` (seconds; None: no bound) is one deadline for the whole
+        tree. Children stop within their graces; what still runs close to the
+        deadline is killed at once (a ``call`` whose thread cannot be killed
+        is abandoned and reported), every child process is killed, and the
+        bus delivers what it can until the deadline.
+
+        Safe from any thread and idempotent: concurrent calls all wait for the
+        same stop. Called from one of the tree's own threads (a hook, a task,
+        an actor) it starts the stop and returns at once, since waiting there
+        would wait on itself. A tree that ended by itself returns at once.
         """
-        with self._stop_lock:
-            if self._stopped:
+        self._begin_stop(timeout)
+        if threading.current_thread().name.startswith("taskvisor-"):
+            return
+        wait = None if timeout is None else timeout + 5.0
+        if not self._released.wait(wait):
+            logger.error("%s: stop did not finish within %ss", self.path, timeout)
+
+    def _begin_stop(self, timeout: float | None) -> None:
+        with self._lock:
+            self._stop_requested = True
+            if self._stopper is not None:
                 return
-            self._stopped = True
-        request = self._port.terminate(final=True)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._stopper = threading.Thread(
+                target=self._teardown, args=(deadline,), name="taskvisor-stop", daemon=True
+            )
+        self._stopper.start()
+
+    def _teardown(self, deadline: float | None) -> None:
         try:
-            request.wait(timeout)
-        except TaskvisorError:
-            logger.exception("stopping %s", self.path)
-        with self._runtime.lock:
-            ports = list(reversed(self._runtime.ports))
-        for port in ports:  # every actor stops at once; closing their threads waits for all
-            port.stop_soon()
-        self._port.stop_soon()
+            self._shut_down(deadline)
+        except BaseException:
+            logger.exception("%s: stopping the tree failed", self.path)
+        finally:
+            self._began.set()
+            self._released.set()
+
+    def _shut_down(self, deadline: float | None) -> None:
+        def left(reserve: float = 0.0) -> float | None:
+            if deadline is None:
+                return None
+            return max(0.0, deadline - time.monotonic() - reserve)
+
         runtime = self._runtime
-        close_shared(runtime.threads, runtime.real_clock, runtime.executors, runtime.bus, timeout)
+        port = self._port
+        total = None if deadline is None else max(0.0, deadline - time.monotonic())
+        reserve = 0.0 if total is None else min(2.0, total * 0.2)
+        if port is not None:
+            port.stop_node(0, brutal=False, final=True)
+            if not self._root_stopped.wait(left(reserve)):
+                logger.error(
+                    "%s: children still running close to the stop deadline: killing them",
+                    self.path,
+                )
+                port.stop_node(0, brutal=True, final=True)
+                for other in runtime.all_ports():
+                    if isinstance(other, TaskRef):
+                        other.terminate(brutal=True, final=True)
+                self._root_stopped.wait(left(reserve / 2))
+        for other in runtime.all_ports():
+            other.stop_soon()
+        if port is not None:
+            port.stop_soon()
+        close_shared(runtime.threads, runtime.real_clock, runtime.executors, runtime.bus, left())
+        release = getattr(runtime.store, "release", None)
+        if callable(release):
+            release()
+        if runtime.unsaved:
+            logger.error(
+                "%s: the records of %d task(s) could not be saved: %s",
+                self.path,
+                len(runtime.unsaved),
+                ", ".join(sorted(runtime.unsaved)[:20]),
+            )
 
     def __enter__(self) -> SupervisorRef:
         return self
@@ -1069,20 +1006,37 @@ class Supervisor:
         hooks: Iterable[Subscriber] = (),
         clock: Clock | None = None,
         executors: Mapping[str, TaskExecutor] | None = None,
+        timeout: float | None = CALL_TIMEOUT,
     ) -> SupervisorRef:
         """Start the tree described by ``spec``: every child, in order, depth first.
 
         Args:
             spec: the root supervisor's spec.
             store: a ``TaskStore``; children resume from their stored records.
+                The tree owns the store while it runs (``store.acquire``).
             hooks: subscribers to the tree's event bus.
             clock: the clock for restart windows, backoff and timeouts.
             executors: executors by task kind (defaults: call, async, subprocess).
+            timeout: seconds to wait for every child to start (default 60).
 
         Raises:
             ChildStartError: when a child could not start; the children
                 already started are stopped first, and nothing is left running.
+            SupervisorError: ``start_failed`` when the root could not start
+                for another reason (a store that fails, say).
+            WaitTimeout: when the children did not all start in time (the
+                tree is stopped).
+            StoreError: when the store is owned by another live tree.
         """
+        if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
+            raise SupervisorError(
+                "bad_spec",
+                "spec: expected a SupervisorSpec or DynamicSupervisorSpec, "
+                f"got {type(spec).__name__}",
+            )
+        acquire = getattr(store, "acquire", None)
+        if callable(acquire):
+            acquire(spec.name)
         real_clock = SystemClock(keep_thread=True)
         runtime = _Runtime(
             bus=EventBus(hooks),
@@ -1091,19 +1045,24 @@ class Supervisor:
             clock=clock or real_clock,
             real_clock=real_clock,
         )
-        holder: list[SupervisorRef] = []
-
-        def root_ended(ended: ChildSupervisorEnded) -> None:
-            holder[0]._root_ended(ended)
-
-        port = _SupervisorPort.start(spec, spec.name, runtime, root_ended)
-        ref = SupervisorRef(port, runtime, spec.name)
-        holder.append(ref)
-        inner = Request(None)
-        port.ref.tell(_Init(inner))
-        try:
-            inner.wait(None)
-        except ChildStartError:
-            ref.stop()
-            raise
+        ref = SupervisorRef(runtime, spec.name)
+        port = _SupervisorPort.start(spec, spec.name, runtime, ref._report)
+        ref._port = port
+        port.boot()
+        if not ref._began.wait(timeout):
+            ref.stop(timeout)
+            raise WaitTimeout(f"tree {spec.name!r}: its children did not start within {timeout}s")
+        failure = ref._start_failure
+        if failure is not None:
+            ref.stop(timeout)
+            raise _start_error(failure)
         return ref
+
+
+def _start_error(failure: ReportEnded) -> TaskvisorError:
+    """The error ``Supervisor.start`` raises when the root could not start."""
+    chain = failure.chain
+    if chain and chain[0].child != "(supervisor)":
+        first = chain[0]
+        return ChildStartError(f"{first.supervisor}/{first.child}", first.error or "failed")
+    return SupervisorError("start_failed", failure.reason or "the root could not start")
