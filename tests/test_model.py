@@ -422,3 +422,103 @@ def test_generated_specs_are_self_consistent(spec: TaskSpec) -> None:
         assert spec.target is not None
         assert spec.command is None
         assert not spec.shell
+
+
+# --------------------------------------------------------------------------- bounded error texts
+
+
+@settings(max_examples=200)
+@given(
+    text=st.text(max_size=300) | st.integers(0, 20_000).map(lambda n: "ab" * n),
+    limit=st.integers(min_value=60, max_value=5000),
+)
+def test_bound_text_keeps_head_and_tail_and_says_what_it_cut(text: str, limit: int) -> None:
+    import re
+
+    from taskvisor.actors._model import bound_text
+
+    cut = bound_text(text, limit)
+    assert cut is not None
+    assert len(cut) <= limit
+    if len(text) <= limit:
+        assert cut is text
+        return
+    splits = [
+        (cut[: m.start()], int(m.group(1).replace(",", "")), cut[m.end() :])
+        for m in re.finditer(r"\n… ([\d,]+) characters cut …\n", cut)
+    ]
+    assert any(
+        text.startswith(head)
+        and text.endswith(tail)
+        and count == len(text) - len(head) - len(tail)
+        and head
+        and tail
+        for head, count, tail in splits
+    ), cut
+
+
+def test_bound_text_leaves_none_and_non_strings_alone() -> None:
+    from taskvisor.actors._model import bound_text
+
+    assert bound_text(None) is None
+    assert bound_text(5) == 5  # type: ignore[arg-type]  # left for the type checks to name
+
+
+def test_every_path_to_an_error_text_bounds_it() -> None:
+    """Fault 18: a 1 MB error is cut wherever it enters a run, a status or a record."""
+    from taskvisor.actors._model import ERROR_TEXT_MAX
+
+    huge = "Traceback (most recent call last):\n" + "x" * 1_000_000 + "\nRuntimeError: crash"
+
+    def bounded(text: str | None) -> bool:
+        return (
+            text is not None
+            and len(text) <= ERROR_TEXT_MAX
+            and text.startswith("Traceback")
+            and text.endswith("RuntimeError: crash")
+        )
+
+    run = TaskRun.starting(1, now=1)
+    run.finish(TaskPhase.FAILED, huge, now=2)
+    assert bounded(run.error)
+    assert bounded(TaskRun(attempt=1, error=huge).error)
+    changed = TaskRun(attempt=1)
+    changed.error = huge
+    assert bounded(changed.error)
+
+    task = Task.new("t", TaskSpec(name="t", target="m:f"), now=1)
+    task.transition_starting(now=2)
+    task.transition_finished(TaskPhase.FAILED, huge, now=3)
+    assert bounded(task.status.error)
+    assert bounded(TaskStatus(error=huge).error)
+
+    record = TaskRecord(id="t", error=huge)
+    assert bounded(record.error)
+    record.error = huge
+    assert bounded(record.error)
+
+
+def test_runs_record_their_process_and_host() -> None:
+    from taskvisor.actors import from_data
+
+    run = TaskRun.starting(3, now=1, pid=1234, pgid=1234, host="h1")
+    assert (run.pid, run.pgid, run.host) == (1234, 1234, "h1")
+    assert (TaskRun(attempt=1).pid, TaskRun(attempt=1).pgid, TaskRun(attempt=1).host) == (
+        None,
+        None,
+        None,
+    )
+    run.pid = 99  # set when the process has started
+    assert run.pid == 99
+    data = to_data(run)
+    assert (data["pid"], data["pgid"], data["host"]) == (99, 1234, "h1")
+    assert from_data(TaskRun, data) == run
+    old = {k: v for k, v in data.items() if k not in ("pid", "pgid", "host")}
+    assert from_data(TaskRun, old).pid is None  # written before these fields existed
+
+
+@pytest.mark.parametrize("value", [0, -5, True, "12", 1.5])
+@pytest.mark.parametrize("field", ["pid", "pgid"])
+def test_run_process_ids_are_checked(field: str, value: Any) -> None:
+    with pytest.raises(InvalidData, match=rf"^{field}: expected a process id"):
+        TaskRun(attempt=1, **{field: value})
