@@ -41,6 +41,9 @@ __all__ = [
     "task_specs",
     "task_statuses",
     "tasks",
+    "wild_data",
+    "wild_keys",
+    "wild_scalars",
 ]
 
 phases = st.sampled_from(TaskPhase)
@@ -185,3 +188,95 @@ def task_records(draw: st.DrawFn, id: str | None = None) -> TaskRecord:
         metadata=draw(st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)),
         runs=draw(st.lists(task_runs, max_size=3)),
     )
+
+
+# --------------------------------------------------------------------------- malformed input
+
+#: Scalars a config file (or a careless caller) can hold, valid or not: huge
+#: ints (str() of one over 4,300 digits raises ValueError; float() of 10**400
+#: raises OverflowError), NaN and infinities, times past any timer's limit,
+#: long strings, and the strings spec fields take.
+wild_scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    # Made by map(): Hypothesis reprs its strategies, and repr(10**5000) raises.
+    st.sampled_from([5000, -5000, 400, 63, -63, 10]).map(
+        lambda n: 10 ** abs(n) * (-1 if n < 0 else 1)
+    ),
+    st.sampled_from([2**63, 2**63 - 1, -(2**63)]),
+    st.floats(),
+    st.sampled_from([1e10, 1e300, float("inf"), float("-inf"), float("nan"), 1e8, 1e-300]),
+    st.text(max_size=12),
+    st.just(100_000).map(lambda n: "x" * n),
+    st.sampled_from(
+        [
+            "brutal",
+            "infinity",
+            "permanent",
+            "transient",
+            "temporary",
+            "one_for_all",
+            "any_significant",
+            "subprocess",
+            "call",
+            "app.tasks:work",
+            "a/b",
+            "",
+        ]
+    ),
+)
+
+#: Mapping keys of every type YAML can produce (``on:`` reads as True) next
+#: to the names of spec fields.
+wild_keys: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from(
+        [
+            "name",
+            "children",
+            "template",
+            "strategy",
+            "intensity",
+            "child_intensity",
+            "backoff",
+            "max_restarts",
+            "within",
+            "initial",
+            "maximum",
+            "multiplier",
+            "jitter",
+            "reset_after",
+            "seed",
+            "restart",
+            "shutdown",
+            "timeout",
+            "significant",
+            "auto_shutdown",
+            "max_children",
+            "labels",
+            "kind",
+            "target",
+            "args",
+            "kwargs",
+            "command",
+            "env",
+            "cwd",
+            "shell",
+        ]
+    ),
+    st.text(max_size=6),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.just(5000).map(lambda n: 10**n),
+)
+
+#: Nested JSON-like data built from ``wild_scalars`` and ``wild_keys``.
+wild_data: st.SearchStrategy[Any] = st.recursive(
+    wild_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(wild_keys, children, max_size=5),
+    ),
+    max_leaves=20,
+)

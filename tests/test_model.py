@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from taskvisor.actors import (
     InvalidSpec,
     ObjectMeta,
     Restart,
+    SystemClock,
     Task,
     TaskPhase,
     TaskRecord,
@@ -29,6 +31,7 @@ from taskvisor.actors import (
     now_ms,
     to_data,
 )
+from taskvisor.actors._model import MAX_SECONDS
 
 # The legal moves, written out from the design rather than taken from the code.
 TERMINAL = {"succeeded", "failed", "timeout", "cancelled", "exhausted"}
@@ -384,6 +387,100 @@ def test_spec_validation_names_the_field(kwargs: dict[str, Any], field: str, mes
     assert str(caught.value).startswith(f"{field}: ")
     assert caught.value.field == field
     assert isinstance(caught.value, ValueError)
+
+
+def _short_id(value: object) -> str:
+    """A test id that never str()s a huge int or prints a long string."""
+    if isinstance(value, (float, str)) and len(str(value)) <= 20:
+        return str(value)
+    return type(value).__name__
+
+
+# Fault 14 of issue 8: a time past any timer's limit passed validation, then
+# killed the timer thread with OverflowError.
+OUT_OF_RANGE_SECONDS: list[Any] = [
+    1e10,
+    MAX_SECONDS + 0.5,
+    MAX_SECONDS + 1,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    10**400,  # float() of it raises OverflowError
+    10**5000,  # str() of it raises ValueError
+    -(10**5000),
+    True,
+    "5",
+    [5],
+]
+
+
+@pytest.mark.parametrize("field", ["timeout", "shutdown"])
+@pytest.mark.parametrize("value", OUT_OF_RANGE_SECONDS, ids=_short_id)
+def test_spec_times_are_bounded(field: str, value: Any) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        TaskSpec(**{**GOOD, field: value})
+    message = str(caught.value)
+    assert message.startswith(f"{field}: expected a "), message
+    assert "<= 100,000,000" in message
+    assert len(message) < 200
+    assert caught.value.field == field
+
+
+def test_spec_times_up_to_the_maximum_are_accepted() -> None:
+    spec = TaskSpec(**GOOD, timeout=MAX_SECONDS, shutdown=MAX_SECONDS)
+    assert (spec.timeout, spec.shutdown) == (MAX_SECONDS, float(MAX_SECONDS))
+    assert TaskSpec(**GOOD, timeout=1e-9, shutdown=0).shutdown == 0.0
+    assert TaskSpec(**GOOD, timeout=None, shutdown="brutal").timeout is None
+    assert MAX_SECONDS < threading.TIMEOUT_MAX
+
+
+def test_a_timer_at_the_longest_accepted_time_keeps_the_timer_thread_working() -> None:
+    """Every timer can wait ``MAX_SECONDS``; a shorter one set after it still fires."""
+    clock = SystemClock()
+    try:
+        far = clock.call_later(TaskSpec(**GOOD, timeout=MAX_SECONDS).timeout or 0.0, lambda: None)
+        fired = threading.Event()
+        clock.call_later(0.01, fired.set)
+        assert fired.wait(10.0)
+        far.cancel()
+    finally:
+        clock.close()
+    assert threading.Lock().acquire(timeout=MAX_SECONDS)  # no OverflowError at the limit
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("name", "x" * 200_000 + " ", "'xxxxxxxx"),
+        ("name", 10**5000, "<int of about 5001 digits>"),
+        ("restart", 10**5000, "<int of about 5001 digits>"),
+        ("restart", ["permanent"] * 100_000, "['permanent', 'permanent'"),
+        ("kind", {"a": 1}, "{'a': 1}"),
+        ("labels", {str(i): i for i in range(50_000)}, "{'0': 0, '1': 1"),
+        ("kwargs", {10**5000: 1}, "{<int of about 5001 digits>: 1}"),
+        ("target", "y" * 100_000, "'yyyyyy"),
+        ("cwd", [[[[[[[[[[1]]]]]]]]]], "[[[[…]]]]"),
+    ],
+    ids=_short_id,
+)
+def test_bad_values_are_echoed_cut_short(field: str, value: Any, shown: str) -> None:
+    """A message shows at most 80 characters of the value, whatever its size or type."""
+    with pytest.raises(InvalidSpec) as caught:
+        TaskSpec(**{**GOOD, field: value})
+    message = str(caught.value)
+    assert message.startswith(f"{field}: ")
+    assert shown in message
+    echoed = message.partition(", got ")[2]
+    assert 0 < len(echoed) <= 80
+
+
+def test_restart_refuses_what_is_not_a_string_without_comparing_it() -> None:
+    deep: list[Any] = []
+    for _ in range(10_000):
+        deep = [deep]  # repr() of it raises RecursionError
+    for value in (deep, {"permanent"}, 1, None, b"permanent"):
+        with pytest.raises(InvalidSpec, match=r"^restart: expected one of permanent"):
+            TaskSpec(**GOOD, restart=value)
 
 
 def test_spec_evolve_validates() -> None:

@@ -7,7 +7,9 @@ OTP's inclusive window (``r >= now - within``) without rounding slack.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -36,6 +38,7 @@ from taskvisor.supervision import (
     started,
     stopped,
 )
+from taskvisor.supervision._policy import MAX_MULTIPLIER, MAX_SECONDS, seconds
 
 P, T, TEMP = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
 FAILED, SUCCEEDED, CANCELLED = TaskPhase.FAILED, TaskPhase.SUCCEEDED, TaskPhase.CANCELLED
@@ -615,6 +618,105 @@ def test_invalid_values_name_the_field_and_value(build: object, message: str) ->
         build()  # type: ignore[operator]
     assert str(info.value).startswith(message)
     assert isinstance(info.value, ValueError)
+
+
+# Fault 14 of issue 8: Backoff(initial=1e10, maximum=1e10) passed, and its
+# delays later killed the timer thread with OverflowError.
+OUT_OF_RANGE: list[object] = [
+    1e10,
+    MAX_SECONDS * 1.5,
+    float("inf"),
+    float("nan"),
+    10**400,  # float() of it raises OverflowError
+    10**5000,  # str() of it raises ValueError
+    True,
+    "1",
+    None,
+    [1.0],
+]
+
+
+def _short_id(value: object) -> str:
+    """A test id that never str()s a huge int."""
+    return str(value) if isinstance(value, (float, str)) else type(value).__name__
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("within", lambda v: Intensity(1, v)),
+        ("initial", lambda v: Backoff(initial=v, maximum=MAX_SECONDS)),
+        ("maximum", lambda v: Backoff(maximum=v)),
+        ("reset_after", lambda v: Backoff(reset_after=v)),
+    ],
+)
+@pytest.mark.parametrize("value", OUT_OF_RANGE, ids=_short_id)
+def test_times_are_bounded_by_max_seconds(field: str, build: Any, value: object) -> None:
+    if field == "reset_after" and value is None:
+        return  # None is reset_after's "never"
+    with pytest.raises(InvalidSpec) as info:
+        build(value)
+    message = str(info.value)
+    assert message.startswith(f"{field}: expected a finite number"), message
+    assert "<= 100,000,000" in message
+    assert len(message) < 160
+    assert info.value.field == field
+
+
+def test_times_up_to_max_seconds_are_accepted() -> None:
+    assert Intensity(1, MAX_SECONDS).within == MAX_SECONDS
+    longest = Backoff(initial=MAX_SECONDS, maximum=MAX_SECONDS, reset_after=MAX_SECONDS)
+    assert longest.delay(1, 0.5) == MAX_SECONDS
+    assert seconds("at", 10**8) == 1e8
+    assert seconds("at", 7, high=10) == 7.0
+    with pytest.raises(InvalidSpec, match=r"^at: expected a finite number >= 0 and <= 10, got 11$"):
+        seconds("at", 11, high=10)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Intensity(10**5000), "max_restarts: expected an integer >= 0 and <= 2**63 - 1"),
+        (lambda: Intensity(2**63), "max_restarts: expected an integer >= 0 and <= 2**63 - 1"),
+        (lambda: Backoff(seed=10**5000), "seed: expected an integer between -(2**63 - 1)"),
+        (lambda: Backoff(multiplier=10**400), "multiplier: expected a finite number >= 1 and <="),
+        (lambda: Backoff(multiplier=float("inf")), "multiplier: expected a finite number"),
+        (lambda: Backoff(jitter=float("nan")), "jitter: expected a number between 0 and 1"),
+        (lambda: Backoff(jitter=10**5000), "jitter: expected a number between 0 and 1"),
+        (lambda: Policy(strategy=10**5000), "strategy: expected one of one_for_one"),
+        (lambda: Policy(strategy=[[["x"]]]), "strategy: expected one of one_for_one"),
+        (lambda: Policy(auto_shutdown={"never"}), "auto_shutdown: expected one of never"),
+        (lambda: ChildInfo("a", 10**5000), "restart: expected one of permanent"),
+        (lambda: ChildInfo("x" * 100_000, "sometimes"), "restart: expected one of permanent"),
+        (lambda: ChildInfo(10**5000), "id: expected a non-empty string"),
+    ],
+)
+def test_any_value_is_refused_with_a_short_message(build: Any, message: str) -> None:
+    """Huge ints, unhashable or deep values: the library's error, never one from inside."""
+    with pytest.raises(InvalidSpec) as info:
+        build()
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert len(text) < 200
+
+
+@settings(max_examples=200)
+@given(
+    st.builds(
+        Backoff,
+        initial=st.floats(0, MAX_SECONDS / 2),
+        maximum=st.just(MAX_SECONDS) | st.floats(MAX_SECONDS / 2, MAX_SECONDS),
+        multiplier=st.floats(1, MAX_MULTIPLIER),
+        jitter=st.floats(0, 1),
+    ),
+    st.integers(1, 10**6),
+    st.floats(0, 1, exclude_max=True),
+)
+def test_every_accepted_backoff_delay_fits_a_timer(
+    backoff: Backoff, failures: int, rand: float
+) -> None:
+    delay = backoff.delay(failures, rand)
+    assert 0.0 <= delay <= MAX_SECONDS < threading.TIMEOUT_MAX
 
 
 def test_intensity_reads_well_and_base_needs_a_failure() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from taskvisor.actors import InvalidSpec, Restart, TaskPhase, TaskSpec
+from taskvisor.actors._model import MAX_SECONDS
 from taskvisor.supervision import (
     AutoShutdown,
     Backoff,
@@ -25,6 +26,7 @@ from taskvisor.supervision import (
     spec_from_data,
     spec_to_data,
 )
+from taskvisor.supervision._spec import MAX_DATA_DEPTH, MAX_DEPTH
 
 
 def task(name: str, **fields: Any) -> TaskSpec:
@@ -380,6 +382,314 @@ def test_a_lambda_target_cannot_be_written_to_data() -> None:
         InvalidSpec, match=r"^children\[1\]\.children\[0\]\.target: .* no import path"
     ):
         spec_to_data(spec)
+
+
+# --------------------------------------------------------------------------- bounded inputs
+
+# Issue 8, fault 14: times past any timer's limit passed validation; fault 17:
+# malformed configurations raised errors from inside, or endless messages.
+
+OUT_OF_RANGE: list[Any] = [
+    1e10,
+    MAX_SECONDS + 1,
+    float("inf"),
+    float("nan"),
+    -1,
+    10**400,
+    10**5000,
+    True,
+    "forever",
+    None,
+]
+
+
+def _short_id(value: object) -> str:
+    """A test id that never str()s a huge int or prints a long string."""
+    if isinstance(value, (float, str)) and len(str(value)) <= 20:
+        return str(value)
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE, ids=_short_id)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: SupervisorSpec("app", shutdown=v),
+        lambda v: DynamicSupervisorSpec("pool", template=task("w"), shutdown=v),
+    ],
+    ids=["static", "dynamic"],
+)
+def test_a_supervisor_shutdown_is_a_bounded_grace_brutal_or_infinity(
+    build: Any, value: Any
+) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        build(value)
+    message = str(info.value)
+    assert message.startswith(
+        "shutdown: expected a grace in seconds >= 0 and <= 100,000,000, 'brutal' or 'infinity', "
+        "got "
+    ), message
+    assert len(message) < 200
+
+
+def test_supervisor_shutdowns_in_range_are_kept() -> None:
+    assert SupervisorSpec("a", shutdown="infinity").shutdown == "infinity"
+    assert SupervisorSpec("a", shutdown="brutal").shutdown == "brutal"
+    assert SupervisorSpec("a", shutdown=MAX_SECONDS).shutdown == float(MAX_SECONDS)
+    assert SupervisorSpec("a", shutdown=0).shutdown == 0.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"name": "app", "intensity": {"within": 1e10}},
+            "intensity.within: expected a finite number > 0 and <= 100,000,000, got 10000000000.0",
+        ),
+        (
+            {"name": "app", "intensity": {"max_restarts": 1, "within": 10**400}},
+            "intensity.within: expected a finite number > 0 and <= 100,000,000, "
+            "got <int of about 401 digits>",
+        ),
+        (
+            {"name": "app", "child_intensity": {"within": float("inf")}},
+            "child_intensity.within: expected a finite number > 0 and <= 100,000,000, got inf",
+        ),
+        (
+            {"name": "app", "backoff": {"initial": 1e10, "maximum": 1e10}},
+            "backoff.initial: expected a finite number >= 0 and <= 100,000,000",
+        ),
+        (
+            {"name": "app", "backoff": {"maximum": 10**5000}},
+            "backoff.maximum: expected a finite number > 0 and <= 100,000,000, "
+            "got <int of about 5001 digits>",
+        ),
+        (
+            {"name": "app", "backoff": {"reset_after": float("nan")}},
+            "backoff.reset_after: expected a finite number > 0 and <= 100,000,000, got nan",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [{"name": "s", "children": [{**GOOD_TASK, "timeout": 1e10}]}],
+            },
+            "children[0].children[0].timeout: expected a number of seconds > 0 and <= 100,000,000",
+        ),
+        (
+            {"name": "p", "template": {**GOOD_TASK, "shutdown": float("inf")}},
+            "template.shutdown: expected a grace in seconds >= 0 and <= 100,000,000, or 'brutal'",
+        ),
+        (
+            {"name": "app", "children": [{"name": "s", "children": [], "shutdown": 1e10}]},
+            "children[0].shutdown: expected a grace in seconds >= 0 and <= 100,000,000",
+        ),
+    ],
+)
+def test_config_times_past_max_seconds_are_refused_by_path(data: Any, message: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        spec_from_data(data)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def _deep(kind: str, levels: int) -> dict[str, Any]:
+    data: dict[str, Any] = dict(GOOD_TASK)
+    for i in range(levels):
+        data = {
+            "name": f"s{i}",
+            **({"children": [data]} if kind == "children" else {"template": data}),
+        }
+    return data
+
+
+HUGE = 10**5000  # str() of it raises ValueError
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # deep nesting: a bound of its own, not Python's recursion limit
+        (_deep("children", 5000), "children[0]." * 49 + "children[0]: nesting deeper than 50 "),
+        (
+            _deep("template", 5000),
+            "template." * 49 + "template: nesting deeper than 50 supervisors",
+        ),
+        # huge ints, wherever they go
+        ({"name": HUGE}, "name: expected a non-empty name of letters"),
+        ({"name": "app", "intensity": {"max_restarts": HUGE}}, "intensity.max_restarts: expected"),
+        ({"name": "app", "children": [{**GOOD_TASK, "restart": HUGE}]}, "children[0].restart: "),
+        ({"name": "app", "children": [{**GOOD_TASK, "timeout": HUGE}]}, "children[0].timeout: "),
+        ({"name": "app", "labels": {"a": HUGE}}, "labels: expected a mapping of strings"),
+        ({"name": "app", "labels": {HUGE: "a"}}, "labels: expected a mapping of strings"),
+        ({"name": "p", "template": GOOD_TASK, "max_children": HUGE}, "max_children: expected"),
+        ({"name": "app", "backoff": {"seed": HUGE}}, "backoff.seed: expected an integer"),
+        ({"name": "app", "strategy": HUGE}, "strategy: expected one of one_for_one"),
+        # keys of mixed types (YAML reads ``on:`` as True): named, never sorted together
+        ({"name": "app", True: 1, "x": 2}, "(top level): unknown field(s) ['x', True] "),
+        ({"name": "app", "children": [{**GOOD_TASK, True: 1, 2: 3}]}, "children[0]: unknown field"),
+        (
+            {"name": "app", "intensity": {None: 1, "within": 1}},
+            "intensity: unknown field(s) [None]",
+        ),
+        (
+            {"name": "app", "backoff": {("t",): 1, 2.5: 1}},
+            "backoff: unknown field(s) [('t',), 2.5]",
+        ),
+        ({"name": "p", "template": {**GOOD_TASK, HUGE: 1}}, "template: unknown field(s) [<int of"),
+        ({HUGE: 1}, "(top level): unknown field(s) [<int of about 5001 digits>]"),
+        # wrong container types at every level
+        ("app", "(top level): expected a mapping of supervisor spec fields, got str"),
+        (None, "(top level): expected a mapping of supervisor spec fields, got NoneType"),
+        ({"name": "app", "children": None}, "children: expected a list of child specs, got None"),
+        ({"name": "app", "children": 5}, "children: expected a list of child specs, got 5"),
+        ({"name": "app", "children": [[GOOD_TASK]]}, "children[0]: expected a mapping of child"),
+        ({"name": "app", "children": ["t"]}, "children[0]: expected a mapping of child spec"),
+        ({"name": "app", "intensity": [3, 5]}, "intensity: expected a mapping of Intensity"),
+        ({"name": "app", "child_intensity": "3/5"}, "child_intensity: expected a mapping of"),
+        ({"name": "app", "backoff": 1.5}, "backoff: expected a mapping of Backoff fields"),
+        ({"name": "app", "labels": ["a"]}, "labels: expected a mapping of strings to strings"),
+        ({"name": "p", "template": [GOOD_TASK]}, "template: expected a mapping of child spec"),
+        ({"name": "p", "template": None}, "template: expected a mapping of child spec"),
+        ({"name": "app", "children": [{**GOOD_TASK, "args": {"a": 1}}]}, "children[0].args: "),
+        ({"name": "app", "children": [{**GOOD_TASK, "kwargs": [1]}]}, "children[0].kwargs: "),
+        ({"name": "app", "children": [{**GOOD_TASK, "labels": ["x"]}]}, "children[0].labels: "),
+        (
+            {"name": "app", "children": [{"name": "x", "kind": "subprocess", "command": {}}]},
+            "children[0].command: expected a non-empty list of strings, got {}",
+        ),
+        (
+            {
+                "name": "app",
+                "children": [{"name": "x", "kind": "subprocess", "command": ["a"], "env": []}],
+            },
+            "children[0].env: expected a mapping of strings to strings, got []",
+        ),
+        # values echoed cut short
+        ({"name": "x" * 200_000 + " "}, "name: expected a non-empty name of letters"),
+        (
+            {"name": "app", "children": [{**GOOD_TASK, "kind": "k" * 200_000, "target": 5}]},
+            "children[0]",
+        ),
+    ],
+    ids=lambda v: v[:30] if isinstance(v, str) else type(v).__name__,
+)
+def test_any_config_is_refused_with_a_short_message_naming_the_path(
+    data: Any, message: str
+) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        spec_from_data(data)
+    text = str(info.value)
+    assert text.startswith(message), text[:300]
+    assert len(text) <= 1000
+    assert "Error" not in text  # no RecursionError, ValueError ... from inside
+
+
+def test_many_unknown_fields_are_named_ten_at_a_time() -> None:
+    with pytest.raises(InvalidSpec) as info:
+        spec_from_data({"name": "app", **{f"k{i:04}": i for i in range(5000)}})
+    text = str(info.value)
+    assert text.startswith("(top level): unknown field(s) ['k0000', 'k0001', ")
+    assert "'k0009', and 4990 more] (expected some of name, strategy, " in text
+
+
+def test_supervisors_nest_at_most_max_depth_levels() -> None:
+    spec: SupervisorSpec | DynamicSupervisorSpec = SupervisorSpec("s0", children=[task("t")])
+    for i in range(1, MAX_DEPTH):
+        spec = (
+            SupervisorSpec(f"s{i}", children=[spec])
+            if i % 2
+            else DynamicSupervisorSpec(f"s{i}", template=spec)
+        )
+    data = spec_to_data(spec)  # MAX_DEPTH levels: written and read back
+    assert spec_from_data(data) == spec
+    assert spec_from_data(json.loads(json.dumps(data))) == spec
+    with pytest.raises(InvalidSpec, match=r"^children\[0\]: nesting deeper than 50 supervisors"):
+        SupervisorSpec("top", children=[task("a"), spec][1:])
+    with pytest.raises(InvalidSpec, match=r"^template: nesting deeper than 50 supervisors"):
+        DynamicSupervisorSpec("top", template=spec)
+    deepest = r"^children\[0\]\.children\[0\](\.template\.children\[0\]){24}: nesting deeper"
+    with pytest.raises(InvalidSpec, match=deepest):
+        spec_from_data({"name": "top", "children": [data]})
+
+
+def test_task_arguments_nest_at_most_max_data_depth_levels() -> None:
+    def nested(levels: int) -> list[Any]:
+        value: list[Any] = []
+        for _ in range(levels - 1):
+            value = [value]
+        return value
+
+    ok = spec_from_data(
+        {"name": "app", "children": [{**GOOD_TASK, "args": nested(MAX_DATA_DEPTH)}]}
+    )
+    assert spec_from_data(spec_to_data(ok)) == ok
+    with pytest.raises(
+        InvalidSpec, match=r"^children\[0\]\.args: lists and mappings nested deeper"
+    ):
+        spec_from_data(
+            {"name": "app", "children": [{**GOOD_TASK, "args": nested(MAX_DATA_DEPTH + 1)}]}
+        )
+    with pytest.raises(
+        InvalidSpec, match=r"^children\[0\]\.kwargs: lists and mappings nested deeper"
+    ):
+        spec_from_data({"name": "app", "children": [{**GOOD_TASK, "kwargs": {"a": nested(5000)}}]})
+
+
+def test_task_arguments_that_contain_themselves_are_refused() -> None:
+    """A YAML alias can make data that contains itself (``&a [*a]``)."""
+    loop: list[Any] = [1]
+    loop.append(loop)
+    with pytest.raises(InvalidSpec, match=r"^children\[0\]\.args: data that contains itself"):
+        spec_from_data({"name": "app", "children": [{**GOOD_TASK, "args": [loop]}]})
+    # Shared (not circular) data is fine, however often it is shared: each part is walked once.
+    shared: list[Any] = [1]
+    for _ in range(60):
+        shared = [shared, shared]
+    spec = spec_from_data({"name": "app", "children": [{**GOOD_TASK, "args": shared}]})
+    assert spec.child("t").args[0] is shared[0]  # type: ignore[union-attr]
+    for _ in range(MAX_DATA_DEPTH):
+        shared = [shared, shared]
+    with pytest.raises(InvalidSpec, match="nested deeper than 100"):
+        spec_from_data({"name": "app", "children": [{**GOOD_TASK, "args": shared}]})
+    # A part walked once near the top is too deep where it is met again lower down.
+    part: list[Any] = [1]
+    for _ in range(MAX_DATA_DEPTH - 2):
+        part = [part]
+    spec_from_data({"name": "app", "children": [{**GOOD_TASK, "args": [part]}]})
+    with pytest.raises(InvalidSpec, match=r"^children\[0\]\.args: lists and mappings nested"):
+        spec_from_data({"name": "app", "children": [{**GOOD_TASK, "args": [part, [[part]]]}]})
+
+
+def test_spec_to_data_refuses_arguments_too_deep_to_write() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    spec = SupervisorSpec("app", children=[task("a"), task("b", args=[deep])])
+    with pytest.raises(InvalidSpec, match=r"^children\[1\]: args or kwargs nested too deeply"):
+        spec_to_data(spec)
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_value_whose_repr_raises_is_named_by_its_type() -> None:
+    with pytest.raises(
+        InvalidSpec, match=r"^name: expected a non-empty name .*, got <_BadRepr object>$"
+    ):
+        SupervisorSpec(_BadRepr())  # type: ignore[arg-type]
+    with pytest.raises(InvalidSpec, match=r"^phase: expected one of pending, .*, got 5$"):
+        Failure("app", "x", 5)  # type: ignore[arg-type]
+
+
+def test_every_message_is_at_most_a_thousand_characters() -> None:
+    error = InvalidSpec("a.b: " + "x" * 5000 + " the end")
+    text = str(error)
+    assert len(text) == 1000
+    assert text.startswith("a.b: xxx")
+    assert text.endswith("x the end")
+    assert " … " in text
+    assert all(len(p) <= 1000 for p in InvalidSpec("m", ("p" * 3000, "q")).problems)
 
 
 # --------------------------------------------------------------------------- errors

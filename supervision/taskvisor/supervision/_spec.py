@@ -403,7 +403,7 @@ def _build(cls: Callable[..., Any], kwargs: dict[str, Any], path: str) -> Any:
         return cls(**kwargs)
     except InvalidData as exc:
         raise prefixed(path, exc) from None
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # pragma: no cover
         # A safety net only: every field is checked before it gets here, and
         # the fuzz tests assert that this message never appears.
         name = getattr(cls, "__name__", "spec")
