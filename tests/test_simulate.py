@@ -383,7 +383,7 @@ def test_a_dynamic_root_and_start_on_a_static_supervisor() -> None:
         "w-2": ChildOutcome(RUNNING, 2, True),
     }
     with pytest.raises(
-        InvalidSpec, match=r"script\[0\]\.supervisor: expected the path of a dynamic"
+        InvalidSpec, match=r"script\[0\]\.spec: a static supervisor's start_child needs a child"
     ):
         simulate(SupervisorSpec("app", children=[task("a")]), [Start(0.0)])
 
@@ -394,7 +394,7 @@ def test_a_dynamic_root_and_start_on_a_static_supervisor() -> None:
         ([Fail(1.0, "a"), Fail(2.0, "nope")], r"script\[1\]\.child: no child 'nope' under 'app'"),
         ([Fail(1.0, "sub/zz")], r"script\[0\]\.child: no child 'zz' under 'app/sub'"),
         ([Fail(1.0, "a/b")], r"script\[0\]\.child: 'a' is a task, not a supervisor"),
-        (["boom"], r"script\[0\]: expected a Fail, Exit, Timeout or Start event"),
+        (["boom"], r"script\[0\]: expected a Fail, Exit, Timeout, Start, TerminateChild, "),
     ],
 )
 def test_script_paths_are_checked_against_the_spec(script: list[Any], message: str) -> None:

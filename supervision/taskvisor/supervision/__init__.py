@@ -29,7 +29,19 @@ from ._policy import (
     started,
     stopped,
 )
-from ._simulate import ChildOutcome, Exit, Fail, ScriptEvent, Simulation, Start, Timeout, simulate
+from ._simulate import (
+    ChildOutcome,
+    DeleteChild,
+    Exit,
+    Fail,
+    RestartChild,
+    ScriptEvent,
+    Simulation,
+    Start,
+    TerminateChild,
+    Timeout,
+    simulate,
+)
 from ._spec import (
     ChildSpec,
     DynamicSupervisorSpec,
@@ -63,6 +75,7 @@ __all__ = [
     "ChildSpec",
     "ChildStartError",
     "Decision",
+    "DeleteChild",
     "DynamicSupervisorSpec",
     "Escalated",
     "Exit",
@@ -73,6 +86,7 @@ __all__ = [
     "Intensity",
     "PMap",
     "Policy",
+    "RestartChild",
     "RestartChildren",
     "RestartScheduled",
     "ScriptEvent",
@@ -90,6 +104,7 @@ __all__ = [
     "SupervisorSpec",
     "SupervisorState",
     "SupervisorStopped",
+    "TerminateChild",
     "Timeout",
     "decide",
     "removed",

@@ -449,6 +449,22 @@ class Node:
 
     # ------------------------------------------------------------------- public
 
+    def fresh(self) -> Node:
+        """A node to replace this one after it broke (the supervisor crashed).
+
+        It is idle, keeps the static children (held: a ``Boot`` restarts
+        them) and counts attempts and timer tokens on, so that a timer of
+        the broken node is never taken for one of its own.
+        """
+        new = Node(self.spec, self.path, seed=self.seed)
+        new.attempt = self.attempt
+        new._tokens = self._tokens
+        for cid, child in self.children.items():
+            if not child.dynamic:
+                child.status, child.token = PENDING, 0
+                new.children[cid] = child
+        return new
+
     @property
     def running(self) -> bool:
         """Whether the node supervises (started and not ended or stopped)."""
@@ -530,6 +546,7 @@ class Node:
         self._infos = None
         self.attempt += 1
         self.exit = None
+        self._dynamic_ids = 0  # a fresh start numbers its children from 1 again
         self.calls.clear()
         self.deferred.clear()
         state = SupervisorState.initial(self.infos(), now, seed=self.seed)
@@ -917,6 +934,7 @@ class Node:
     def _call_start_child(self, call: Call) -> None:
         spec, args, kwargs, child_id = call.args
         own = self.spec
+        numbered = False
         if isinstance(own, DynamicSupervisorSpec):
             if spec is not None:
                 raise NodeError(
@@ -924,12 +942,9 @@ class Node:
                     f"{self.path}: a dynamic supervisor makes its children from its template; "
                     "pass args/kwargs (and id) instead of a child spec",
                 )
+            numbered = child_id is None
             if child_id is None:
-                self._dynamic_ids += 1
-                child_id = f"{own.template.name}-{self._dynamic_ids}"
-                while child_id in self.children:
-                    self._dynamic_ids += 1
-                    child_id = f"{own.template.name}-{self._dynamic_ids}"
+                child_id = self._next_dynamic_id(own.template.name)
             spec = _from_template(own.template, child_id, args, kwargs)
         elif not isinstance(spec, (TaskSpec, SupervisorSpec, DynamicSupervisorSpec)):
             raise NodeError(
@@ -945,12 +960,22 @@ class Node:
         limit = own.max_children if isinstance(own, DynamicSupervisorSpec) else None
         if limit is not None and len(self.children) >= limit:
             raise NodeError("max_children", f"{self.path}: max_children ({limit}) reached")
-        child = Child(spec, ChildInfo.of(spec), dynamic=isinstance(own, DynamicSupervisorSpec))
+        dynamic = isinstance(own, DynamicSupervisorSpec)
+        if dynamic and numbered:
+            self._dynamic_ids += 1  # the number is taken only by a child that is added
+        child = Child(spec, ChildInfo.of(spec), dynamic=dynamic)
         self.children[child.id] = child
         self._infos = None
         self.policy_state = started(self.policy_state, child.id, self._now)
         self.calls[child.id] = (call.id, True)
         self._start(child)
+
+    def _next_dynamic_id(self, name: str) -> str:
+        number = self._dynamic_ids + 1
+        while f"{name}-{number}" in self.children:
+            number += 1
+            self._dynamic_ids += 1
+        return f"{name}-{number}"
 
     def _call_terminate_child(self, call: Call) -> None:
         (cid,) = call.args

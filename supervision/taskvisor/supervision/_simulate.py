@@ -18,40 +18,33 @@ Use it to see what a policy does before deploying it::
 
 from __future__ import annotations
 
-import gc
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Iterable
 from heapq import heappop, heappush
 from operator import attrgetter
 from typing import Any, TypeAlias
 
 import attrs
 
-from taskvisor.actors import InvalidSpec, TaskPhase, TaskSpec
+from taskvisor.actors import InvalidSpec, TaskPhase
 
+from . import _node as n
 from ._errors import Failure, SupervisorExhausted, invalid
-from ._policy import (
-    ChildExit,
-    ChildInfo,
-    Decision,
-    GiveUp,
-    Ignore,
-    Policy,
-    RestartChildren,
-    SupervisorState,
-    decide,
-    started,
-)
+from ._node import Boot, Input, Node, Reply
+from ._policy import Decision, GiveUp, Ignore, RestartChildren
 from ._spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 __all__ = [
     "ChildOutcome",
+    "DeleteChild",
     "Exit",
     "Fail",
+    "RestartChild",
     "ScriptEvent",
     "Simulation",
     "Start",
+    "TerminateChild",
     "Timeout",
     "simulate",
 ]
@@ -107,19 +100,61 @@ class Timeout:
     child: str = attrs.field(validator=_check_path)
 
 
+def _check_optional_spec(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    from taskvisor.actors import TaskSpec as _TaskSpec
+
+    if value is not None and not isinstance(
+        value, (_TaskSpec, SupervisorSpec, DynamicSupervisorSpec)
+    ):
+        raise invalid(attribute.name, "expected a child spec or None", type(value).__name__)
+
+
 @attrs.frozen
 class Start:
-    """At time ``at``, start a child from the template of the dynamic supervisor at path
-    ``supervisor`` (``""``: the root) under ``id`` (default ``"<template name>-<n>"``)."""
+    """At time ``at``, ``start_child`` on the supervisor at path ``supervisor`` (``""``: the root).
+
+    A dynamic supervisor makes the child from its template, under ``id``
+    (default ``"<template name>-<n>"``); a static one takes ``spec``.
+    """
 
     at: float = attrs.field(validator=_check_at)
     supervisor: str = attrs.field(default="", validator=_check_sup_path)
     id: str | None = attrs.field(default=None, validator=_check_optional_id)
+    spec: ChildSpec | None = attrs.field(default=None, validator=_check_optional_spec, kw_only=True)
 
 
-ScriptEvent: TypeAlias = Fail | Exit | Timeout | Start
+@attrs.frozen
+class TerminateChild:
+    """At time ``at``, ``terminate_child`` of the child at path ``child``."""
 
-_KINDS = frozenset({Fail, Exit, Timeout, Start})
+    at: float = attrs.field(validator=_check_at)
+    child: str = attrs.field(validator=_check_path)
+
+
+@attrs.frozen
+class RestartChild:
+    """At time ``at``, ``restart_child`` of the (terminated) child at path ``child``."""
+
+    at: float = attrs.field(validator=_check_at)
+    child: str = attrs.field(validator=_check_path)
+
+
+@attrs.frozen
+class DeleteChild:
+    """At time ``at``, ``delete_child`` of the (terminated) child at path ``child``."""
+
+    at: float = attrs.field(validator=_check_at)
+    child: str = attrs.field(validator=_check_path)
+
+
+ScriptEvent: TypeAlias = Fail | Exit | Timeout | Start | TerminateChild | RestartChild | DeleteChild
+
+_API: dict[type, str] = {
+    TerminateChild: "terminate_child",
+    RestartChild: "restart_child",
+    DeleteChild: "delete_child",
+}
+_KINDS = frozenset({Fail, Exit, Timeout, Start, *_API})
 _EXITS = frozenset({Fail, Exit, Timeout})
 _at, _child = attrgetter("at"), attrgetter("child")
 _RUNNING = TaskPhase.RUNNING
@@ -254,7 +289,10 @@ def _describe(kind: str, args: tuple[Any, ...]) -> str:
             return f"exit     {event.child} (normal end)"
         if isinstance(event, Timeout):
             return f"timeout  {event.child}"
-        return f"add      {event.supervisor or '(root)'}: new child"
+        if isinstance(event, Start):
+            return f"add      {event.supervisor or '(root)'}: new child"
+        verb = _API[type(event)].partition("_")[0]
+        return f"{verb:<8} {event.child}"
     if kind == "skip":
         event, reason = args
         return f"skipped  {type(event).__name__.lower()} {getattr(event, 'child', '')}: {reason}"
@@ -279,398 +317,305 @@ def _describe(kind: str, args: tuple[Any, ...]) -> str:
     )
 
 
-class _Run:
-    __slots__ = ("attempts", "phase", "running", "task")
+def _refusal(error: Exception) -> str:
+    """Why an API call of the script was refused, in a few words."""
+    reason = getattr(error, "reason", None)
+    text = str(error).partition(": ")[2] or str(error)
+    if reason in ("already_present", "running") and "child " in text:
+        return text.replace(f"is {reason}", "is already there")
+    if reason == "stopped":
+        return "not running"
+    return text
+
+
+class _Task:
+    __slots__ = ("attempts", "phase", "running")
 
     def __init__(self) -> None:
         self.phase = TaskPhase.PENDING
         self.attempts = 0
         self.running = False
-        self.task = True  # the child is a task, not a supervisor (known once started)
-
-
-class _Sup:
-    """One running supervisor instance (a fresh one after each restart of its subtree)."""
-
-    __slots__ = (
-        "alive",
-        "counter",
-        "infos",
-        "name",
-        "parent",
-        "path",
-        "pending",
-        "policy",
-        "prefix",
-        "spec",
-        "specs",
-        "state",
-        "subs",
-    )
-
-    def __init__(
-        self,
-        spec: SupervisorSpec | DynamicSupervisorSpec,
-        now: float,
-        seed: int,
-        *,
-        parent: _Sup | None = None,
-        name: str = "",
-    ) -> None:
-        self.spec = spec
-        self.parent = parent
-        self.name = name
-        # path: the supervisor's own path, the root's name first ("app/db");
-        # prefix: what goes before a child id to make its path from the root ("db/").
-        if parent is None:
-            self.path, self.prefix = spec.name, ""
-        else:
-            self.path, self.prefix = f"{parent.path}/{name}", f"{parent.prefix}{name}/"
-        self.policy = Policy.of(spec)
-        if isinstance(spec, SupervisorSpec):
-            self.infos: tuple[ChildInfo, ...] = spec.child_infos()
-            self.specs: dict[str, ChildSpec] = {c.name: c for c in spec.children}
-        else:
-            self.infos = ()
-            self.specs = {}
-        self.state = SupervisorState.initial(self.infos, now, seed=seed)
-        self.subs: dict[str, _Sup] = {}
-        self.pending: dict[str, int] = {}
-        self.alive = True
-        self.counter = 0
-
-    def forget(self, ids: Iterable[str]) -> None:
-        gone = set(ids)
-        self.infos = tuple(i for i in self.infos if i.id not in gone)
-        for cid in gone:
-            self.specs.pop(cid, None)
-            self.pending.pop(cid, None)
 
 
 class _Engine:
+    """Drives one ``Node`` per supervisor on a fake clock, as the live shell does by message.
+
+    Inputs wait in one queue and are taken in order; a command that a live
+    tree carries out by message becomes an input queued here (a task's start
+    confirmation, a terminate's answer, a child supervisor's report), so
+    the same node code decides in the same order as in a live tree.
+    """
+
     def __init__(self, spec: SupervisorSpec | DynamicSupervisorSpec, seed: int) -> None:
         self.seed = seed
-        self.runs: dict[str, _Run] = {}
+        self.nodes: dict[str, Node] = {}  # by path from the root ("" for the root)
+        self.stop_seqs: dict[str, int] = {}
+        self.tasks: dict[str, _Task] = {}  # tasks and supervisors, by path from the root
         self.decisions: list[tuple[float, str, Decision]] = []
         self.log: list[Any] = []  # see Simulation._log
         self.skipped: list[tuple[ScriptEvent, str]] = []
-        self.heap: list[tuple[float, int, _Sup, tuple[str, ...]]] = []
+        self.queue: deque[tuple[str, Input]] = deque()
+        self.heap: list[tuple[float, int, str, int]] = []
         self.seq = 0
+        self.now = 0.0
         self.done = False
         self.gave_up = False
         self.shut_down = False
         self.chain: tuple[Failure, ...] = ()
         self.reason: str | None = None
         self.end = 0.0
-        # ChildExit values are immutable: reuse one per (child, kind of event, error).
-        self.exits: dict[tuple[str, type, str | None], ChildExit] = {}
-        self.root = _Sup(spec, 0.0, seed)
-        for info in self.root.infos:
-            self.start(self.root, info.id, 0.0)
+        self.replies: dict[int, Reply] = {}
+        self.calls = 0
+        self.root = Node(spec, spec.name, seed=seed)
+        self.nodes[""] = self.root
+        self.send("", Boot())
+        self.settle()
+
+    # -- the queue
+
+    def send(self, path: str, event: Input) -> None:
+        self.queue.append((path, event))
+
+    def settle(self) -> None:
+        """Take queued inputs until none is left (everything instant happened)."""
+        queue = self.queue
+        while queue:
+            path, event = queue.popleft()
+            node = self.nodes.get(path)
+            if node is None:
+                continue
+            self.carry_out(path, node, node.step(event, self.now))
+
+    def carry_out(self, path: str, node: Node, commands: list[Any]) -> None:
+        prefix = f"{path}/" if path else ""
+        for command in commands:
+            kind = type(command)
+            if kind is n.StartChild:
+                self.start(prefix + command.child, command.spec, path, command.child)
+            elif kind is n.SettleChild:
+                self.settle_child(prefix + command.child, command, path)
+            elif kind is n.TerminateChild:
+                self.terminate(prefix + command.child, command, path)
+            elif kind is n.Decided:
+                entry = (self.now, node.path, command.decision)
+                self.decisions.append(entry)
+                self.log.append(entry)
+            elif kind is n.StartTimer:
+                self.seq += 1
+                heappush(self.heap, (self.now + command.delay, self.seq, path, command.token))
+            elif kind is n.ForgetChild:
+                child_path = prefix + command.child
+                if child_path in self.nodes:
+                    self.stop_seqs[child_path] = -1
+                    self.send(child_path, n.StopNode(final=True))
+            elif kind is n.Reply:
+                self.replies[command.call] = command
+            elif kind in (n.ReportStarted, n.ReportEnded, n.ReportStopped):
+                self.report(path, node, command)
+            # Publish: nothing to simulate
+
+    def report(self, path: str, node: Node, command: Any) -> None:
+        if not path:  # the root
+            if type(command) is n.ReportEnded and not self.done:
+                self.done = True
+                self.end = self.now
+                if command.phase is TaskPhase.SUCCEEDED:
+                    self.shut_down = True
+                else:
+                    self.gave_up, self.chain, self.reason = True, command.chain, command.reason
+            return
+        parent, _, name = path.rpartition("/")
+        if type(command) is n.ReportStopped:
+            seq = self.stop_seqs.get(path, 0)
+            if seq == -1:  # forgotten: its node goes
+                del self.nodes[path]
+                return
+            self.send(parent, n.ChildTerminated(name, seq))
+            return
+        run = self.tasks[path]
+        if type(command) is n.ReportStarted:
+            self.send(parent, n.ChildStarted(name, command.attempt))
+            return
+        run.running, run.phase = False, command.phase
+        ended = n.ChildEnded(
+            name, command.attempt, command.phase, command.reason, command.started, command.chain
+        )
+        self.send(parent, ended)
 
     # -- children
 
-    def start(self, sup: _Sup, cid: str, now: float) -> None:
-        path = sup.prefix + cid
-        run = self.runs.get(path)
+    def start(self, path: str, spec: ChildSpec, parent: str, name: str) -> None:
+        run = self.tasks.get(path)
         if run is None:
-            run = self.runs[path] = _Run()
+            run = self.tasks[path] = _Task()
         run.attempts += 1
         run.running = True
-        run.phase = _RUNNING
-        if sup.pending:
-            sup.pending.pop(cid, None)
-        self.log.append(path)  # at the time of the entry before it
-        spec = sup.specs[cid]
-        run.task = isinstance(spec, TaskSpec)
-        if not isinstance(spec, TaskSpec):
-            sub = _Sup(spec, now, self.seed, parent=sup, name=cid)
-            sup.subs[cid] = sub
-            for info in sub.infos:
-                self.start(sub, info.id, now)
-
-    def terminate(self, sup: _Sup, cid: str) -> None:
-        sup.pending.pop(cid, None)
-        run = self.runs.get(sup.prefix + cid)
-        if run is not None and run.running:
-            sub = sup.subs.pop(cid, None)
-            if sub is not None:
-                self.stop_tree(sub)
-            run.running = False
-            run.phase = TaskPhase.CANCELLED
-
-    def stop_tree(self, sup: _Sup) -> None:
-        sup.alive = False
-        for info in reversed(sup.infos):
-            self.terminate(sup, info.id)
-
-    # -- decisions
-
-    def child_ended(
-        self,
-        sup: _Sup,
-        event: ChildExit,
-        now: float,
-        chain: tuple[Failure, ...],
-    ) -> None:
-        state, decision = decide(sup.policy, sup.infos, sup.state, event, now)
-        sup.state = state
-        entry = (now, sup.path, decision)
-        self.decisions.append(entry)
-        self.log.append(entry)
-        self.carry_out(sup, decision, event, now, chain)
-
-    def carry_out(
-        self,
-        sup: _Sup,
-        decision: Decision,
-        event: ChildExit,
-        now: float,
-        chain: tuple[Failure, ...],
-    ) -> None:
-        if type(decision) is RestartChildren:
-            if decision.terminate:
-                for other in decision.terminate:
-                    self.terminate(sup, other)
-            if decision.drop:
-                sup.forget(decision.drop)
-            delay = decision.delay
-            if delay <= 0:
-                for restarted in decision.restart:
-                    self.start(sup, restarted, now)
-            else:
-                self.seq = seq = self.seq + 1
-                pending = sup.pending
-                for restarted in decision.restart:
-                    pending[restarted] = seq
-                heappush(self.heap, (now + delay, seq, sup, decision.restart))
-        elif isinstance(decision, Ignore):
-            if decision.remove:
-                sup.forget((event.child,))
-        elif isinstance(decision, GiveUp):
-            cid, phase, error = event.child, event.phase, event.error
-            self.runs[sup.prefix + cid].phase = TaskPhase.EXHAUSTED
-            self.stop_tree(sup)
-            link = (*chain, Failure(sup.path, cid, phase, error))
-            self.supervisor_ended(sup, TaskPhase.EXHAUSTED, decision.reason, now, link)
-        else:
-            self.stop_tree(sup)
-            self.supervisor_ended(sup, TaskPhase.SUCCEEDED, None, now, ())
-
-    def supervisor_ended(
-        self,
-        sup: _Sup,
-        phase: TaskPhase,
-        reason: str | None,
-        now: float,
-        chain: tuple[Failure, ...],
-    ) -> None:
-        parent = sup.parent
-        if parent is None:
-            self.done = True
-            self.end = now
-            if phase is TaskPhase.EXHAUSTED:
-                self.gave_up, self.chain, self.reason = True, chain, reason
-            else:
-                self.shut_down = True
+        run.phase = TaskPhase.RUNNING
+        self.log.append(path)
+        if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):  # a task
+            self.send(parent, n.ChildStarted(name, run.attempts))
             return
-        run = self.runs[sup.prefix[:-1]]
-        run.running = False
-        run.phase = phase
-        parent.subs.pop(sup.name, None)
-        self.child_ended(parent, ChildExit(sup.name, phase, reason), now, chain)
+        node = self.nodes.get(path)
+        if node is None:
+            node = self.nodes[path] = Node(spec, f"{self.root.path}/{path}", seed=self.seed)
+        self.send(path, Boot())
+
+    def settle_child(self, path: str, command: Any, parent: str) -> None:
+        run = self.tasks[path]
+        if command.phase is not None:
+            run.phase = command.phase
+        if path in self.nodes:  # a child supervisor
+            if command.then == "restart":
+                self.start(path, self.nodes[path].spec, parent, command.child)
+            elif command.then == "final":
+                self.send(path, n.Settle(final=True))
+            return
+        if command.then == "restart":
+            self.start(path, None, parent, command.child)  # type: ignore[arg-type]
+            return
+
+    def terminate(self, path: str, command: Any, parent: str) -> None:
+        if path in self.nodes:
+            self.stop_seqs[path] = command.seq
+            node = self.nodes[path]
+            run = self.tasks.get(path)
+            if run is not None and run.running:
+                run.running, run.phase = False, TaskPhase.CANCELLED
+            self.send(path, n.StopNode(final=command.final, brutal=command.brutal))
+            del node
+            return
+        run = self.tasks.get(path)
+        if run is not None and run.running:
+            run.running, run.phase = False, TaskPhase.CANCELLED
+        self.send(parent, n.ChildTerminated(command.child, command.seq))
+
+    def crash(self, path: str, error: str | None) -> None:
+        """A supervisor crashed: its children stop with it (held); its parent decides."""
+        node = self.nodes[path]
+        self.nodes[path] = node.fresh()
+        for sub in [p for p in self.nodes if p.startswith(f"{path}/")]:
+            del self.nodes[sub]
+        for below, run in self.tasks.items():
+            if below.startswith(f"{path}/") and run.running:
+                run.running, run.phase = False, TaskPhase.CANCELLED
+        run = self.tasks[path]
+        run.running, run.phase = False, TaskPhase.FAILED
+        parent, _, name = path.rpartition("/")
+        self.send(parent, n.ChildEnded(name, node.attempt, TaskPhase.FAILED, error))
 
     # -- the clock
 
     def run_due(self, until: float) -> None:
-        heap, log = self.heap, self.log
+        heap = self.heap
         while heap and heap[0][0] <= until and not self.done:
-            at, seq, sup, ids = heappop(heap)
-            self.end = at
-            if not sup.alive:
+            at, _, path, token = heappop(heap)
+            node = self.nodes.get(path)
+            if node is None or not node.running:
                 continue
-            log.append(at)  # the clock, for the starts that follow
-            pending = sup.pending
-            for cid in ids:
-                if pending.get(cid) == seq:
-                    self.start(sup, cid, at)
+            self.now = self.end = at
+            self.log.append(at)  # the clock, for the starts that follow
+            self.send(path, n.TimerFired(token))
+            self.settle()
 
-    def play(self, events: list[ScriptEvent], limit: float) -> None:  # noqa: PLR0915
-        """Handle ``events`` (sorted by time) up to ``limit``, due restarts first.
-
-        The common case, a running task child of the root ends and the root
-        decides, is written out here (``run_due``, ``handle``, ``child_ended``
-        and ``start`` in one); everything else goes to those methods.
-        """
-        heap, runs, exits, root = self.heap, self.runs, self.exits, self.root
-        record, log = self.decisions.append, self.log.append
-        root_path, root_pending, policy = root.path, root.pending, root.policy
+    def play(self, events: list[ScriptEvent], limit: float) -> None:
         for event in events:
             at = event.at
             if at > limit:
                 break
+            self.run_due(at)
             if self.done:
                 self.skip(event, "the tree has stopped")
                 continue
-            # run_due(at); self.end is set below, to at
-            while heap and heap[0][0] <= at:
-                due, seq, sup, ids = heappop(heap)
-                if not sup.alive:
-                    continue
-                log(due)
-                pending = sup.pending
-                for cid in ids:
-                    if pending.get(cid) != seq:
-                        continue
-                    if sup is root:
-                        due_run = runs[cid]
-                        if due_run.task:  # start(root, cid, due)
-                            del pending[cid]
-                            due_run.attempts += 1
-                            due_run.running = True
-                            due_run.phase = _RUNNING
-                            log(cid)
-                            continue
-                    self.start(sup, cid, due)
-            if isinstance(event, Start):
-                self.end = at
-                self.add_child(event)
-                continue
-            path = event.child
-            run = runs.get(path)
-            if run is None or not run.running or "/" in path:
-                self.handle(event)
-                continue
-            self.end = at
-            log(event)
+            self.now = self.end = at
             kind = type(event)
-            run.running = False
-            run.phase = phase = _PHASE_OF[kind]
-            if root.subs:
-                sub = root.subs.pop(path, None)
-                if sub is not None:  # a supervisor itself crashed: its children go with it
-                    self.stop_tree(sub)
-            error = event.error if kind is Fail else None  # type: ignore[union-attr]
-            key = (path, kind, error)
-            exit_event = exits.get(key)
-            if exit_event is None:
-                exit_event = exits[key] = ChildExit(path, phase, error)
-            state, decision = decide(policy, root.infos, root.state, exit_event, at)
-            root.state = state
-            entry = (at, root_path, decision)
-            record(entry)
-            log(entry)
-            if type(decision) is not RestartChildren:
-                self.carry_out(root, decision, exit_event, at, ())
-                continue
-            _, terminate, restart, drop, delay = decision
-            if terminate or drop:
-                self.carry_out(root, decision, exit_event, at, ())
-                continue
-            if delay > 0:
-                self.seq = seq = self.seq + 1
-                for cid in restart:
-                    root_pending[cid] = seq
-                heappush(heap, (at + delay, seq, root, restart))
-            elif run.task and restart == (path,):  # start(root, path, at)
-                # (a running child is never waiting for a delayed restart: not in root_pending)
-                run.attempts += 1
-                run.running = True
-                run.phase = _RUNNING
-                log(path)
+            if kind is Start:
+                self.add_child(event)  # type: ignore[arg-type]
+            elif kind in _API:
+                self.call(event)  # type: ignore[arg-type]
             else:
-                for cid in restart:
-                    self.start(root, cid, at)
+                self.handle(event)  # type: ignore[arg-type]
+            self.settle()
 
-    def resolve(self, path: str) -> tuple[_Sup, str] | str:
-        sup = self.root
+    def resolve(self, path: str) -> tuple[str, Node, str] | str:
+        """The parent path, parent node and id of the child at ``path``, or why not."""
         parts = path.split("/")
-        for depth, part in enumerate(parts[:-1]):
-            sub = sup.subs.get(part)
-            if sub is None:
-                return f"supervisor {'/'.join(parts[: depth + 1])!r} is not running"
-            sup = sub
+        for depth in range(1, len(parts)):
+            above = "/".join(parts[:depth])
+            node = self.nodes.get(above)
+            if node is None or not node.running:
+                return f"supervisor {above!r} is not running"
+        parent = "/".join(parts[:-1])
+        node = self.nodes[parent]
         cid = parts[-1]
-        run = self.runs.get(path)
-        if cid not in sup.specs or run is None:
-            return f"no child {cid!r} under {sup.path!r}"
-        if not run.running:
-            return "not running"
-        return sup, cid
+        if cid not in node.children:
+            return f"no child {cid!r} under {node.path!r}"
+        return parent, node, cid
 
     def handle(self, event: Fail | Exit | Timeout) -> None:
-        """Handle a script event about a child that is not a running child of the root."""
-        now = event.at
-        self.end = now
         found = self.resolve(event.child)
         if isinstance(found, str):
             self.skip(event, found)
             return
-        sup, cid = found
-        run = self.runs[event.child]
-        kind = type(event)
-        phase = _PHASE_OF[kind]
+        parent, node, cid = found
+        child = node.children[cid]
+        if child.status != n.CHILD_RUNNING:
+            self.skip(event, "not running")
+            return
         self.log.append(event)
-        run.running = False
-        run.phase = phase
-        sub = sup.subs.pop(cid, None)
-        if sub is not None:  # a supervisor itself crashed: its children go with it
-            self.stop_tree(sub)
         error = event.error if isinstance(event, Fail) else None
-        self.child_ended(sup, ChildExit(cid, phase, error), now, ())
+        path = event.child
+        if path in self.nodes:
+            self.crash(path, error)
+            return
+        run = self.tasks[path]
+        run.running = False
+        run.phase = _PHASE_OF[type(event)]
+        self.send(parent, n.ChildEnded(cid, child.attempt, run.phase, error))
+
+    def supervisor_of(
+        self, event: Start | TerminateChild | RestartChild | DeleteChild
+    ) -> str | None:
+        path = event.supervisor if isinstance(event, Start) else event.child.rpartition("/")[0]
+        node = self.nodes.get(path)
+        if node is None or not node.running:
+            reason = "not running" if path else "the root is not running"
+            if path:
+                found = self.resolve(path)
+                reason = found if isinstance(found, str) else "not running"
+            self.skip(event, reason)
+            return None
+        return path
 
     def add_child(self, event: Start) -> None:
-        sup = self.root
-        if event.supervisor:
-            found = self.resolve(event.supervisor)
-            if isinstance(found, str):
-                self.skip(event, found)
-                return
-            parent, name = found
-            sup = parent.subs[name]
-        spec = sup.spec
-        if not isinstance(spec, DynamicSupervisorSpec):
-            self.skip(event, f"{sup.path!r} is not a dynamic supervisor")
+        path = self.supervisor_of(event)
+        if path is None:
             return
-        if spec.max_children is not None and len(sup.infos) >= spec.max_children:
-            self.skip(event, f"max_children ({spec.max_children}) reached")
+        node = self.nodes[path]
+        spec = None if isinstance(node.spec, DynamicSupervisorSpec) else event.spec
+        self.send_call(path, event, "start_child", (spec, (), {}, event.id))
+
+    def call(self, event: TerminateChild | RestartChild | DeleteChild) -> None:
+        path = self.supervisor_of(event)
+        if path is None:
             return
-        cid = event.id
-        if cid is None:
-            sup.counter += 1
-            cid = f"{spec.template.name}-{sup.counter}"
-        if cid in sup.specs:
-            self.skip(event, f"child {cid!r} is already there")
-            return
+        name = _API[type(event)]
+        self.send_call(path, event, name, (event.child.rpartition("/")[2],))
+
+    def send_call(self, path: str, event: ScriptEvent, name: str, args: tuple[Any, ...]) -> None:
+        self.calls += 1
+        call = self.calls
+        mark = len(self.log)
         self.log.append(event)
-        sup.infos = (*sup.infos, spec.child_info(cid))
-        sup.specs[cid] = spec.template
-        sup.state = started(sup.state, cid, event.at)
-        self.start(sup, cid, event.at)
+        self.send(path, n.Call(call, name, args))
+        self.settle()
+        reply = self.replies.pop(call, None)
+        if reply is not None and reply.error is not None:
+            del self.log[mark]
+            self.skip(event, _refusal(reply.error))
 
     def skip(self, event: ScriptEvent, reason: str) -> None:
         self.skipped.append((event, reason))
         self.log.append((event.at, "skip", event, reason))
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a while, as ``timeit`` does.
-
-    A simulation keeps every decision and log entry it makes: hundreds of
-    thousands of small objects, none of them garbage. With the collector
-    on, CPython walks them all again each time their number grows by a
-    quarter: a quarter of the run time of a long script. Reference counting
-    still frees everything else at once; the collector is turned back on
-    (if it was on) when the simulation ends.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _check_script(spec: SupervisorSpec | DynamicSupervisorSpec, script: list[ScriptEvent]) -> None:
@@ -683,7 +628,12 @@ def _check_script(spec: SupervisorSpec | DynamicSupervisorSpec, script: list[Scr
     for i, event in enumerate(script):
         kind = type(event)
         if kind not in _KINDS:
-            raise invalid(f"script[{i}]", "expected a Fail, Exit, Timeout or Start event", event)
+            raise invalid(
+                f"script[{i}]",
+                "expected a Fail, Exit, Timeout, Start, TerminateChild, RestartChild or "
+                "DeleteChild event",
+                type(event).__name__,
+            )
         if kind is not Start and event.child in top_level:  # type: ignore[union-attr]
             continue  # the common case: a child of the root
         if isinstance(event, Start):
@@ -707,9 +657,16 @@ def _check_script(spec: SupervisorSpec | DynamicSupervisorSpec, script: list[Scr
                 task = "/".join(walked)
                 raise invalid(f"script[{i}].{field}", f"{task!r} is a task, not a supervisor", path)
             walked.append(part)
-        if isinstance(event, Start) and not isinstance(node, DynamicSupervisorSpec):
+        if isinstance(event, Start) and not isinstance(
+            node, (DynamicSupervisorSpec, SupervisorSpec)
+        ):
+            raise invalid(f"script[{i}].supervisor", "expected the path of a supervisor", path)
+        if isinstance(event, Start) and isinstance(node, SupervisorSpec) and event.spec is None:
             raise invalid(
-                f"script[{i}].supervisor", "expected the path of a dynamic supervisor", path
+                f"script[{i}].spec",
+                "a static supervisor's start_child needs a child spec "
+                "(or name a dynamic supervisor)",
+                None,
             )
 
 
@@ -745,12 +702,11 @@ def simulate(
     _check_script(spec, events)
     events.sort(key=_at)
     limit = math.inf if until is None else until
-    with _collector_paused():
-        engine = _Engine(spec, seed)
-        engine.play(events, limit)
-        if not engine.done:
-            engine.run_due(limit)
-    runs = engine.runs
+    engine = _Engine(spec, seed)
+    engine.play(events, limit)
+    if not engine.done:
+        engine.run_due(limit)
+    runs = engine.tasks
     return Simulation(
         spec=spec,
         script=tuple(events),

@@ -554,9 +554,7 @@ class SupervisorActor(BaseActor):
                     port.stop_node(-2, brutal=False, final=False)
         except BaseException:
             logger.exception("%s: could not stop the children after an internal error", self.path)
-        fresh = Node(self.spec, self.path)
-        fresh.attempt = old.attempt
-        self.node = fresh
+        self.node = old.fresh()
         self.booted = True
         if old.status in ("stopping",) or self.stop_seq < 0:
             self.report(ReportStopped(old.attempt), self.stop_seq)
