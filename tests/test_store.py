@@ -845,6 +845,7 @@ def test_a_schema_1_store_is_upgraded_and_its_old_runs_load(tmp_path: Path) -> N
             "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, state TEXT NOT NULL,"
             " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, data TEXT NOT NULL)"
         )
+        conn.execute("INSERT INTO tasks VALUES ('bad', 'failed', 2, 0, '{\"runs\": 5}')")
         for task_id, runs in (("job", [old_run]), ("none", [])):
             data = {**head, "id": task_id, "runs": runs}
             conn.execute(
@@ -860,6 +861,10 @@ def test_a_schema_1_store_is_upgraded_and_its_old_runs_load(tmp_path: Path) -> N
             TaskRun(attempt=1, phase=TaskPhase.FAILED, started_at=1, finished_at=2, error="lost")
         ]
         assert stored.runs[0].pid is None
+        assert store.get("none") is not None
+        with pytest.raises(StoreError, match="a stored record is damaged"):
+            store.get("bad")  # damaged before: left as it was, and reading it says so
+        store.delete("bad")
         assert [r.id for r in store.list()] == ["job", "none"]
         store.transition("job", RUNNING, now=5)
     with closing(sqlite3.connect(path)) as conn:
@@ -1042,3 +1047,46 @@ def test_a_write_blocked_past_the_timeout_raises_and_writes_nothing(tmp_path: Pa
         finally:
             child.kill()
             child.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        (_unchecked(TaskRun(attempt=1), exit_code=[1]), r"^runs\[0\]\.exit_code: expected int"),
+        (_unchecked(TaskRun(attempt=1), attempt=True), r"^runs\[0\]\.attempt: expected an int"),
+        (_unchecked(TaskRun(attempt=1), attempt=2**63), r"^runs\[0\]\.attempt: .* 64 bits"),
+    ],
+)
+def test_runs_that_cannot_be_kept_are_named(store: TaskStore, run: TaskRun, message: str) -> None:
+    with pytest.raises(InvalidData, match=message):
+        store.put(TaskRecord(id="a", runs=[run]))
+    assert store.get("a") is None
+
+
+def test_a_store_remembers_the_runs_of_its_latest_records_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskvisor.actors._store as store_module
+
+    monkeypatch.setattr(store_module, "_MEMO_MAX", 2)
+    with SqliteStore(tmp_path / "tasks.db") as store:
+        for task_id in ("a", "b", "c"):
+            store.put(TaskRecord(id=task_id, runs=_history(range(1, 4))))
+        assert list(store._memo) == ["b", "c"]
+        record = TaskRecord(id="a", runs=_history(range(2, 5)))
+        store.put(record)  # forgotten: rewritten whole, still right
+        assert plain(store.get("a")) == plain(record)
+        assert repr(store) == f"<SqliteStore {str(tmp_path / 'tasks.db')!r}>"
+    assert repr(store).endswith(" closed>")
+    with MemoryStore() as memory:
+        memory.put(TaskRecord(id="a"))
+        assert repr(memory) == "<MemoryStore 1 records>"
+    assert repr(memory) == "<MemoryStore closed>"
+
+
+def test_a_lock_file_without_an_owner_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    Path(f"{path}.lock").write_text("not json")
+    with SqliteStore(path) as store:
+        assert store.acquire("app") is None
+        assert json.loads(Path(store.lock_path).read_text())["pid"] == os.getpid()
