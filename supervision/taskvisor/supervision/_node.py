@@ -48,7 +48,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from taskvisor.actors import Event, InvalidData, Restart, TaskPhase, TaskSpec, now_ms
+from taskvisor.actors import Event, InvalidData, Restart, TaskPhase, TaskSpec
 
 from ._errors import Failure
 from ._policy import (
@@ -333,7 +333,8 @@ class Reply:
 
 @attrs.frozen
 class Publish:
-    """Publish ``event`` on the tree's bus."""
+    """Publish ``event`` on the tree's bus (the node reads no clock: the shell stamps
+    ``event.at`` with the wall-clock time it publishes it at)."""
 
     event: Event
 
@@ -755,7 +756,7 @@ class Node:
             failure = Failure(self.path, cid, event.phase, event.error)
             reason = decision.reason  # type: ignore[union-attr]
             self.exit = (TaskPhase.EXHAUSTED, reason, (*event.chain, failure))
-            self._emit(Publish(SupervisorGaveUp(self.path, cid, reason, at=now_ms())))
+            self._emit(Publish(SupervisorGaveUp(self.path, cid, reason)))
             self._exit_plan()
         else:
             assert isinstance(decision, Shutdown)
@@ -766,7 +767,7 @@ class Node:
 
     def _restart(self, child: Child, event: ChildEnded, decision: RestartChildren) -> None:
         delay = decision.delay
-        notice = RestartScheduled(self.path, child.id, decision.restart, delay, at=now_ms())
+        notice = RestartScheduled(self.path, child.id, decision.restart, delay)
         for cid in decision.restart:
             restarted = self.children.get(cid)
             if restarted is not None:
@@ -822,9 +823,9 @@ class Node:
         why = {TaskPhase.EXHAUSTED: "gave_up", TaskPhase.SUCCEEDED: "shutdown"}.get(
             phase, "start_failed"
         )
-        self._emit(Publish(SupervisorStopped(self.path, why, at=now_ms())))
+        self._emit(Publish(SupervisorStopped(self.path, why)))
         if "/" in self.path and phase is TaskPhase.EXHAUSTED:
-            self._emit(Publish(Escalated(self.path, self.path.rpartition("/")[0], at=now_ms())))
+            self._emit(Publish(Escalated(self.path, self.path.rpartition("/")[0])))
         self._emit(ReportEnded(self.attempt, phase, reason, chain, started))
 
     def _cancel_restarts(self) -> None:
@@ -888,7 +889,7 @@ class Node:
                 if child.dynamic:
                     self._forget(child)
             if self.announce_stop:
-                self._emit(Publish(SupervisorStopped(self.path, "stopped", at=now_ms())))
+                self._emit(Publish(SupervisorStopped(self.path, "stopped")))
         else:
             self.status = EXITED
         self.announce_stop = False

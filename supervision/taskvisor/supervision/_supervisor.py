@@ -34,6 +34,7 @@ from taskvisor.actors import (
     AttemptEnded,
     BaseActor,
     Clock,
+    Event,
     EventBus,
     Request,
     Restart,
@@ -52,6 +53,7 @@ from taskvisor.actors import (
     Verdict,
     WaitTimeout,
     default_executors,
+    now_ms,
     resume_record,
 )
 from taskvisor.actors._actor import _ClosingInbox
@@ -375,25 +377,29 @@ class SupervisorActor(BaseActor):
 
     def _execute(self, commands: Iterable[Command]) -> None:
         for command in commands:
-            kind = type(command)
-            if kind is StartChild:
-                self._start_child(command)  # type: ignore[arg-type]
-            elif kind is TerminateChild:
-                self._terminate_child(command)  # type: ignore[arg-type]
-            elif kind is SettleChild:
-                self._settle_child(command)  # type: ignore[arg-type]
-            elif kind is Publish:
-                self.runtime.bus.publish(command.event)  # type: ignore[union-attr,arg-type]
-            elif kind is Reply:
-                self._reply(command)  # type: ignore[arg-type]
-            elif kind is StartTimer:
-                self._start_timer(command)  # type: ignore[arg-type]
-            elif kind is ForgetChild:
-                self._forget_child(command.child)  # type: ignore[union-attr]
-            elif kind is Decided:
-                self._log_decision(command)  # type: ignore[arg-type]
+            if isinstance(command, StartChild):
+                self._start_child(command)
+            elif isinstance(command, TerminateChild):
+                self._terminate_child(command)
+            elif isinstance(command, SettleChild):
+                self._settle_child(command)
+            elif isinstance(command, Publish):
+                self._publish(command.event)
+            elif isinstance(command, Reply):
+                self._reply(command)
+            elif isinstance(command, StartTimer):
+                self._start_timer(command)
+            elif isinstance(command, ForgetChild):
+                self._forget_child(command.child)
+            elif isinstance(command, Decided):
+                self._log_decision(command)
             else:  # ReportStarted, ReportEnded, ReportStopped
                 self.report(command, self.stop_seq)
+
+    def _publish(self, event: Event) -> None:
+        bus = self.runtime.bus
+        if bus.wanted:
+            bus.publish(attrs.evolve(event, at=now_ms()))
 
     def _tell(self, message: Any) -> None:
         _quiet(self.actor_ref.tell, message)
@@ -466,17 +472,18 @@ class SupervisorActor(BaseActor):
     def _settle_child(self, command: SettleChild) -> None:
         port = self.ports.get(command.child)
         if isinstance(port, TaskRef):
+            event = command.event
             verdict = Verdict(
                 command.attempt,
                 phase=command.phase,
                 restart_after=0.0 if command.then == "restart" else None,
                 hold=command.then == "hold",
-                event=command.event,
+                event=None if event is None else attrs.evolve(event, at=now_ms()),
             )
             port.verdict(verdict)
             return
         if command.event is not None:
-            self.runtime.bus.publish(command.event)
+            self._publish(command.event)
         if port is None:
             return
         if command.then == "restart":
