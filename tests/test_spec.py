@@ -715,6 +715,26 @@ def test_supervisor_exhausted_lists_the_chain_and_pickles() -> None:
         Failure("app", "x", "broken")
 
 
+def test_failure_texts_in_messages_are_bounded() -> None:
+    """A 1 MB error text in a crash loop does not make a 1 MB message; the record keeps it."""
+    huge = "boom " * 200_000
+    failure = Failure("app/db", "conn", "failed", huge)
+    assert failure.error == huge
+    line = str(failure)
+    assert line.startswith("app/db: child 'conn' ended failed: boom boom")
+    assert len(line) < 600
+    error = SupervisorExhausted([failure] * 3, huge)
+    assert len(str(error)) < 3000
+    assert str(error).startswith("supervisor 'app/db' gave up (boom boom")
+    start = ChildStartError("x" * 100_000, huge)
+    assert (start.child, start.error) == ("x" * 100_000, huge)
+    assert len(str(start)) < 700
+    with pytest.raises(InvalidSpec, match=r"^child: expected a string, got <int of about 5001"):
+        Failure("app", 10**5000, "failed")  # type: ignore[arg-type]
+    with pytest.raises(InvalidSpec, match=r"^error: expected a string or None, got 3"):
+        Failure("app", "x", "failed", 3)  # type: ignore[arg-type]
+
+
 def test_child_start_error() -> None:
     error = ChildStartError("db", "connection refused")
     assert str(error) == "child 'db' could not be started: connection refused"

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from taskvisor.actors import InvalidData, InvalidSpec, TaskPhase, TaskvisorError
-from taskvisor.actors._errors import shown
+from taskvisor.actors._errors import bounded, shown
 
 __all__ = ["ChildStartError", "Failure", "SupervisorExhausted"]
 
@@ -41,9 +41,27 @@ def _to_phase(value: TaskPhase | str) -> TaskPhase:
     raise invalid("phase", f"expected one of {choices}", value)
 
 
+def _check_text(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        raise invalid(attribute.name, "expected a string", value)
+
+
+def _check_optional_text(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise invalid(attribute.name, "expected a string or None", value)
+
+
+#: The most of one failure's error text that its line in a message shows.
+FAILURE_TEXT_SHOWN = 500
+
+
 @attrs.frozen
 class Failure:
     """One link of an escalation chain: ``supervisor`` saw ``child`` end badly.
+
+    ``str()`` of it is one line, with the error text cut to
+    ``FAILURE_TEXT_SHOWN`` (500) characters (its head and tail); the
+    ``error`` attribute keeps the whole text.
 
     Attributes:
         supervisor: the path of the supervisor, e.g. ``"app/db"``.
@@ -51,16 +69,21 @@ class Failure:
         phase: how the child ended (``EXHAUSTED`` for a child supervisor that
             gave up itself).
         error: the error text, or the supervisor's reason for giving up.
+
+    Raises:
+        InvalidSpec: when ``supervisor`` or ``child`` is not a string, ``error``
+            is neither a string nor None, or ``phase`` is not a phase.
     """
 
-    supervisor: str
-    child: str
+    supervisor: str = attrs.field(validator=_check_text)
+    child: str = attrs.field(validator=_check_text)
     phase: TaskPhase = attrs.field(converter=_to_phase)
-    error: str | None = None
+    error: str | None = attrs.field(default=None, validator=_check_optional_text)
 
     def __str__(self) -> str:
-        detail = f": {self.error}" if self.error else ""
-        return f"{self.supervisor}: child {self.child!r} ended {self.phase.value}{detail}"
+        detail = f": {bounded(self.error, FAILURE_TEXT_SHOWN)}" if self.error else ""
+        where = bounded(self.supervisor, FAILURE_TEXT_SHOWN)
+        return f"{where}: child {shown(self.child)} ended {self.phase.value}{detail}"
 
 
 class SupervisorExhausted(TaskvisorError, RuntimeError):
@@ -90,9 +113,9 @@ class SupervisorExhausted(TaskvisorError, RuntimeError):
 
     def _message(self) -> str:
         root = self.supervisor
-        head = "supervisor gave up" if root is None else f"supervisor {root!r} gave up"
+        head = "supervisor gave up" if root is None else f"supervisor {shown(root)} gave up"
         if self.reason:
-            head += f" ({self.reason})"
+            head += f" ({bounded(str(self.reason), FAILURE_TEXT_SHOWN)})"
         if not self.chain:
             return head
         lines = [head + "; chain of failures, first cause first:"]
@@ -106,6 +129,9 @@ class SupervisorExhausted(TaskvisorError, RuntimeError):
 class ChildStartError(TaskvisorError, RuntimeError):
     """Raised when a supervisor cannot start (or restart) a child.
 
+    The message shows at most ``FAILURE_TEXT_SHOWN`` (500) characters of the
+    error; ``error`` keeps it whole.
+
     Attributes:
         child: the id of the child.
         error: why the start failed, as text.
@@ -114,7 +140,8 @@ class ChildStartError(TaskvisorError, RuntimeError):
     def __init__(self, child: str, error: str) -> None:
         self.child = child
         self.error = error
-        super().__init__(f"child {child!r} could not be started: {error}")
+        shown_error = bounded(str(error), FAILURE_TEXT_SHOWN)
+        super().__init__(f"child {shown(child)} could not be started: {shown_error}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.child, self.error)
