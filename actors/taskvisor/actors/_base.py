@@ -71,19 +71,38 @@ class ActorCrash(Exception):
     """
 
 
+def _crash(actor: pykka.Actor, name: str, exc: BaseException) -> ActorCrash:
+    crash = ActorCrash(f"{type(actor).__name__}.{name} raised {exc!r}")
+    crash.__cause__ = exc
+    return crash
+
+
 def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an actor callback so a bare ``BaseException`` leaves it as ``ActorCrash``."""
     name = method.__name__
+    guarded: Callable[..., Any]
+    if name == "on_receive":  # the hot path: one argument, no packing
 
-    @functools.wraps(method)
-    def guarded(self: pykka.Actor, *args: Any) -> Any:
-        try:
-            return method(self, *args)
-        except Exception:
-            raise
-        except BaseException as exc:
-            raise ActorCrash(f"{type(self).__name__}.{name} raised {exc!r}") from exc
+        def guarded(self: pykka.Actor, message: Any) -> Any:
+            try:
+                return method(self, message)
+            except Exception:
+                raise
+            except BaseException as exc:
+                raise _crash(self, name, exc) from exc
 
-    guarded.__taskvisor_guarded__ = True  # type: ignore[attr-defined]
+    else:
+
+        def guarded(self: pykka.Actor, *args: Any) -> Any:
+            try:
+                return method(self, *args)
+            except Exception:
+                raise
+            except BaseException as exc:
+                raise _crash(self, name, exc) from exc
+
+    functools.update_wrapper(guarded, method)
+    guarded.__taskvisor_guarded__ = True  # type: ignore[union-attr]
     return guarded
 
 

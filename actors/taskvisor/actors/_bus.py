@@ -161,7 +161,7 @@ class _Delivery:
     """One subscriber's queue and delivery thread."""
 
     def __init__(
-        self, subscriber: Subscriber, report: Callable[[_Delivery, HookFailed], None]
+        self, subscriber: Subscriber, state: _State, report: Callable[[_Delivery, HookFailed], None]
     ) -> None:
         self.subscriber = subscriber
         self.name = _safe_repr(subscriber)
@@ -170,10 +170,14 @@ class _Delivery:
         )
         self._report = report
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: Events queued to it (written on the bus actor's thread only).
-        self.received = 0
-        #: Events its thread took from the queue; handled ones are ``delivered``.
-        self.taken = 0
+        # Which of the bus's published events were queued to it, counted on the
+        # bus actor's thread without a per-event cost: those published from
+        # ``joined`` until ``left``, less its own failure reports (``skipped``).
+        self._state = state
+        self.joined = state.published
+        self.left: int | None = None
+        self.skipped = 0
+        #: Events its hook handled (returned or raised).
         self.delivered = 0
         self.errors = 0
         #: Set at a deadline the hook missed: its thread delivers nothing more.
@@ -195,7 +199,6 @@ class _Delivery:
             if type(event) is _Barrier:
                 event.passed.release()
                 continue
-            self.taken += 1
             try:
                 call(event)
             except BaseException as exc:  # a hook never ends its thread
@@ -213,13 +216,19 @@ class _Delivery:
         except BaseException:  # pragma: no cover - logging itself broke
             pass
 
+    def received(self) -> int:
+        """How many events the bus queued to it."""
+        left = self.left if self.left is not None else self._state.published
+        return left - self.joined - self.skipped
+
     def abandon(self, why: str) -> None:
         """Give up on a hook still busy at a deadline: its thread ends when the hook returns."""
         with self._abandoning:
             if self.abandoned:
                 return
             self.abandoned = True
-            self.missed = max(0, self.received - self.taken)
+            # Alive at a deadline after the end was queued: it is inside its hook.
+            self.missed = max(0, self.received() - self.delivered - 1)
         logger.error(
             "hook %s still busy at the %s deadline: abandoned; it did not get %d event(s)",
             self.name,
@@ -258,7 +267,7 @@ class _BusActor(BaseActor):
                     tell(_Failure(source, event))
 
         self.report = report
-        state.deliveries.extend(_Delivery(s, report) for s in subscribers)
+        state.deliveries.extend(_Delivery(s, state, report) for s in subscribers)
 
     def on_receive(self, message: Any) -> Any:
         state = self.state
@@ -267,15 +276,14 @@ class _BusActor(BaseActor):
                 return None
             state.published += 1
             for delivery in state.deliveries:
-                delivery.received += 1
                 delivery.queue.put(message)
             return None
         if isinstance(message, _Failure):
             if not state.closed:
                 state.published += 1
+                message.source.skipped += 1  # no report of its own failure
                 for delivery in state.deliveries:
                     if delivery is not message.source:
-                        delivery.received += 1
                         delivery.queue.put(message.event)
             return None
         if isinstance(message, _Subscribe):
@@ -284,12 +292,13 @@ class _BusActor(BaseActor):
                     "event bus stopped; %s not subscribed", _safe_repr(message.subscriber)
                 )
             else:
-                state.deliveries.append(_Delivery(message.subscriber, self.report))
+                state.deliveries.append(_Delivery(message.subscriber, state, self.report))
             return len(state.deliveries)
         if isinstance(message, _Unsubscribe):
             gone = [d for d in state.deliveries if d.subscriber == message.subscriber]
             for delivery in gone:
                 state.deliveries.remove(delivery)
+                delivery.left = state.published
                 delivery.queue.put(_STOP)
             return len(state.deliveries), gone
         if isinstance(message, _Flush):
@@ -318,6 +327,7 @@ class _BusActor(BaseActor):
         if not state.closed:
             state.closed = True
             for delivery in state.deliveries:
+                delivery.left = state.published
                 delivery.queue.put(_STOP)
 
 
