@@ -431,6 +431,9 @@ def test_spec_times_up_to_the_maximum_are_accepted() -> None:
     assert (spec.timeout, spec.shutdown) == (MAX_SECONDS, float(MAX_SECONDS))
     assert TaskSpec(**GOOD, timeout=1e-9, shutdown=0).shutdown == 0.0
     assert TaskSpec(**GOOD, timeout=None, shutdown="brutal").timeout is None
+    three = TaskSpec(**GOOD, timeout=3, shutdown=2).timeout
+    assert type(three) is float  # times are floats, as a config file's "3" read through cattrs
+    assert three == 3.0
     assert MAX_SECONDS < threading.TIMEOUT_MAX
 
 

@@ -321,9 +321,12 @@ def in_seconds(value: object, *, strict: bool) -> bool:
     return (value > 0 if strict else value >= 0) and value <= MAX_SECONDS  # False for NaN
 
 
-def _check_timeout(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not in_seconds(value, strict=True):
+def _to_timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not in_seconds(value, strict=True):
         raise _fail("timeout", f"expected a number of seconds > 0 and <= {_MAX}, or None", value)
+    return float(value)
 
 
 def _to_shutdown(value: Any) -> Shutdown:
@@ -377,7 +380,7 @@ class TaskSpec:
     cwd: str | None = None
     shell: bool = attrs.field(default=False, validator=_check_bool)
     restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart)
-    timeout: float | None = attrs.field(default=None, validator=_check_timeout)
+    timeout: float | None = attrs.field(default=None, converter=_to_timeout)
     shutdown: Shutdown = attrs.field(default=5.0, converter=_to_shutdown)
     significant: bool = attrs.field(default=False, validator=_check_bool)
     labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels)
