@@ -1090,3 +1090,54 @@ def test_a_lock_file_without_an_owner_is_taken_over(tmp_path: Path) -> None:
     with SqliteStore(path) as store:
         assert store.acquire("app") is None
         assert json.loads(Path(store.lock_path).read_text())["pid"] == os.getpid()
+
+
+# --------------------------------------------------------------------------- states
+
+
+def test_states_are_kept_beside_the_records(store: TaskStore) -> None:
+    """Where a supervisor keeps its restart history (kind E): JSON per key, copies in and out."""
+    history = {"restarts": [1000, 1500], "backoff": {"worker": 3}}
+    assert store.get_state("app/pool") is None
+    store.put_state("app/pool", history)
+    history["restarts"].append(99)  # the caller's copy
+    got = store.get_state("app/pool")
+    assert got == {"restarts": [1000, 1500], "backoff": {"worker": 3}}
+    got["restarts"].clear()  # and the one it got
+    assert store.get_state("app/pool")["restarts"] == [1000, 1500]
+    store.put_state("app/pool", {"restarts": []})
+    assert store.get_state("app/pool") == {"restarts": []}
+    store.put_state("app/pool", None)  # deletes
+    assert store.get_state("app/pool") is None
+    store.put_state("app/pool", None)  # nothing to delete: fine
+    assert store.list() == []  # not a record
+
+
+@pytest.mark.parametrize(
+    ("key", "data", "message"),
+    [
+        (3, {}, r"^key: expected a string, got int"),
+        ("k", {1, 2}, r"^state 'k': cannot be encoded as JSON"),
+        ("k", float("nan"), r"^state 'k': cannot be encoded as JSON"),
+        ("k", "x" * OUTPUT_MAX_BYTES, r"^state 'k': its JSON is 1,048,578 bytes, more than"),
+    ],
+)
+def test_states_that_cannot_be_kept(store: TaskStore, key: Any, data: Any, message: str) -> None:
+    store.put_state("k", [1])
+    with pytest.raises(InvalidData, match=message):
+        store.put_state(key, data)
+    assert store.get_state("k") == [1]  # nothing changed
+
+
+def test_states_survive_reopening_and_closing_fails_them(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    with SqliteStore(path) as store:
+        store.put_state("app", {"restarts": [1, 2]})
+    with SqliteStore(path) as store:
+        assert store.get_state("app") == {"restarts": [1, 2]}
+    for closed in (store, MemoryStore()):
+        closed.close()
+        with pytest.raises(StoreError, match="closed"):
+            closed.put_state("app", {})
+        with pytest.raises(StoreError, match="closed"):
+            closed.get_state("app")

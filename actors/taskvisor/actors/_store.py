@@ -34,6 +34,11 @@ What a store does with a record that cannot be stored as it is:
   model cuts it too, ``bound_text``);
 - any other field of the wrong type raises ``InvalidData`` naming it.
 
+Beside the records, a store keeps a little JSON state per key
+(``put_state`` / ``get_state``): a supervisor keeps its restart history
+there (the intensity window and backoff counters), so a tree resumed after
+a crash keeps its restart budget.
+
 Ownership: a store is owned by one live tree at a time. ``acquire(owner)``
 takes it (an OS file lock for ``SqliteStore``, held by the process for as
 long as it lives, so a dead owner's store is taken over without any
@@ -208,6 +213,27 @@ class TaskStore(Protocol):
             IllegalTransition: when the record's state may not move to
                 ``state``; the stored record is left unchanged.
             StoreError: when the store is closed or cannot write.
+        """
+        ...
+
+    def put_state(self, key: str, data: Any) -> None:
+        """Keep ``data`` (JSON-able) under ``key``, replacing what was there; None deletes it.
+
+        For state that is not a task's record, such as a supervisor's restart
+        history (keyed by the supervisor's path).
+
+        Raises:
+            InvalidData: when ``key`` is not a string, or ``data`` is not JSON
+                or its JSON is longer than ``OUTPUT_MAX_BYTES``.
+            StoreError: when the store is closed or cannot write.
+        """
+        ...
+
+    def get_state(self, key: str) -> Any:
+        """Return the data kept under ``key`` (a fresh copy), or None.
+
+        Raises:
+            StoreError: when the store is closed or cannot read.
         """
         ...
 
@@ -530,6 +556,30 @@ def _unknown(task_id: str, where: str) -> UnknownTask:
     return UnknownTask(f"{where}: no task {task_id!r}")
 
 
+def _state_text(key: Any, data: Any) -> str | None:
+    """The JSON text to keep ``data`` under ``key``; None to delete it.
+
+    Raises:
+        InvalidData: when ``key`` is not a string, or ``data`` cannot be kept.
+    """
+    if not isinstance(key, str):
+        raise InvalidData(f"key: expected a string, got {type(key).__name__}")
+    if data is None:
+        return None
+    try:
+        text = _encode_json(to_data(data))
+    except (TypeError, ValueError, RecursionError, InvalidData) as exc:
+        raise InvalidData(
+            bound_text(f"state {key!r}: cannot be encoded as JSON ({exc})", 500) or ""
+        ) from None
+    if len(text) > OUTPUT_MAX_BYTES:
+        raise InvalidData(
+            f"state {bound_text(key, 100)!r}: its JSON is {len(text):,} bytes, more than "
+            f"the limit of {OUTPUT_MAX_BYTES:,} bytes (OUTPUT_MAX_BYTES)"
+        )
+    return text
+
+
 def _check_owner(owner: Any) -> str:
     if not isinstance(owner, str) or not owner:
         raise InvalidData(
@@ -565,6 +615,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, _Row] | None = {}
+        self._states: dict[str, str] = {}
         self._owner: StoreOwner | None = None
 
     def __repr__(self) -> str:
@@ -705,6 +756,33 @@ class MemoryStore:
         _settle(record, data)
         return record
 
+    def put_state(self, key: str, data: Any) -> None:
+        """Keep ``data`` (JSON-able) under ``key``, replacing what was there; None deletes it.
+
+        Raises:
+            InvalidData: when ``key`` is not a string, or ``data`` is not JSON
+                or its JSON is longer than ``OUTPUT_MAX_BYTES``.
+            StoreError: when the store is closed.
+        """
+        text = _state_text(key, data)
+        with self._lock:
+            self._open_rows()
+            if text is None:
+                self._states.pop(key, None)
+            else:
+                self._states[key] = text
+
+    def get_state(self, key: str) -> Any:
+        """Return the data kept under ``key`` (a fresh copy), or None.
+
+        Raises:
+            StoreError: when the store is closed.
+        """
+        with self._lock:
+            self._open_rows()
+            text = self._states.get(key)
+        return None if text is None else _decode_json(text)
+
     def close(self) -> None:
         """Release ownership and drop every record; later calls raise ``StoreError``.
 
@@ -712,6 +790,7 @@ class MemoryStore:
         """
         with self._lock:
             self._rows = None
+            self._states = {}
             self._owner = None
 
     def __enter__(self) -> Self:
@@ -746,6 +825,8 @@ _SCHEMA = (
     " attempt INTEGER NOT NULL,"
     " data TEXT NOT NULL,"
     " PRIMARY KEY (task_id, attempt))",
+    # State that is not a record: a supervisor's restart history, say.
+    "CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL)",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -954,8 +1035,11 @@ class SqliteStore:
                 )
             if "tasks" not in tables:
                 raise IncompatibleStore(f"{self._path}: the taskvisor store has no table 'tasks'")
-            if version == SCHEMA_VERSION and "runs" not in tables:
-                raise IncompatibleStore(f"{self._path}: the taskvisor store has no table 'runs'")
+            for table in ("runs", "states"):
+                if version == SCHEMA_VERSION and table not in tables:
+                    raise IncompatibleStore(
+                        f"{self._path}: the taskvisor store has no table {table!r}"
+                    )
             return int(version)
         if app_id != 0:
             raise IncompatibleStore(
@@ -1232,6 +1316,50 @@ class SqliteStore:
             self._remember(task_id, {run.attempt: _run_key(run) for run in record.runs})
         _settle(record, data)
         return record
+
+    def put_state(self, key: str, data: Any) -> None:
+        """Keep ``data`` (JSON-able) under ``key``, replacing what was there, and commit.
+
+        None deletes what is kept under ``key``.
+
+        Raises:
+            InvalidData: when ``key`` is not a string, or ``data`` is not JSON
+                or its JSON is longer than ``OUTPUT_MAX_BYTES``.
+            StoreError: when the store is closed or cannot write.
+        """
+        text = _state_text(key, data)
+        with self._lock:
+            conn = self._connection()
+            try:
+                if text is None:
+                    conn.execute("DELETE FROM states WHERE key = ?", (key,))
+                else:
+                    conn.execute(
+                        "INSERT INTO states (key, data) VALUES (?, ?)"
+                        " ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                        (key, text),
+                    )
+            except sqlite3.Error as exc:
+                raise self._failed(exc, "write") from exc
+
+    def get_state(self, key: str) -> Any:
+        """Return the data kept under ``key`` (a fresh copy), or None.
+
+        Raises:
+            StoreError: when the store is closed, cannot read, or the data is damaged.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                row = conn.execute("SELECT data FROM states WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._failed(exc, "read") from exc
+        if row is None:
+            return None
+        try:
+            return _decode_json(row[0])
+        except ValueError as exc:
+            raise StoreError(f"{self._path}: the state {key!r} is damaged: {exc}") from exc
 
     def close(self) -> None:
         """Release ownership and close the connection (checkpointing the WAL).
