@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from helpers import (
     Recorder,
     adouble,
@@ -223,15 +224,17 @@ def test_subprocess_signal_death_is_negative_exit_code(service: ExecutorService)
     assert task.status.error == "killed by SIGKILL"
 
 
-def test_subprocess_ignoring_sigterm_is_killed_after_grace(service: ExecutorService) -> None:
+def test_subprocess_ignoring_sigterm_is_killed_after_grace(
+    service: ExecutorService, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
     code = (
-        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-        "print('ready', flush=True); time.sleep(60)"
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
     )
     spec = TaskSpec(name="deaf", kind="subprocess", command=[PY, "-c", code], shutdown=0.3)
     handle = service.submit(spec)
-    wait_started(handle)
-    time.sleep(0.3)  # let the interpreter install its handler before the signal
+    assert wait_until(ready.exists, timeout=30)  # its handler is in place before the signal
     handle.cancel()
     task = handle.wait(10)
     assert task.status.phase is TaskPhase.CANCELLED

@@ -435,9 +435,12 @@ class ExecutorService:
         task_id = handle.id
         if self._handles.get(task_id) is handle:
             del self._handles[task_id]
-        ref = handle._ref  # the handle keeps its ref (small: no actor) for late messages
+        ref = handle._ref
         if ref is not None and self._refs.get(task_id) is ref:
             del self._refs[task_id]
+        # The handle keeps the final snapshot only: a ref reaches the actor (its
+        # inbox answers late messages through it), which must be freed.
+        handle._ref = None
         self._finished[task_id] = handle
         if self.keep_finished > 0:
             self._kept[task_id] = handle
