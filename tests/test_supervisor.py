@@ -479,3 +479,28 @@ def test_which_stored_children_run_again(
         assert row.running is runs
         expected = 4 if runs and state is not TaskState.PENDING else (1 if runs else 3)
         assert row.attempt == expected
+
+
+def test_a_resumed_tree_keeps_its_restart_budget(tmp_path: Path, recorder: Recorder) -> None:
+    # Kind E: the intensity window is saved with the records, so a tree that
+    # comes back (here: started again on the same store) does not get a fresh budget.
+    spec = SupervisorSpec("app", intensity=Intensity(2, 3600.0), children=[child("a")])
+    store = SqliteStore(tmp_path / "tree.db")
+    try:
+        with Supervisor.start(spec, store=store, clock=ManualClock(), hooks=[recorder]) as ref:
+            started = count(AttemptStarted, task_id="app/a")
+            for restarts in (1, 2):
+                crash(ref, "a")
+                settle(recorder, lambda ev, n=restarts: started(ev) == n + 1)
+        ref = Supervisor.start(spec, store=store, clock=ManualClock(), hooks=[recorder])
+        try:
+            crash(ref, "a")  # the third restart within the hour: over the budget of 2
+            with pytest.raises(SupervisorExhausted):
+                ref.wait(10)
+        finally:
+            ref.stop()
+        record = store.get("app")
+        assert record is not None
+        assert "taskvisor.restart_history" in record.metadata
+    finally:
+        store.close()

@@ -79,11 +79,13 @@ __all__ = [
     "ForgetChild",
     "Input",
     "Node",
+    "PersistHistory",
     "Publish",
     "Reply",
     "ReportEnded",
     "ReportStarted",
     "ReportStopped",
+    "RestartHistory",
     "Settle",
     "SettleChild",
     "StartChild",
@@ -169,6 +171,20 @@ class Boot:
     """
 
     restored: Mapping[str, tuple[TaskPhase, int]] = attrs.Factory(dict)
+    history: RestartHistory | None = None
+
+
+@attrs.frozen
+class RestartHistory:
+    """What a supervisor's restart budget remembers, to persist and resume.
+
+    ``restarts`` are the times (the node's clock) of the restarts inside the
+    intensity window, oldest first; ``failures`` the consecutive restarts of
+    each child, for its backoff.
+    """
+
+    restarts: tuple[float, ...] = ()
+    failures: Mapping[str, int] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -297,6 +313,13 @@ class StartTimer:
 
 
 @attrs.frozen
+class PersistHistory:
+    """Save the restart history (a resumed tree keeps its restart budget)."""
+
+    history: RestartHistory
+
+
+@attrs.frozen
 class ReportStarted:
     """Tell the parent: this node's attempt began."""
 
@@ -359,6 +382,7 @@ Command: TypeAlias = (
     | Reply
     | Publish
     | Decided
+    | PersistHistory
 )
 
 
@@ -490,6 +514,11 @@ class Node:
         self._out = []
         return out
 
+    def history(self) -> RestartHistory:
+        """The restart history to persist: the intensity window and backoff counters."""
+        state = self.policy_state
+        return RestartHistory(state.restarts, state.failures)
+
     def infos(self) -> tuple[ChildInfo, ...]:
         """The children's ``ChildInfo``, in start order."""
         if self._infos is None:
@@ -560,6 +589,8 @@ class Node:
                 child.phase, child.attempt = found
             else:
                 steps.append(("start", cid))
+        if event.history is not None:
+            state = _seeded(state, event.history)
         self.policy_state = state
         self.status = STARTING
         self._run(_Plan(steps, "booted"))
@@ -739,6 +770,8 @@ class Node:
             self.policy, self.infos(), self.policy_state, exit_, now
         )
         self._emit(Decided(decision, exit_))
+        if type(decision) is not Ignore:
+            self._emit(PersistHistory(self.history()))
         child.attempt = event.attempt
         child.phase, child.error, child.since, child.pid = event.phase, event.error, now, None
         kind = type(decision)
@@ -1035,6 +1068,17 @@ _CALLS = {
     "restart_child": Node._call_restart_child,
     "delete_child": Node._call_delete_child,
 }
+
+
+def _seeded(state: SupervisorState, history: RestartHistory) -> SupervisorState:
+    """``state`` carrying on a persisted restart history (a resumed tree's budget)."""
+    records = dict(state.history.items())
+    for cid, failures in history.failures.items():
+        record = records.get(cid)
+        if record is not None:
+            records[cid] = record._replace(failures=failures)
+    changes = {cid: records[cid] for cid in history.failures if cid in records}
+    return state._replace(restarts=tuple(history.restarts), history=state.history.update(changes))
 
 
 def _from_template(

@@ -412,7 +412,7 @@ class _Engine:
                 self.replies[command.call] = command
             elif kind in (n.ReportStarted, n.ReportEnded, n.ReportStopped):
                 self.report(path, node, command)
-            # Publish: nothing to simulate
+            # Publish, PersistHistory: nothing to simulate
 
     def report(self, path: str, node: Node, command: Any) -> None:
         if not path:  # the root

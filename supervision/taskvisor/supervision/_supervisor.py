@@ -18,6 +18,7 @@ thread and process is gone when it returns.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -77,11 +78,13 @@ from ._node import (
     Input,
     Node,
     NodeError,
+    PersistHistory,
     Publish,
     Reply,
     ReportEnded,
     ReportStarted,
     ReportStopped,
+    RestartHistory,
     RestartScheduled,
     Settle,
     SettleChild,
@@ -111,6 +114,9 @@ __all__ = [
 logger = logging.getLogger("taskvisor.supervision")
 
 AnySupervisorSpec = SupervisorSpec | DynamicSupervisorSpec
+
+#: The key of a supervisor's record ``metadata`` that holds its restart history.
+_HISTORY_KEY = "taskvisor.restart_history"
 
 #: How long an API call waits for the supervisor's answer by default (seconds).
 CALL_TIMEOUT = 60.0
@@ -344,13 +350,54 @@ class SupervisorActor(BaseActor):
     def _step(self, event: Input) -> None:
         if type(event) is Boot and not self.booted:
             self.booted = True
-            event = Boot(self._restored())
+            event = Boot(self._restored(), self._stored_history())
         elif type(event) is ChildTerminated and event.child in self.forgotten:
             port = self.forgotten.pop(event.child)
             port.stop_soon()
             self.runtime.untrack(port)
             return
         self._execute(self.node.step(event, self.clock.now()))
+
+    def _persist_history(self, history: RestartHistory) -> None:
+        """Save the restart budget in the supervisor's own record (``metadata``).
+
+        Times are kept as wall-clock milliseconds, so that another process
+        can read them against its own clock. A failed save is logged: the
+        tree goes on (a resumed tree would then start with a fuller budget).
+        """
+        store = self.runtime.store
+        if store is None:
+            return
+        wall, mono = now_ms(), self.clock.now()
+        data = {
+            "restarts": [round(wall - (mono - t) * 1000) for t in history.restarts],
+            "failures": dict(history.failures),
+        }
+        try:
+            record = store.get(self.path) or TaskRecord.new(self.path)
+            record.metadata[_HISTORY_KEY] = json.dumps(data, separators=(",", ":"))
+            store.put(record)
+        except Exception:
+            logger.exception("%s: cannot save its restart history", self.path)
+
+    def _stored_history(self) -> RestartHistory | None:
+        """The restart history a previous run of this tree saved, if any."""
+        store = self.runtime.store
+        if store is None:
+            return None
+        record = store.get(self.path)
+        text = None if record is None else record.metadata.get(_HISTORY_KEY)
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            wall, mono = now_ms(), self.clock.now()
+            restarts = tuple(mono - (wall - int(ms)) / 1000 for ms in data["restarts"])
+            failures = {str(k): int(v) for k, v in data["failures"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            logger.warning("%s: ignoring an unreadable restart history", self.path)
+            return None
+        return RestartHistory(restarts, failures)
 
     def _restored(self) -> dict[str, tuple[TaskPhase, int]]:
         """Children found ended in the store, not to run again (a tree's first start)."""
@@ -393,6 +440,8 @@ class SupervisorActor(BaseActor):
                 self._forget_child(command.child)
             elif isinstance(command, Decided):
                 self._log_decision(command)
+            elif isinstance(command, PersistHistory):
+                self._persist_history(command.history)
             else:  # ReportStarted, ReportEnded, ReportStopped
                 self.report(command, self.stop_seq)
 
