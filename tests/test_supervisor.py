@@ -499,8 +499,8 @@ def test_a_resumed_tree_keeps_its_restart_budget(tmp_path: Path, recorder: Recor
                 ref.wait(10)
         finally:
             ref.stop()
-        record = store.get("app")
-        assert record is not None
-        assert "taskvisor.restart_history" in record.metadata
+        saved = store.get_state("restart-history:app")
+        assert len(saved["restarts"]) == 3
+        assert saved["failures"] == {}
     finally:
         store.close()

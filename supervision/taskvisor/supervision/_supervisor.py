@@ -18,7 +18,6 @@ thread and process is gone when it returns.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import threading
 import time
@@ -115,8 +114,8 @@ logger = logging.getLogger("taskvisor.supervision")
 
 AnySupervisorSpec = SupervisorSpec | DynamicSupervisorSpec
 
-#: The key of a supervisor's record ``metadata`` that holds its restart history.
-_HISTORY_KEY = "taskvisor.restart_history"
+#: Where a supervisor's restart history is kept in the store (before its path).
+_HISTORY_KEY = "restart-history:"
 
 #: How long an API call waits for the supervisor's answer by default (seconds).
 CALL_TIMEOUT = 60.0
@@ -359,14 +358,15 @@ class SupervisorActor(BaseActor):
         self._execute(self.node.step(event, self.clock.now()))
 
     def _persist_history(self, history: RestartHistory) -> None:
-        """Save the restart budget in the supervisor's own record (``metadata``).
+        """Save the restart budget in the store, under ``restart-history:<path>``.
 
         Times are kept as wall-clock milliseconds, so that another process
-        can read them against its own clock. A failed save is logged: the
-        tree goes on (a resumed tree would then start with a fuller budget).
+        can read them against its own clock. A store without
+        ``put_state`` keeps none; a failed save is logged and the tree goes
+        on (a resumed tree would then start with a fuller budget).
         """
-        store = self.runtime.store
-        if store is None:
+        put_state = getattr(self.runtime.store, "put_state", None)
+        if put_state is None:
             return
         wall, mono = now_ms(), self.clock.now()
         data = {
@@ -374,23 +374,19 @@ class SupervisorActor(BaseActor):
             "failures": dict(history.failures),
         }
         try:
-            record = store.get(self.path) or TaskRecord.new(self.path)
-            record.metadata[_HISTORY_KEY] = json.dumps(data, separators=(",", ":"))
-            store.put(record)
+            put_state(_HISTORY_KEY + self.path, data)
         except Exception:
             logger.exception("%s: cannot save its restart history", self.path)
 
     def _stored_history(self) -> RestartHistory | None:
         """The restart history a previous run of this tree saved, if any."""
-        store = self.runtime.store
-        if store is None:
+        get_state = getattr(self.runtime.store, "get_state", None)
+        if get_state is None:
             return None
-        record = store.get(self.path)
-        text = None if record is None else record.metadata.get(_HISTORY_KEY)
-        if not text:
+        data = get_state(_HISTORY_KEY + self.path)
+        if data is None:
             return None
         try:
-            data = json.loads(text)
             wall, mono = now_ms(), self.clock.now()
             restarts = tuple(mono - (wall - int(ms)) / 1000 for ms in data["restarts"])
             failures = {str(k): int(v) for k, v in data["failures"].items()}
