@@ -14,7 +14,6 @@ from pykka._envelope import Envelope
 from helpers import double, stubborn
 from taskvisor.actors import (
     AttemptEnded,
-    ExecutorService,
     Request,
     Task,
     TaskContext,
@@ -34,6 +33,10 @@ from taskvisor.actors._actor import (
     _WorkDone,
 )
 from taskvisor.actors._executors import CallExecutor
+
+
+def actor_inbox(ref: TaskRef) -> Any:
+    return ref._ref.actor_inbox
 
 
 def actor_of(ref: TaskRef) -> TaskActor:
@@ -215,13 +218,13 @@ def test_an_internal_error_in_a_handler_is_a_failed_attempt_for_the_owner(
 
 
 def test_messages_that_reach_a_stopped_actor_are_answered() -> None:
-    with ExecutorService() as svc:
-        handle = svc.submit(TaskSpec(name="d", target=double, args=[4]))
-        assert handle.result() == 8
-        ref = handle._ref
-        assert ref is not None
-        assert ref._loop_ended.wait(10)  # the service stops a task's actor once it ended
-        inbox = ref._ref.actor_inbox
+    executor, owner = CallExecutor(), Once()
+    ref = TaskRef.start(Task.new("d", TaskSpec(name="d", target=double, args=[4])), executor, owner)
+    try:
+        assert owner.done.wait(10)
+        ref.stop()
+        assert ref._loop_ended.wait(10)
+        inbox = actor_inbox(ref)
 
         terminate = Request(None)
         inbox.put(Envelope(_Terminate(terminate, brutal=False, final=True)))
@@ -241,3 +244,5 @@ def test_messages_that_reach_a_stopped_actor_are_answered() -> None:
         stopped: pykka.Future[Any] = pykka.ThreadingFuture()
         inbox.put(Envelope(pykka.messages._ActorStop(), reply_to=stopped))
         assert stopped.get(timeout=5) is None
+    finally:
+        executor.close()

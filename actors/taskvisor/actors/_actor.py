@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Protocol, overload
 import attrs
 import pykka
 import pykka.messages
-from pykka._envelope import Envelope
 
 from ._base import ActorThreads, BaseActor, Latch
 from ._bus import EventBus
@@ -43,6 +42,7 @@ from ._model import Task, TaskPhase, TaskRecord, TaskRun, TaskState, now_ms, rep
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
+    from pykka._envelope import Envelope
 
 __all__ = [
     "RUNS_KEPT",
