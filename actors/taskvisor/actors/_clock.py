@@ -63,11 +63,13 @@ class Timer:
 
 def _delay(delay: float, where: str) -> float:
     """Return ``delay`` as seconds >= 0 (inf kept), or raise ``InvalidData``."""
-    try:
-        seconds = float(delay)
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if math.isnan(seconds) or isinstance(delay, bool):
+    seconds = math.nan
+    if isinstance(delay, int | float) and not isinstance(delay, bool):
+        try:
+            seconds = float(delay)
+        except OverflowError:  # an int too large for a float: as good as forever
+            seconds = math.inf
+    if math.isnan(seconds):
         shown = repr(delay)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise InvalidData(
@@ -277,12 +279,14 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, running the callbacks that fall due.
 
+        A negative ``seconds`` counts as 0: time never moves back.
+
         Raises:
-            InvalidData: when ``seconds`` is negative, NaN, inf or not a number.
+            InvalidData: when ``seconds`` is NaN, inf or not a number.
         """
         step = _delay(seconds, "advance")
-        if step != seconds or math.isinf(step):
-            raise InvalidData(f"advance: seconds must be finite and >= 0, got {seconds!r}")
+        if math.isinf(step):
+            raise InvalidData(f"advance: seconds must be finite, got {seconds!r}")
         with self._lock:
             target = self._now + step
         while True:
