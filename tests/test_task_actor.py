@@ -14,12 +14,19 @@ from pykka._envelope import Envelope
 from helpers import double, stubborn
 from taskvisor.actors import (
     AttemptEnded,
+    Event,
+    EventBus,
+    MemoryStore,
+    RecordNotSaved,
     Request,
+    StoreError,
     Task,
     TaskContext,
     TaskPhase,
+    TaskRecord,
     TaskSnapshot,
     TaskSpec,
+    TaskState,
     Verdict,
 )
 from taskvisor.actors._actor import (
@@ -246,3 +253,50 @@ def test_messages_that_reach_a_stopped_actor_are_answered() -> None:
         assert stopped.get(timeout=5) is None
     finally:
         executor.close()
+
+
+class FlakyStore(MemoryStore):
+    """A store whose first ``failures`` writes raise what a real one may raise, or worse."""
+
+    def __init__(self, failures: int, error: BaseException) -> None:
+        super().__init__()
+        self.failures = failures
+        self.error = error
+
+    def put(self, record: TaskRecord) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        super().put(record)
+
+
+@pytest.mark.parametrize(
+    "error", [StoreError("database is locked"), SystemExit("store bug")], ids=["store", "exit"]
+)
+def test_a_save_that_fails_is_an_event_and_is_tried_again(error: BaseException) -> None:
+    # Faults 16 and E2: a store failure is never silent, and the record
+    # reaches the store once the store works again.
+    events: list[Event] = []
+    bus = EventBus([events.append])
+    executor, owner = CallExecutor(), Once()
+    store = FlakyStore(3, error)  # the creation, the start and the end fail
+    spec = TaskSpec(name="s", target=double, args=[21])
+    ref = TaskRef.start(Task.new("s", spec), executor, owner, bus=bus, store=store)
+    try:
+        assert owner.done.wait(10)
+        deadline = time.monotonic() + 10
+        while (store.get("s") is None or not store.get("s").state.is_terminal) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)  # the retry runs on the real clock: 0.5 s, then 1 s
+    finally:
+        ref.stop()
+        executor.close()
+        bus.stop()
+    record = store.get("s")
+    assert record is not None
+    assert record.state is TaskState.SUCCEEDED
+    assert record.output == 42
+    failed = [e for e in events if isinstance(e, RecordNotSaved)]
+    assert len(failed) == 3
+    assert all(e.task_id == "s" for e in failed)

@@ -328,6 +328,7 @@ class TaskActor(BaseActor):
         self.owner = owner
         self.began: Callable[[AttemptBegan], None] | None = getattr(owner, "attempt_began", None)
         self.unsaved = unsaved
+        self.dirty = False  # the latest save failed: the store is behind
         self.save_retry: Timer | None = None
         self.save_delay = _SAVE_RETRY_FIRST
         self.crashed = False
@@ -448,13 +449,13 @@ class TaskActor(BaseActor):
             self.crashed = False
 
     def on_stop(self) -> None:
-        self._cancel_timers()
+        self._cancel_timers(save_retry=True)
         self.executor.release(self.task.id)
-        if self.unsaved is not None and self.task.id in self.unsaved:
+        if self.dirty:
             self._save()  # a last try
 
     def on_failure(self, *_exc: object) -> None:  # pragma: no cover - handlers do not raise
-        self._cancel_timers()
+        self._cancel_timers(save_retry=True)
         self.executor.release(self.task.id)
 
     # attempts ---------------------------------------------------------------------
@@ -778,9 +779,10 @@ class TaskActor(BaseActor):
         assert self.record is not None
         try:
             self.store.put(self.record)
-        except Exception as exc:
+        except BaseException as exc:  # whatever a store raises, the task goes on
             error = _describe(exc)
             logger.error("task %s: cannot save its record: %s", self.task.id, error)
+            self.dirty = True
             if self.unsaved is not None:
                 self.unsaved.add(self.task.id)
             self._publish(RecordNotSaved(self.task.id, error, at=now_ms()))
@@ -789,6 +791,7 @@ class TaskActor(BaseActor):
                 self.save_retry = self._later(delay, _SaveAgain(), False)
             return
         self.save_delay = _SAVE_RETRY_FIRST
+        self.dirty = False
         if self.unsaved is not None:
             self.unsaved.discard(self.task.id)
 
@@ -809,11 +812,15 @@ class TaskActor(BaseActor):
         tell = self.actor_ref.tell
         return clock.call_later(delay, lambda: _tell_quietly(tell, message))
 
-    def _cancel_timers(self) -> None:
-        for timer in (self.timeout_timer, self.grace_timer, self.restart_timer, self.save_retry):
+    def _cancel_timers(self, *, save_retry: bool = False) -> None:
+        """Cancel the attempt's timers (and, with ``save_retry``, a pending save's)."""
+        for timer in (self.timeout_timer, self.grace_timer, self.restart_timer):
             if timer is not None:
                 timer.cancel()
-        self.timeout_timer = self.grace_timer = self.restart_timer = self.save_retry = None
+        self.timeout_timer = self.grace_timer = self.restart_timer = None
+        if save_retry and self.save_retry is not None:
+            self.save_retry.cancel()
+            self.save_retry = None
 
 
 #: What the task actor does with each message it receives.
