@@ -480,3 +480,14 @@ def test_every_hook_sees_every_event_in_order_whatever_the_others_do(
     assert sum(isinstance(e, HookFailed) for e in plain.events) == sum(raised)
     assert stats.errors[repr(plain)] == 0
     assert stats.abandoned == {}
+
+
+def test_a_stray_message_does_not_stop_the_bus(caplog: pytest.LogCaptureFixture) -> None:
+    rec = Recorder()
+    bus = EventBus([rec])
+    with caplog.at_level(logging.ERROR, logger="taskvisor.events"):
+        bus._ref.tell("not an event")
+    bus.publish(TaskStarted("t"))
+    bus.stop(timeout=10)
+    assert rec.events == [TaskStarted("t")]
+    assert "dropped an unexpected message 'not an event'" in caplog.text

@@ -313,7 +313,9 @@ class _BusActor(BaseActor):
             return barriers
         if isinstance(message, _Stats):
             return state.stats()
-        raise TypeError(f"event bus: unexpected message {message!r}")
+        # A stray message must not stop the bus (a told one would): log it, drop it.
+        logger.error("event bus: dropped an unexpected message %s", _safe_repr(message))
+        return None
 
     def on_stop(self) -> None:
         self._close()
