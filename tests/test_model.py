@@ -601,24 +601,32 @@ def test_every_path_to_an_error_text_bounds_it() -> None:
 def test_runs_record_their_process_and_host() -> None:
     from taskvisor.actors import from_data
 
-    run = TaskRun.starting(3, now=1, pid=1234, pgid=1234, host="h1")
-    assert (run.pid, run.pgid, run.host) == (1234, 1234, "h1")
-    assert (TaskRun(attempt=1).pid, TaskRun(attempt=1).pgid, TaskRun(attempt=1).host) == (
-        None,
-        None,
-        None,
-    )
+    run = TaskRun.starting(3, now=1, pid=1234, pgid=1234, process_started=5, host="h1")
+    assert (run.pid, run.pgid, run.process_started, run.host) == (1234, 1234, 5, "h1")
+    bare = TaskRun(attempt=1)
+    assert (bare.pid, bare.pgid, bare.process_started, bare.host) == (None,) * 4
     run.pid = 99  # set when the process has started
     assert run.pid == 99
     data = to_data(run)
-    assert (data["pid"], data["pgid"], data["host"]) == (99, 1234, "h1")
+    assert (data["pid"], data["pgid"], data["process_started"], data["host"]) == (
+        99,
+        1234,
+        5,
+        "h1",
+    )
     assert from_data(TaskRun, data) == run
-    old = {k: v for k, v in data.items() if k not in ("pid", "pgid", "host")}
-    assert from_data(TaskRun, old).pid is None  # written before these fields existed
+    new_fields = ("pid", "pgid", "process_started", "host")
+    old = {k: v for k, v in data.items() if k not in new_fields}
+    written_before = from_data(TaskRun, old)  # before these fields existed
+    assert [getattr(written_before, name) for name in new_fields] == [None] * 4
 
 
 @pytest.mark.parametrize("value", [0, -5, True, "12", 1.5])
-@pytest.mark.parametrize("field", ["pid", "pgid"])
+@pytest.mark.parametrize("field", ["pid", "pgid", "process_started"])
 def test_run_process_ids_are_checked(field: str, value: Any) -> None:
-    with pytest.raises(InvalidData, match=rf"^{field}: expected a process id"):
+    if field == "process_started" and value == 0:
+        assert TaskRun(attempt=1, process_started=0).process_started == 0  # ticks since boot
+        return
+    expected = "an integer >= 0" if field == "process_started" else "a process id"
+    with pytest.raises(InvalidData, match=rf"^{field}: expected {expected}"):
         TaskRun(attempt=1, **{field: value})

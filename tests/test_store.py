@@ -815,16 +815,23 @@ def test_a_save_writes_only_the_runs_that_changed(tmp_path: Path) -> None:
 
 
 def test_runs_carry_their_process_and_host(store: TaskStore) -> None:
-    run = TaskRun.starting(1, now=1, pid=4242, pgid=4242, host="worker-1")
+    run = TaskRun.starting(1, now=1, pid=4242, pgid=4242, process_started=987, host="worker-1")
     store.put(TaskRecord(id="job", state=RUNNING, runs=[run, TaskRun(attempt=2)]))
     stored = store.get("job")
     assert stored is not None
-    assert (stored.runs[0].pid, stored.runs[0].pgid, stored.runs[0].host) == (
+    first, second = stored.runs
+    assert (first.pid, first.pgid, first.process_started, first.host) == (
         4242,
         4242,
+        987,
         "worker-1",
     )
-    assert (stored.runs[1].pid, stored.runs[1].pgid, stored.runs[1].host) == (None, None, None)
+    assert (second.pid, second.pgid, second.process_started, second.host) == (None,) * 4
+    second.pid, second.process_started = 77, 1000  # set once the process has started
+    store.put(stored)  # a changed run is written again
+    again = store.get("job")
+    assert again is not None
+    assert (again.runs[1].pid, again.runs[1].process_started) == (77, 1000)
 
 
 def test_a_schema_1_store_is_upgraded_and_its_old_runs_load(tmp_path: Path) -> None:

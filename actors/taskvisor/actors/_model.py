@@ -121,6 +121,11 @@ def bound_text(text: str | None, limit: int = ERROR_TEXT_MAX) -> str | None:
     return text[:head] + marker + text[len(text) - (keep - head) :]
 
 
+def _optional_count(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise _fail(attribute.name, "expected an integer >= 0 or None", value, InvalidData)
+
+
 def _optional_id(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise _fail(
@@ -546,10 +551,13 @@ class TaskRun:
     ``error`` is cut to ``ERROR_TEXT_MAX`` characters however it is set.
     ``pid`` and ``pgid`` are the process id and process group of a
     ``subprocess`` attempt (None for other kinds, and until the process has
-    started), and ``host`` the name of the host that ran the attempt: a tree
-    resumed from a store uses them to find, and kill, a process group the
-    previous host left running. Records written before these fields existed
-    read back with them None.
+    started), ``process_started`` the process's start time as the OS counts
+    it (Linux: clock ticks since boot, ``/proc/<pid>/stat`` field 22; it
+    tells the process apart from a later one given the same pid), and
+    ``host`` the name of the host that ran the attempt: a tree resumed from
+    a store uses them to find, and kill, a process group the previous host
+    left running. Records written before these fields existed read back
+    with them None.
     """
 
     attempt: int = attrs.field(validator=_at_least(1))
@@ -560,6 +568,7 @@ class TaskRun:
     exit_code: int | None = None
     pid: int | None = attrs.field(default=None, validator=_optional_id)
     pgid: int | None = attrs.field(default=None, validator=_optional_id)
+    process_started: int | None = attrs.field(default=None, validator=_optional_count)
     host: str | None = None
 
     @classmethod
@@ -570,15 +579,23 @@ class TaskRun:
         now: int | None = None,
         pid: int | None = None,
         pgid: int | None = None,
+        process_started: int | None = None,
         host: str | None = None,
     ) -> TaskRun:
         """Create the record of an attempt that has just started.
 
         Raises:
-            InvalidData: when ``attempt`` is below 1, or ``pid`` or ``pgid``
-                is not a process id.
+            InvalidData: when ``attempt`` is below 1, ``pid`` or ``pgid`` is
+                not a process id, or ``process_started`` is negative.
         """
-        return cls(attempt=attempt, started_at=stamp_ms(now), pid=pid, pgid=pgid, host=host)
+        return cls(
+            attempt=attempt,
+            started_at=stamp_ms(now),
+            pid=pid,
+            pgid=pgid,
+            process_started=process_started,
+            host=host,
+        )
 
     @property
     def is_active(self) -> bool:

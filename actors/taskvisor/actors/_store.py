@@ -314,6 +314,7 @@ def _run_key(run: TaskRun) -> int | None:
                 run.exit_code,
                 run.pid,
                 run.pgid,
+                run.process_started,
                 run.host,
             )
         )
@@ -352,6 +353,7 @@ def _index_runs(runs: Any) -> builtins.list[tuple[int, int | None]]:
                         run.exit_code,
                         run.pid,
                         run.pgid,
+                        run.process_started,
                         run.host,
                     )
                 )
