@@ -61,6 +61,11 @@ class Mailbox:
     def get(self, timeout: float | None = None, cancel: threading.Event | None = None) -> Any:
         """Take the oldest item, waiting up to ``timeout`` seconds.
 
+        Args:
+            timeout: seconds to wait at most; None (the default) waits until
+                an item arrives or ``cancel`` is set.
+            cancel: an event that ends the wait with ``TaskCancelled``.
+
         Raises:
             WaitTimeout: when nothing arrives in time.
             TaskCancelled: when ``cancel`` is set while waiting.
@@ -86,6 +91,11 @@ class Mailbox:
 
     async def get_async(self, timeout: float | None = None) -> Any:
         """Take the oldest item without blocking the event loop.
+
+        Args:
+            timeout: seconds to wait at most; None (the default) waits until
+                an item arrives, or until the task awaiting it is cancelled
+                (``asyncio.CancelledError``, as the tree cancels ``async`` work).
 
         Raises:
             WaitTimeout: when nothing arrives in time.
@@ -145,6 +155,10 @@ class Request:
 
     def wait(self, timeout: float | None = None) -> Any:
         """Wait for the answer (used by ``TaskHandle.ask``).
+
+        Args:
+            timeout: seconds to wait at most; None (the default) waits until
+                the answer comes (``TaskHandle.ask`` always passes a bound).
 
         Raises:
             WaitTimeout: when no answer came in time.
@@ -209,6 +223,11 @@ class TaskContext:
     def receive(self, timeout: float | None = None) -> Any:
         """Take the next delivered message (a ``Request`` for ``TaskHandle.ask``).
 
+        Args:
+            timeout: seconds to wait at most; None (the default) waits until
+                a message arrives or the attempt is cancelled, which the tree
+                does at the latest when it stops.
+
         Raises:
             WaitTimeout: when nothing arrives within ``timeout`` seconds.
             TaskCancelled: when the attempt is cancelled while waiting.
@@ -217,6 +236,10 @@ class TaskContext:
 
     async def receive_async(self, timeout: float | None = None) -> Any:
         """Like ``receive``, for ``async`` tasks.
+
+        Args:
+            timeout: seconds to wait at most; None (the default) waits until
+                a message arrives or the coroutine is cancelled.
 
         Raises:
             WaitTimeout: when nothing arrives within ``timeout`` seconds.

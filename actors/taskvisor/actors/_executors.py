@@ -895,6 +895,20 @@ class _Child:
         return code
 
 
+def _wait_exited(pid: int) -> None:
+    """Block until child ``pid`` has exited, leaving it unreaped (a zombie).
+
+    Where ``os.waitid`` is missing (macOS before Python 3.13) this returns at
+    once, and the reap that follows waits instead: the group's leftovers are
+    then killed just after the reap rather than before it.
+    """
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:  # pragma: no cover - Linux has it
+        return
+    with contextlib.suppress(ChildProcessError):
+        waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
 class _Spawn:
     """A request to the spawner thread, answered once (or given up by its asker)."""
 
@@ -1046,8 +1060,7 @@ class SubprocessExecutor(BaseExecutor):
         try:
             # Wait without reaping, so the group id cannot be reused before the
             # leftovers of the group are killed; then reap.
-            with contextlib.suppress(ChildProcessError):
-                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            _wait_exited(child.pid)
             child.signal(signal.SIGKILL)
             code = self._forget(child)
         except BaseException as exc:
@@ -1114,8 +1127,7 @@ class SubprocessExecutor(BaseExecutor):
                 left = list(self._children.values())
             for child in left:  # a waiter did not get to it in time: reap it here
                 child.signal(signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+                _wait_exited(child.pid)
                 self._forget(child)
             guard, self._guard = self._guard, None
             if guard is not None:
