@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from conftest import wait_until
@@ -328,30 +328,17 @@ def test_kill_stale_group_kills_the_group_when_its_leader_is_gone(tmp_path: Path
     assert wait_until(lambda: not live_members(leader.pid))
 
 
-def _run_with_group(**fields: Any) -> TaskRun:
-    """A started run that records a process (TaskRun's pid fields, or a stand-in)."""
-    run = TaskRun.starting(1, now=1)
-    names = {f.name for f in attrs.fields(TaskRun)}
-    if {"pid", "pgid"} <= names:
-        for key, value in fields.items():
-            if key in names:
-                setattr(run, key, value)
-        return run
-
-    # TaskRun has no process fields yet: resume_record reads them with getattr.
-    @attrs.define
-    class RunWithGroup(TaskRun):
-        pid: int | None = None
-        pgid: int | None = None
-        started: int | None = None
-
-    return RunWithGroup(**{**attrs.asdict(run, recurse=False), **fields})
-
-
 def test_resume_kills_the_group_a_lost_run_left_running() -> None:
     """Fault 7, resume side: the old host's child is killed before a new attempt."""
     proc = orphan_group()
-    run = _run_with_group(pid=proc.pid, pgid=proc.pid, started=process_start_time(proc.pid))
+    run = TaskRun.starting(
+        1,
+        now=1,
+        pid=proc.pid,
+        pgid=proc.pid,
+        host=socket.gethostname(),
+        process_started=process_start_time(proc.pid),
+    )
     record = TaskRecord.new("s")
     record.transition(TaskState.RUNNING)
     record.runs.append(run)
@@ -361,3 +348,23 @@ def test_resume_kills_the_group_a_lost_run_left_running() -> None:
     assert record.runs[-1].phase is TaskPhase.FAILED
     assert record.runs[-1].error is not None
     assert f"process group {proc.pid} was still running and was killed" in record.runs[-1].error
+
+
+def test_resume_spares_a_group_recorded_on_another_host_or_with_a_reused_pid() -> None:
+    proc = orphan_group()
+    try:
+        started = process_start_time(proc.pid)
+        assert started is not None
+        for run in (
+            TaskRun.starting(1, pid=proc.pid, pgid=proc.pid, host="elsewhere"),
+            TaskRun.starting(1, pid=proc.pid, pgid=proc.pid, process_started=started + 1),
+        ):
+            record = TaskRecord.new("s")
+            record.transition(TaskState.RUNNING)
+            record.runs.append(run)
+            resume_record(record, TaskSpec(name="s", target=print))
+            assert "was killed" not in (record.runs[-1].error or "")
+            assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(10)

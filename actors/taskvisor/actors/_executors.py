@@ -658,13 +658,29 @@ def process_start_time(pid: int) -> int | None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether group ``pgid`` has a member that is not a zombie (a zombie runs nothing)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
+        pass
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # pragma: no cover - no /proc: count zombies as alive
         return True
-    return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # it ended meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == b"%d" % pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def kill_stale_group(

@@ -54,8 +54,9 @@ logger = logging.getLogger("taskvisor.service")
 def kill_leftover(run: TaskRun) -> str | None:
     """Kill the process group a lost run left running, if it recorded one that lives.
 
-    Reads ``run.pgid``, ``run.pid`` and ``run.started`` (absent fields count
-    as None) and, when ``run.host`` is recorded, acts only on that host.
+    Reads ``run.pgid``, ``run.pid`` and ``run.process_started`` (absent
+    fields count as None) and, when ``run.host`` is recorded, acts only on
+    that host.
     Returns a sentence for the run's error when a group was killed.
     """
     pgid = getattr(run, "pgid", None)
@@ -65,7 +66,7 @@ def kill_leftover(run: TaskRun) -> str | None:
     if isinstance(host, str) and host and host != socket.gethostname():
         return None  # another machine's process: not ours to see or kill
     pid = getattr(run, "pid", None)
-    started = getattr(run, "started", None)
+    started = getattr(run, "process_started", None)
     killed = kill_stale_group(
         pgid,
         pid if isinstance(pid, int) else None,
@@ -83,7 +84,7 @@ def resume_record(record: TaskRecord, spec: TaskSpec, *, now: int | None = None)
     A ``SUCCEEDED`` record is not run again. A record found ``RUNNING`` was
     lost with the process that ran it: a process group its open run
     recorded (``pgid``, guarded against pid reuse by ``pid`` and
-    ``started``) that is still alive is killed first (``kill_stale_group``,
+    ``process_started``) that is still alive is killed first (``kill_stale_group``,
     which waits up to 5 s for it to be gone), so the old work never runs
     beside a new attempt; then the run is closed as ``FAILED`` with an error
     saying so, and the task runs again unless it is ``TEMPORARY``. A record
