@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from taskvisor.actors import (
     TaskPhase,
     TaskRecord,
     TaskRun,
+    TaskSpec,
     TaskState,
     TaskStore,
     UnknownTask,
@@ -1148,3 +1150,43 @@ def test_states_survive_reopening_and_closing_fails_them(tmp_path: Path) -> None
             closed.put_state("app", {})
         with pytest.raises(StoreError, match="closed"):
             closed.get_state("app")
+
+
+class _Refuses:
+    """A value whose conversion fails from inside (cattrs reads its attributes)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name} here")
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param(lambda: None, id="a function"),
+        pytest.param({"spec": TaskSpec(name="t", target=lambda: None)}, id="a lambda target"),
+        pytest.param(_Refuses(), id="raises inside"),
+        pytest.param(
+            functools.reduce(lambda inner, _: [inner], range(100_000), []), id="deep nesting"
+        ),
+    ],
+)
+def test_outputs_that_do_not_even_convert_are_replaced(store: TaskStore, output: Any) -> None:
+    """Fault 9, any value a task may return: put and transition never raise for an output."""
+    store.put(TaskRecord(id="a", state=SUCCEEDED, output=output))
+    stored = store.get("a")
+    assert stored is not None
+    assert (stored.state, stored.output) == (SUCCEEDED, None)
+    assert stored.error is not None
+    assert stored.error.startswith("output not stored: ")
+    store.transition("a", RUNNING)
+    done = store.transition("a", SUCCEEDED, output=output)
+    assert (done.output, plain(store.get("a"))) == (None, plain(done))
+    assert done.error is not None
+    assert done.error.startswith("output not stored: ")
+
+
+def test_a_bad_field_is_named_even_when_the_output_fails_too(store: TaskStore) -> None:
+    record = TaskRecord(id="a", output=_Refuses())
+    object.__setattr__(record, "metadata", [1])
+    with pytest.raises(InvalidData, match=r"^metadata: cannot be converted"):
+        store.put(record)

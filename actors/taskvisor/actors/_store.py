@@ -74,7 +74,15 @@ from ._errors import (
     StoreLocked,
     UnknownTask,
 )
-from ._model import ERROR_TEXT_MAX, TaskRecord, TaskRun, TaskState, bound_text, now_ms
+from ._model import (
+    ERROR_TEXT_MAX,
+    TaskRecord,
+    TaskRun,
+    TaskState,
+    bound_text,
+    now_ms,
+    replace,
+)
 
 __all__ = [
     "APPLICATION_ID",
@@ -370,7 +378,7 @@ def _not_stored(output: Any) -> str | None:
     """Why ``output`` cannot be stored as it is, or None when it can."""
     try:
         text = _encode_json(to_data(output))
-    except (TypeError, ValueError, RecursionError, InvalidData) as exc:
+    except Exception as exc:  # whatever the value raises, it is not stored
         return bound_text(f"output not stored: cannot be encoded as JSON ({exc})", 512)
     if len(text) > OUTPUT_MAX_BYTES:
         return (
@@ -395,16 +403,14 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
         raise InvalidData(f"expected a TaskRecord, got {type(record).__name__}")
     try:
         data: dict[str, Any] = _unstructure_head(record)
-    except InvalidData:
-        raise
-    except Exception:  # name the field at fault
-        for name in _HEAD_FIELDS:
-            try:
-                converter.unstructure(getattr(record, name), _FIELDS[name])
-            except Exception as field_exc:
-                raise _bad(name, f"cannot be converted ({field_exc})") from None
-        raise InvalidData(f"record {record.id!r} cannot be converted") from None
+        unconverted = None
+    except Exception:  # name the field at fault; an output is replaced, not refused
+        unconverted = _unconvertible(record)
+        data = _unstructure_head(replace(record, output=None))
     error = data["error"]
+    if unconverted is not None:
+        why = bound_text(f"output not stored: cannot be converted ({unconverted})", 512)
+        data["error"] = bound_text(why if error is None else f"{error}\n{why}")
     if isinstance(error, str) and len(error) > ERROR_TEXT_MAX:
         data["error"] = bound_text(error)
     for column in ("created_at", "updated_at"):
@@ -432,6 +438,26 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
     if check:  # what is stored must read back: names a field of the wrong type
         _structured(TaskRecord, _structure_head, data)
     return data, text
+
+
+def _unconvertible(record: TaskRecord) -> str:
+    """Why the ``output`` of ``record`` does not convert.
+
+    Raises:
+        InvalidData: naming another field that does not convert (each field
+            is tried, so this one is named even when the output fails too).
+    """
+    why = None
+    for name in _HEAD_FIELDS:
+        try:
+            converter.unstructure(getattr(record, name), _FIELDS[name])
+        except Exception as exc:
+            if name != "output":
+                raise _bad(name, f"cannot be converted ({exc})") from None
+            why = f"{type(exc).__name__}: {exc}"
+    if why is None:  # pragma: no cover - the record failed as a whole only
+        raise InvalidData(f"record {record.id!r} cannot be converted")
+    return why
 
 
 def _encode_run(index: int, run: TaskRun) -> str:
@@ -507,11 +533,10 @@ def _decode(head: str, runs: Iterable[str], where: str) -> TaskRecord:
 
 def _copy_output(value: Any) -> Any:
     """A deep copy of an output (tuples become lists, as JSON makes them)."""
-    data = to_data(value)
     try:
-        return _decode_json(_encode_json(data))
-    except (TypeError, ValueError, RecursionError):
-        return data  # not JSON: the store replaces it on the way in
+        return _decode_json(_encode_json(to_data(value)))
+    except Exception:  # not JSON: the store replaces it on the way in
+        return value
 
 
 def _structure_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
