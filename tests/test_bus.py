@@ -305,7 +305,7 @@ def test_fault15_blocked_hooks_are_abandoned_at_one_deadline(
 
 
 def test_stop_is_one_deadline_for_all_hooks_not_one_per_hook() -> None:
-    stuck = [Blocking() for _ in range(4)]
+    stuck = [Blocking() for _ in range(10)]
     bus = EventBus(stuck)
     bus.publish(TaskStarted("t"))
     start = time.monotonic()
@@ -315,8 +315,9 @@ def test_stop_is_one_deadline_for_all_hooks_not_one_per_hook() -> None:
     finally:
         for hook in stuck:
             hook.release.set()
-    # A deadline per hook would take 4 x 0.5 s; the contract is one deadline (generous margin).
-    assert took < 1.5
+    # A deadline per hook would take 10 x 0.5 s: the contract is one deadline. This
+    # bounds a deadline, not speed; the margin is wide for a loaded machine.
+    assert took < 4.0
     assert set(bus.stats().abandoned) == {repr(h) for h in stuck}
 
 
