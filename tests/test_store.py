@@ -259,6 +259,14 @@ def test_bad_changes_are_named_and_change_nothing(
         (TaskRecord(id="a", created_at=2**70), r"^created_at: expected milliseconds"),
         (TaskRecord(id="a", metadata=[1, 2]), r"^metadata: cannot be converted"),  # type: ignore[arg-type]
         (TaskRecord(id="a", runs=[3]), r"^runs\[0\]: expected a TaskRun, got int"),  # type: ignore[list-item]
+        (
+            _unchecked(TaskRecord(id="a"), metadata={"k": {1}}),
+            r"^metadata: cannot be stored as JSON",
+        ),
+        (
+            _unchecked(TaskRecord(id="a", output={1}), metadata={"k": float("nan")}),
+            r"^metadata: cannot be stored as JSON",
+        ),
         (TaskRecord(id="a", runs=(TaskRun(attempt=1),)), r"^runs: expected a list"),  # type: ignore[arg-type]
         (
             TaskRecord(id="a", runs=[TaskRun(attempt=1), TaskRun(attempt=1)]),
