@@ -19,14 +19,20 @@ import random
 import re
 from typing import Any
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.strategies import names, wild_data, wild_keys, wild_scalars
 
-from taskvisor.actors import InvalidSpec
+from taskvisor.actors import InvalidSpec, TaskSpec
 from taskvisor.actors._errors import MAX_MESSAGE
 from taskvisor.supervision import (
+    Backoff,
+    ChildInfo,
     DynamicSupervisorSpec,
+    Failure,
+    Intensity,
+    Policy,
     SupervisorSpec,
     spec_from_data,
     spec_to_data,
@@ -66,7 +72,7 @@ def check(data: Any) -> str | None:
 # --------------------------------------------------------------------------- random data
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(wild_data)
 def test_random_json_like_data_is_accepted_or_refused_with_a_short_message(data: Any) -> None:
     check(data)
@@ -127,7 +133,7 @@ def _supervisor_like(kids: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[Any
 spec_like = st.recursive(_task_like, _supervisor_like, max_leaves=8)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_supervisor_like(spec_like))
 def test_random_spec_shaped_data_is_accepted_or_refused_with_a_short_message(
     data: dict[Any, Any],
@@ -162,6 +168,52 @@ def test_nesting_of_any_kind_and_depth_is_accepted_or_refused(kind: str, depth: 
     assert (message is None) == (depth <= limit), message
     if message is not None:
         assert "nest" in message
+
+
+# --------------------------------------------------------------------------- constructors
+
+_value = st.one_of(wild_scalars, wild_data)
+_task = st.just(TaskSpec(name="t", target="app.tasks:work"))
+#: Each public constructor of a spec or policy value, and its required fields.
+CONSTRUCTORS: dict[Any, list[str]] = {
+    TaskSpec: ["name"],
+    SupervisorSpec: ["name"],
+    DynamicSupervisorSpec: ["name", "template"],
+    Intensity: [],
+    Backoff: [],
+    Policy: [],
+    ChildInfo: ["id"],
+    Failure: ["supervisor", "child", "phase"],
+}
+
+
+@st.composite
+def _calls(draw: st.DrawFn) -> tuple[Any, dict[str, Any]]:
+    cls = draw(st.sampled_from(list(CONSTRUCTORS)))
+    required = CONSTRUCTORS[cls]
+    optional = [a.name for a in attrs.fields(cls) if a.init and a.name not in required]
+    values = st.one_of(_value, _task, st.builds(Intensity), st.builds(Backoff), st.lists(_task))
+    kwargs = {field: draw(values) for field in required}
+    kwargs.update(draw(st.dictionaries(st.sampled_from(optional), values, max_size=4)))
+    return cls, kwargs
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_calls())
+def test_every_public_constructor_accepts_or_refuses_any_field_value(
+    call: tuple[Any, dict[str, Any]],
+) -> None:
+    cls, kwargs = call
+    try:
+        cls(**kwargs)
+    except InvalidSpec as exc:
+        refused = exc
+    else:
+        return
+    message = str(refused)
+    assert len(message) <= MAX_MESSAGE
+    assert _PATH.match(message), message[:200]
+    assert "Error" not in message.partition(": ")[2][:40], message[:200]
 
 
 # --------------------------------------------------------------------------- mutations
