@@ -21,6 +21,7 @@ from taskvisor.supervision import (
     Intensity,
     Policy,
     Strategy,
+    Supervisor,
     SupervisorExhausted,
     SupervisorSpec,
     spec_from_data,
@@ -609,6 +610,20 @@ def test_supervisors_nest_at_most_max_depth_levels() -> None:
     deepest = r"^children\[0\]\.children\[0\](\.template\.children\[0\]){24}: nesting deeper"
     with pytest.raises(InvalidSpec, match=deepest):
         spec_from_data({"name": "top", "children": [data]})
+
+
+def test_a_live_tree_of_max_depth_levels_starts_and_stops() -> None:
+    """The bound is one the runtime keeps: a real tree MAX_DEPTH supervisors deep runs."""
+    leaf = TaskSpec(name="t", target="json:dumps", args=[1], restart="temporary")
+    spec: SupervisorSpec = SupervisorSpec("s0", children=[leaf])
+    for i in range(1, MAX_DEPTH):
+        spec = SupervisorSpec(f"s{i}", children=[spec])
+    ref = Supervisor.start(spec)
+    try:
+        assert ref.running
+    finally:
+        ref.stop()
+    assert not ref.running
 
 
 def test_task_arguments_nest_at_most_max_data_depth_levels() -> None:
