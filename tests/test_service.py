@@ -44,17 +44,12 @@ def test_rejections_carry_a_reason_and_no_task_id() -> None:
         with pytest.raises(SubmissionError) as full:
             svc.submit(TaskSpec(name="more", target=double, args=[1]))
         assert full.value.reason is RejectReason.CAPACITY
-        with pytest.raises(SubmissionError) as dup:  # "busy" has not finished
-            svc.submit(TaskSpec(name="busy", target=double, args=[1]))
-        assert dup.value.reason is RejectReason.DUPLICATE_ID
         release.set()
         busy.wait(10)
+        with pytest.raises(SubmissionError) as dup:  # finished, but get() still finds it
+            svc.submit(TaskSpec(name="busy", target=double, args=[1]))
+        assert dup.value.reason is RejectReason.DUPLICATE_ID
         assert svc.submit(TaskSpec(name="more", target=double, args=[1])).result(10) == 2
-        # A finished task's id is free again: the new task gets it, get() finds the new one.
-        again = svc.submit(TaskSpec(name="busy", target=double, args=[3]))
-        assert again.result(10) == 6
-        assert svc.get("busy") is again
-        assert busy.result(0) == "late"  # the old handle still answers
     with pytest.raises(SubmissionError) as closed:
         svc.submit(TaskSpec(name="late", target=double, args=[1]))
     assert closed.value.reason is RejectReason.SHUTTING_DOWN
@@ -230,12 +225,17 @@ def test_finished_tasks_release_their_actor_and_unheld_handles() -> None:
         assert svc.get("t") is handle  # held: still found
         assert handle.runs()[-1].phase is TaskPhase.SUCCEEDED  # and still answers
         held = weakref.ref(handle)
+        with pytest.raises(SubmissionError):  # its id is taken while the handle is held
+            svc.submit(TaskSpec(name="t", target=note))
         del handle
         assert wait_until(lambda: gc.collect() >= 0 and actor() is None)
         assert held() is None
         with pytest.raises(KeyError):
             svc.get("t")
         assert "t" not in [h.id for h in svc.handles()]
+        again = svc.submit(TaskSpec(name="t", target=double, args=[3]))  # the id is free again
+        assert again.result(10) == 6
+        assert svc.get("t") is again
 
 
 def test_finished_handles_kept_are_bounded() -> None:

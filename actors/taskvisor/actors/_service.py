@@ -289,8 +289,9 @@ class ExecutorService:
     task's actor, thread and executor state are released when it ends, and
     the service keeps its handle only weakly (``get`` finds it while the
     submitter holds it) plus the last ``keep_finished`` in a bounded list.
-    A finished task's id may be submitted again; ``get`` then returns the
-    new task's handle.
+    An id is taken while ``get`` finds its task: a finished task's id can
+    be submitted again once its handle is let go and has left the last
+    ``keep_finished``.
 
     Usable as a context manager: leaving it shuts the service down.
     """
@@ -357,10 +358,8 @@ class ExecutorService:
                     f"kind: no executor for task kind {spec.kind!r} "
                     f"(known: {', '.join(sorted(self.executors))})",
                 )
-            if task_id in self._handles:
-                raise self._reject(
-                    RejectReason.DUPLICATE_ID, f"duplicate task id {task_id!r}: it has not finished"
-                )
+            if task_id in self._handles or task_id in self._finished:
+                raise self._reject(RejectReason.DUPLICATE_ID, f"duplicate task id {task_id!r}")
             if self.max_tasks is not None and self._active >= self.max_tasks:
                 raise self._reject(
                     RejectReason.CAPACITY,
