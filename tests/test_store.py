@@ -1198,3 +1198,12 @@ def test_a_bad_field_is_named_even_when_the_output_fails_too(store: TaskStore) -
     object.__setattr__(record, "metadata", [1])
     with pytest.raises(InvalidData, match=r"^metadata: cannot be converted"):
         store.put(record)
+
+
+def test_a_put_that_moves_created_at_reorders_the_list(store: TaskStore) -> None:
+    store.put(TaskRecord(id="a", created_at=1, runs=[TaskRun(attempt=1)]))
+    store.put(TaskRecord(id="b", created_at=2))
+    store.put(TaskRecord(id="a", created_at=3, runs=[TaskRun(attempt=1)]))  # same store again
+    assert [r.id for r in store.list()] == ["b", "a"]
+    store.put(TaskRecord(id="a", created_at=3, state=RUNNING, runs=[TaskRun(attempt=1)]))
+    assert [(r.id, r.state) for r in store.list()] == [("b", TaskState.PENDING), ("a", RUNNING)]

@@ -534,6 +534,10 @@ def _decode(head: str, runs: Iterable[str], where: str) -> TaskRecord:
 def _copy_output(value: Any) -> Any:
     """A deep copy of an output (tuples become lists, as JSON makes them)."""
     try:
+        return _decode_json(_encode_json(value))  # plain JSON data: to_data leaves it as is
+    except Exception:  # anything else goes through the converter below
+        pass
+    try:
         return _decode_json(_encode_json(to_data(value)))
     except Exception:  # not JSON: the store replaces it on the way in
         return value
@@ -568,15 +572,15 @@ def _apply(
         raise IllegalTransition(
             f"task {record.id!r}: cannot move from {before.value!r} to {state.value!r}"
         )
-    for name, value in changes.items():
+    for name, value in changes.items():  # through the model's own checks (attempts >= 0)
         setattr(record, name, value)
 
 
 def _settle(record: TaskRecord, head: Mapping[str, Any]) -> None:
     """Make ``record`` what was stored: its output replaced, its error cut."""
     if head["output"] is None:
-        record.output = None
-    record.error = head["error"]
+        object.__setattr__(record, "output", None)
+    object.__setattr__(record, "error", head["error"])  # cut to ERROR_TEXT_MAX
 
 
 def _unknown(task_id: str, where: str) -> UnknownTask:
@@ -864,9 +868,16 @@ _UPSERT = (
     " created_at = excluded.created_at, updated_at = excluded.updated_at,"
     " data = excluded.data, writer = excluded.writer"
 )
-_UPDATE_MINE = (
-    "UPDATE tasks SET state = ?, created_at = ?, updated_at = ?, data = ?"
+# The updates leave created_at (and so the index on it) alone unless it changed:
+# setting an indexed column, even to its value, rewrites the index entry.
+_UPDATE_MINE = "UPDATE tasks SET state = ?, updated_at = ?, data = ? WHERE id = ? AND writer = ?"
+_UPDATE_MINE_CREATED = (
+    "UPDATE tasks SET state = ?, updated_at = ?, data = ?, created_at = ?"
     " WHERE id = ? AND writer = ?"
+)
+_UPDATE = "UPDATE tasks SET state = ?, updated_at = ?, data = ?, writer = ? WHERE id = ?"
+_UPDATE_CREATED = (
+    "UPDATE tasks SET state = ?, updated_at = ?, data = ?, writer = ?, created_at = ? WHERE id = ?"
 )
 _PUT_RUN = "INSERT OR REPLACE INTO runs (task_id, attempt, data) VALUES (?, ?, ?)"
 _DROP_RUN = "DELETE FROM runs WHERE task_id = ? AND attempt = ?"
@@ -938,8 +949,11 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._writer = os.urandom(8).hex()
-        # id -> {attempt: fingerprint} of the runs this store wrote last, most recent last.
-        self._memo: collections.OrderedDict[str, dict[int, int | None]] = collections.OrderedDict()
+        # id -> (created_at, {attempt: fingerprint of the run}) of the records this
+        # store wrote last, most recent last.
+        self._memo: collections.OrderedDict[str, tuple[int, dict[int, int | None]]] = (
+            collections.OrderedDict()
+        )
         self._owner_fd: int | None = None
         self._owner: StoreOwner | None = None
         self._conn = self._open(timeout)
@@ -1187,27 +1201,43 @@ class SqliteStore:
         task_id = data["id"]
         with self._lock:
             conn = self._connection()
-            memo = self._memo.pop(task_id, None)
+            remembered = self._memo.pop(task_id, None)
+            created = data["created_at"]
             changed: builtins.list[tuple[str, int, str]] = []
-            if memo is not None:
+            if remembered is not None:
+                memo = remembered[1]
                 for index, (attempt, key) in enumerate(index_):
                     if key is None or memo.get(attempt) != key:
                         changed.append((task_id, attempt, _encode_run(index, runs[index])))
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    columns = (data["state"], data["created_at"], data["updated_at"], head)
-                    mine = memo is not None and (
-                        conn.execute(_UPDATE_MINE, (*columns, task_id, self._writer)).rowcount == 1
-                    )
+                    columns = (data["state"], data["updated_at"], head)
+                    mine = False
+                    if remembered is not None and remembered[0] == created:
+                        params: tuple[Any, ...] = (*columns, task_id, self._writer)
+                        mine = conn.execute(_UPDATE_MINE, params).rowcount == 1
+                    elif remembered is not None:
+                        params = (*columns, created, task_id, self._writer)
+                        mine = conn.execute(_UPDATE_MINE_CREATED, params).rowcount == 1
                     if mine:
-                        assert memo is not None
+                        assert remembered is not None
                         conn.executemany(_PUT_RUN, changed)
-                        gone = [(task_id, a) for a in memo.keys() - fingerprints.keys()]
+                        gone = [(task_id, a) for a in remembered[1].keys() - fingerprints.keys()]
                         if gone:
                             conn.executemany(_DROP_RUN, gone)
                     else:
-                        conn.execute(_UPSERT, (task_id, *columns, self._writer))
+                        conn.execute(
+                            _UPSERT,
+                            (
+                                task_id,
+                                data["state"],
+                                created,
+                                data["updated_at"],
+                                head,
+                                self._writer,
+                            ),
+                        )
                         conn.execute(_DROP_RUNS, (task_id,))
                         conn.executemany(
                             _PUT_RUN,
@@ -1223,11 +1253,11 @@ class SqliteStore:
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(exc, "write") from exc
-            self._remember(task_id, fingerprints)
+            self._remember(task_id, created, fingerprints)
 
-    def _remember(self, task_id: str, runs: dict[int, int | None]) -> None:
+    def _remember(self, task_id: str, created: int, runs: dict[int, int | None]) -> None:
         memo = self._memo
-        memo[task_id] = runs
+        memo[task_id] = (created, runs)
         if len(memo) > _MEMO_MAX:
             memo.popitem(last=False)  # the least recently written
 
@@ -1317,11 +1347,15 @@ class SqliteStore:
                     if not found:
                         raise _unknown(task_id, self._path)
                     record = found[0]
+                    created = record.created_at
                     _apply(record, state, now, fields)
                     data, head = _encode_head(record, check=False)  # read back, changes checked
                     attempts = _check_runs(record.runs)
-                    columns = (data["state"], data["created_at"], data["updated_at"], head)
-                    conn.execute(_UPSERT, (task_id, *columns, self._writer))
+                    columns = (data["state"], data["updated_at"], head, self._writer)
+                    if data["created_at"] == created:
+                        conn.execute(_UPDATE, (*columns, task_id))
+                    else:
+                        conn.execute(_UPDATE_CREATED, (*columns, data["created_at"], task_id))
                     if "runs" in fields:
                         conn.execute(_DROP_RUNS, (task_id,))
                         conn.executemany(
@@ -1340,7 +1374,11 @@ class SqliteStore:
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(exc, "write") from exc
-            self._remember(task_id, {run.attempt: _run_key(run) for run in record.runs})
+            self._remember(
+                task_id,
+                data["created_at"],
+                {run.attempt: _run_key(run) for run in record.runs},
+            )
         _settle(record, data)
         return record
 
