@@ -38,7 +38,17 @@ from ._events import (
     TaskStarted,
 )
 from ._executors import BaseExecutor, TaskExecutor
-from ._model import Task, TaskPhase, TaskRecord, TaskRun, TaskState, now_ms, replace
+from ._model import (
+    ERROR_TEXT_MAX,
+    Task,
+    TaskPhase,
+    TaskRecord,
+    TaskRun,
+    TaskState,
+    bound_text,
+    now_ms,
+    replace,
+)
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -535,6 +545,9 @@ class TaskActor(BaseActor):
         self, ctx: TaskContext, outcome: Outcome, started: bool, abandoned: str | None = None
     ) -> None:
         self._cancel_timers()
+        if outcome.error is not None and len(outcome.error) > ERROR_TEXT_MAX:
+            # Cut once, here: the record, the notice, the logs and the rows all carry it.
+            outcome = attrs.evolve(outcome, error=bound_text(outcome.error))
         reason = self.end_reason
         if reason is not None:
             # The work ended because it was asked to: say why, not how it died.

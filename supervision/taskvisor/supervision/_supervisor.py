@@ -58,6 +58,7 @@ from taskvisor.actors import (
 )
 from taskvisor.actors._actor import _ClosingInbox
 from taskvisor.actors._base import ActorThreads
+from taskvisor.actors._model import bound_text
 from taskvisor.actors._service import close_shared
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
@@ -591,6 +592,7 @@ class SupervisorActor(BaseActor):
         """
         logger.error("%s: internal error", self.path, exc_info=exc)
         text = f"internal error in supervisor {self.path!r}: {type(exc).__name__}: {exc}"
+        text = bound_text(text) or text
         old = self.node
         for request in self.calls.values():
             request.fail(SupervisorError("crashed", text))
