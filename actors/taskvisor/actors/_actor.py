@@ -519,6 +519,7 @@ class TaskActor(BaseActor):
         self.start_error = None
         if ctx.pid is not None:
             run.pid, run.pgid, run.host = ctx.pid, ctx.pgid, _HOST
+            run.process_started = ctx.started
         self._record_start(closed, stamp)
         if event is not None:
             self._publish(event)

@@ -141,18 +141,22 @@ class ActorThreads:
             if self._idle:
                 self._idle.pop().put(job)
                 return
+            # The first job goes through the thread's slot, not ``args``: a
+            # thread keeps its ``args`` for life, and with them its first actor.
+            slot: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+            slot.put(job)
             thread = threading.Thread(
                 target=self._serve,
-                args=(job,),
+                args=(slot,),
                 name=f"taskvisor-actor-{next(self._names)}",
                 daemon=True,
             )
             self._threads.add(thread)
         thread.start()
 
-    def _serve(self, job: _Job | None) -> None:
-        slot: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+    def _serve(self, slot: queue.SimpleQueue[_Job | None]) -> None:
         me = threading.current_thread()
+        job: _Job | None = slot.get()
         try:
             while job is not None:
                 try:
