@@ -406,8 +406,9 @@ def test_script_paths_are_checked_against_the_spec(script: list[Any], message: s
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: Fail(-1.0, "a"), "at: expected a finite time in seconds >= 0, got -1.0"),
-        (lambda: Fail(float("inf"), "a"), "at: expected a finite time"),
+        (lambda: Fail(-1.0, "a"), "at: expected a finite number >= 0 and <= 100,000,000"),
+        (lambda: Fail(float("inf"), "a"), "at: expected a finite number"),
+        (lambda: Fail(10**400, "a"), "at: expected a finite number"),
         (lambda: Exit(1.0, ""), "child: expected a child path like 'db' or 'db/conn', got ''"),
         (lambda: Timeout(1.0, "a//b"), "child: expected a child path"),
         (lambda: Start(1.0, id="a/b"), "id: expected a child id without '/'"),
@@ -423,6 +424,23 @@ def test_script_events_are_validated(build: Any, message: str) -> None:
 def test_simulate_rejects_a_non_spec() -> None:
     with pytest.raises(InvalidSpec, match="spec: expected a SupervisorSpec"):
         simulate(task("a"), [])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"script": 42}, "script: expected a list of script events, got 42"),
+        ({"script": "boom"}, "script: expected a list of script events"),
+        ({"script": [], "until": float("nan")}, "until: expected a finite number"),
+        ({"script": [], "until": -1}, "until: expected a finite number >= 0"),
+        ({"script": [], "until": "x"}, "until: expected a finite number"),
+    ],
+)
+def test_simulate_refuses_bad_scripts_and_times_by_name(kwargs: Any, message: str) -> None:
+    spec = SupervisorSpec("app", children=[task("a")])
+    with pytest.raises(InvalidSpec) as info:
+        simulate(spec, **kwargs)
+    assert str(info.value).startswith(message)
 
 
 def test_the_summary_reads_well() -> None:

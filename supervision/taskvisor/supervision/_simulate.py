@@ -28,11 +28,12 @@ from typing import Any, TypeAlias
 import attrs
 
 from taskvisor.actors import InvalidSpec, TaskPhase
+from taskvisor.actors._errors import shown
 
 from . import _node as n
 from ._errors import Failure, SupervisorExhausted, invalid
 from ._node import Boot, Input, Node, Reply
-from ._policy import Decision, GiveUp, Ignore, RestartChildren
+from ._policy import Decision, GiveUp, Ignore, RestartChildren, seconds
 from ._spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 __all__ = [
@@ -51,13 +52,7 @@ __all__ = [
 
 
 def _check_at(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise invalid(attribute.name, "expected a finite time in seconds >= 0", value)
+    seconds(attribute.name, value)  # type: ignore[arg-type]  # it checks any value
 
 
 def _check_path(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -694,10 +689,19 @@ def simulate(
         until: stop the clock here (None: after the last due restart).
 
     Raises:
-        InvalidSpec: when an event names a path that cannot exist in ``spec``.
+        InvalidSpec: when ``spec`` is not a supervisor spec, ``script`` is not
+            a list of script events, an event names a path that cannot exist
+            in ``spec``, or ``until`` is not a time from 0 to ``MAX_SECONDS``.
     """
     if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
-        raise InvalidSpec(f"spec: expected a SupervisorSpec or DynamicSupervisorSpec, got {spec!r}")
+        raise InvalidSpec(
+            f"spec: expected a SupervisorSpec or DynamicSupervisorSpec, got {shown(spec)}"
+        )
+    if until is not None:
+        until = seconds("until", until)
+    given: object = script
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise InvalidSpec(f"script: expected a list of script events, got {shown(given)}")
     events = list(script)
     _check_script(spec, events)
     events.sort(key=_at)
