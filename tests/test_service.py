@@ -18,6 +18,7 @@ from taskvisor.actors import (
     ExecutorService,
     RejectReason,
     SqliteStore,
+    StoreLocked,
     SubmissionError,
     TaskPhase,
     TaskRecord,
@@ -250,3 +251,16 @@ def test_finished_handles_kept_are_bounded() -> None:
                 svc.get(f"t{i}")
         assert not svc._handles
         assert not svc._refs
+
+
+def test_a_service_owns_its_store_while_it_runs(tmp_path: Path) -> None:
+    path = tmp_path / "svc.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    try:
+        with ExecutorService(store=first, name="svc-a"), pytest.raises(StoreLocked, match="svc-a"):
+            ExecutorService(store=second)
+        with ExecutorService(store=second):  # released by the first one's shutdown
+            pass
+    finally:
+        first.close()
+        second.close()

@@ -27,6 +27,7 @@ from ._errors import (
     InvalidSpec,
     RejectReason,
     StoreError,
+    StoreLocked,
     SubmissionError,
     TargetImportError,
     TaskCancelled,
@@ -56,7 +57,9 @@ from ._executors import (
     resolve_target,
 )
 from ._model import (
+    ERROR_TEXT_MAX,
     KINDS,
+    MAX_SECONDS,
     ObjectMeta,
     Restart,
     Task,
@@ -66,13 +69,23 @@ from ._model import (
     TaskSpec,
     TaskState,
     TaskStatus,
+    bound_text,
     now_ms,
 )
 from ._service import ExecutorService, TaskHandle, resume_record
-from ._store import MemoryStore, SqliteStore, TaskStore
+from ._store import (
+    OUTPUT_MAX_BYTES,
+    MemoryStore,
+    SqliteStore,
+    StoreOwner,
+    TaskStore,
+)
 
 __all__ = [
+    "ERROR_TEXT_MAX",
     "KINDS",
+    "MAX_SECONDS",
+    "OUTPUT_MAX_BYTES",
     "RUNS_KEPT",
     "AsyncExecutor",
     "AttemptBegan",
@@ -105,6 +118,8 @@ __all__ = [
     "Restart",
     "SqliteStore",
     "StoreError",
+    "StoreLocked",
+    "StoreOwner",
     "SubmissionError",
     "SubprocessExecutor",
     "Subscriber",
@@ -139,6 +154,7 @@ __all__ = [
     "Unsupported",
     "Verdict",
     "WaitTimeout",
+    "bound_text",
     "default_executors",
     "from_data",
     "now_ms",

@@ -284,6 +284,10 @@ class ExecutorService:
         keep_finished: how many handles of finished tasks ``get`` still
             finds although nobody holds them (default 1,000; the most
             recently finished are kept).
+        name: the owner's name a ``store`` records while the service owns it.
+
+    Raises:
+        StoreLocked: when ``store`` is owned by another live tree or service.
 
     Memory stays bounded however many tasks pass through: a finished
     task's actor, thread and executor state are released when it ends, and
@@ -306,7 +310,11 @@ class ExecutorService:
         max_tasks: int | None = None,
         max_running: int | None = None,
         keep_finished: int = 1000,
+        name: str = "executor-service",
     ) -> None:
+        acquire = getattr(store, "acquire", None)
+        if callable(acquire):
+            acquire(name)  # one live owner per store; raises StoreLocked naming it
         self.bus = EventBus(hooks)
         self.store = store
         self.clock = clock
@@ -524,6 +532,9 @@ class ExecutorService:
         for ref in refs:  # every actor stops at once; closing their threads waits for all
             ref.stop_soon()
         close_shared(self._threads, self._real_clock, self.executors, self.bus, left())
+        release = getattr(self.store, "release", None)
+        if callable(release):
+            release()
 
     def __enter__(self) -> ExecutorService:
         return self

@@ -9,6 +9,8 @@ from taskvisor.actors import Restart as Restart
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
 from ._policy import (
+    MAX_COUNT,
+    MAX_MULTIPLIER,
     AutoShutdown,
     Backoff,
     ChildExit,
@@ -43,6 +45,8 @@ from ._simulate import (
     simulate,
 )
 from ._spec import (
+    MAX_DATA_DEPTH,
+    MAX_DEPTH,
     ChildSpec,
     DynamicSupervisorSpec,
     SupervisorShutdown,
@@ -65,6 +69,10 @@ from ._supervisor import (
 # ``Restart`` is re-exported above for convenience; it is defined (and listed)
 # in taskvisor.actors, so it stays out of this module's ``__all__``.
 __all__ = [
+    "MAX_COUNT",
+    "MAX_DATA_DEPTH",
+    "MAX_DEPTH",
+    "MAX_MULTIPLIER",
     "AutoShutdown",
     "Backoff",
     "ChildExit",
