@@ -410,7 +410,7 @@ def test_jitter_draws_depend_only_on_the_seed_and_the_draw_count() -> None:
 
 
 def test_caches_are_bounded_and_never_change_a_decision() -> None:
-    """``decide`` caches per children tuple, policy, backoff, child id and seed."""
+    """``decide`` keeps the index of the last children tuple and blocks of jitter draws."""
     backoff = Backoff(initial=1.0, jitter=0.5)
     policy = Policy(Strategy.ONE_FOR_ALL, Intensity(100, 1.0), backoff=backoff)
     children = kids("a", "b")

@@ -413,6 +413,7 @@ class Child:
     pid: int | None = None
     token: int = 0  # the timer of a delayed restart (0: none)
     seq: int = 0  # the latest terminate sent
+    was_active: bool = False  # an attempt ran when the latest terminate was sent
     created: bool = False  # a StartChild(first=True) was sent
 
     @property
@@ -611,6 +612,7 @@ class Node:
                 continue
             if step[0] == "finalize":
                 child.seq += 1
+                child.was_active = child.status in _ACTIVE
                 child.status = TERMINATING
                 child.token = 0
                 self._emit(TerminateChild(child.id, child.seq, step[2], True))
@@ -666,6 +668,7 @@ class Node:
 
     def _terminate(self, child: Child, *, brutal: bool, final: bool) -> None:
         child.seq += 1
+        child.was_active = True
         child.status = TERMINATING
         child.token = 0
         self._emit(TerminateChild(child.id, child.seq, brutal, final))
@@ -698,8 +701,10 @@ class Node:
         child = self.children.get(event.child)
         if child is None or child.status != TERMINATING or event.seq != child.seq:
             return
-        child.status = PENDING
-        child.phase = TaskPhase.CANCELLED
+        if child.was_active:  # its attempt was stopped
+            child.status, child.phase = PENDING, TaskPhase.CANCELLED
+        else:  # it had ended: ending it for good changes nothing about its last attempt
+            child.status = ENDED
         child.since = self._now
         child.pid = None
         self._advance(child)

@@ -751,45 +751,7 @@ Decision: TypeAlias = Ignore | RestartChildren | GiveUp | Shutdown
 
 # --------------------------------------------------------------------------- decide
 
-_FAILED, _TIMEOUT, _EXHAUSTED = TaskPhase.FAILED, TaskPhase.TIMEOUT, TaskPhase.EXHAUSTED
-_PERMANENT, _TRANSIENT, _TEMPORARY = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
-_ONE_FOR_ONE, _ONE_FOR_ALL = Strategy.ONE_FOR_ONE, Strategy.ONE_FOR_ALL
-_new_tuple = tuple.__new__
-
-# ``decide`` caches what it derives from its immutable inputs, keyed by id().
-# Each entry holds a reference to the objects it was derived from, so an id()
-# is never reused while its entry lives, and a hit is used only when those
-# objects ``are`` the arguments: a hit gives exactly what a miss computes.
-_CACHE_SIZE = 256
-_BASES = 64  # backoff base delays computed ahead (for 1 to 64 restarts in a row)
-
-
-# Plain tuples, not named ones: unpacking a tuple subclass goes through an
-# iterator, several times slower than unpacking a tuple.
-
-#: What ``decide`` reads of a ``Backoff``: (backoff, bases, maximum, jitter,
-#: reset_after, seed), where bases[n] == backoff.base(n) for 1 <= n <= _BASES.
-_BackoffPlan: TypeAlias = tuple[Backoff, tuple[float, ...], float, float, float | None, int | None]
-
-#: What ``decide`` reads of its children and policy, computed once for both:
-#: (children, policy, positions of the child ids in children, max_restarts,
-#: within, lone: a restart restarts the child alone (ONE_FOR_ONE or a single
-#: child), child_intensity, backoff plan).
-_Context: TypeAlias = tuple[
-    Sequence[ChildInfo],
-    Policy,
-    dict[str, int],
-    int,
-    float,
-    bool,
-    Intensity | None,
-    _BackoffPlan | None,
-]
-
-
-_BACKOFFS: dict[int, _BackoffPlan] = {}
-_CONTEXTS: dict[int, _Context] = {}  # by id(children), for tuples (a list may change)
-_NO_CONTEXT: _Context = ((), Policy(), {}, 0, 1.0, True, None, None)  # matches no call
+_ABNORMAL = frozenset({TaskPhase.FAILED, TaskPhase.TIMEOUT, TaskPhase.EXHAUSTED})
 
 
 def _index(children: Sequence[ChildInfo]) -> dict[str, int]:
@@ -806,50 +768,19 @@ def _index(children: Sequence[ChildInfo]) -> dict[str, int]:
     return index
 
 
-def _backoff_plan(backoff: Backoff) -> _BackoffPlan:
-    plan = _BACKOFFS.get(id(backoff))
-    if plan is None or plan[0] is not backoff:
-        bases = (0.0, *(backoff.base(n) for n in range(1, _BASES + 1)))
-        plan = (backoff, bases, backoff.maximum, backoff.jitter, backoff.reset_after, backoff.seed)
-        if len(_BACKOFFS) >= _CACHE_SIZE:
-            _BACKOFFS.clear()
-        _BACKOFFS[id(backoff)] = plan
-    return plan
+# The last index made, by the identity of the children it was made from (kept
+# alive here, so the identity cannot be reused): a supervisor passes the same
+# tuple while its children do not change, and a decision then costs no index.
+_LAST_INDEX: list[tuple[Sequence[ChildInfo], dict[str, int]]] = []
 
 
-def _context(policy: Policy, children: Sequence[ChildInfo]) -> _Context:
-    """The context of ``decide`` (``decide`` looks in the cache first)."""
-    old = _CONTEXTS.get(id(children))
-    positions = old[2] if old is not None and old[0] is children else _index(children)
-    intensity, backoff = policy.intensity, policy.backoff
-    context: _Context = (
-        children,
-        policy,
-        positions,
-        intensity.max_restarts,
-        intensity.within,
-        policy.strategy is _ONE_FOR_ONE or len(children) == 1,
-        policy.child_intensity,
-        None if backoff is None else _backoff_plan(backoff),
-    )
-    if type(children) is tuple:
-        if len(_CONTEXTS) >= _CACHE_SIZE:
-            _CONTEXTS.clear()
-        _CONTEXTS[id(children)] = context
-    return context
-
-
-# The decision to restart a child alone at once, one per child id. Delayed
-# restarts share its ``restart`` tuple.
-_LONE: dict[str, RestartChildren] = {}
-
-
-def _restart_alone(child: str) -> RestartChildren:
-    """Make ``_LONE[child]`` (``decide`` looks there first)."""
-    if len(_LONE) >= 4096:
-        _LONE.clear()
-    decision = _LONE[child] = RestartChildren(child, (), (child,), (), 0.0)
-    return decision
+def _positions(children: Sequence[ChildInfo]) -> dict[str, int]:
+    last = _LAST_INDEX[0] if _LAST_INDEX else None
+    if last is not None and last[0] is children and type(children) is tuple:
+        return last[1]
+    index = _index(children)
+    _LAST_INDEX[:] = [(children, index)]
+    return index
 
 
 # Jitter draws its uniform numbers from blocks of a Mersenne Twister seeded
@@ -859,14 +790,17 @@ _BLOCK_MASK = (1 << _BLOCK_BITS) - 1
 _BLOCKS: dict[tuple[int, int], list[float]] = {}
 
 
-def _block(seed: int, number: int) -> list[float]:
-    """Make ``_BLOCKS[seed, number]`` (``decide`` looks there first)."""
-    rand = random.Random(f"taskvisor-jitter:{seed}:{number}").random
-    block = [rand() for _ in range(_BLOCK_MASK + 1)]
-    if len(_BLOCKS) >= 64:
-        _BLOCKS.clear()  # one step, safe with supervisors on other threads
-    _BLOCKS[seed, number] = block
-    return block
+def _uniform(seed: int, counter: int) -> float:
+    """The ``counter``-th uniform number in ``[0, 1)`` of ``seed``."""
+    key = (seed, counter >> _BLOCK_BITS)
+    block = _BLOCKS.get(key)
+    if block is None:
+        rand = random.Random(f"taskvisor-jitter:{seed}:{key[1]}").random
+        block = [rand() for _ in range(_BLOCK_MASK + 1)]
+        if len(_BLOCKS) >= 64:
+            _BLOCKS.clear()  # one step, safe with supervisors on other threads
+        _BLOCKS[key] = block
+    return block[counter & _BLOCK_MASK]
 
 
 def _window(restarts: tuple[float, ...], now: float, within: float) -> tuple[float, ...]:
@@ -877,7 +811,7 @@ def _window(restarts: tuple[float, ...], now: float, within: float) -> tuple[flo
         if r >= threshold:
             break
         cut += 1
-    return (restarts[cut:] if cut else restarts) + (now,)
+    return (*restarts[cut:], now)
 
 
 def _others_running(
@@ -893,7 +827,7 @@ def _others_running(
     return tuple(out)
 
 
-def decide(  # noqa: PLR0915  (one flat function: this is the hot path)
+def decide(
     policy: Policy,
     children: Sequence[ChildInfo],
     state: SupervisorState,
@@ -905,7 +839,7 @@ def decide(  # noqa: PLR0915  (one flat function: this is the hot path)
     Args:
         policy: the supervisor's policy.
         children: the currently defined children, in start order. Pass the
-            same tuple again while it does not change: its index is cached.
+            same tuple again while it does not change: its index is kept.
         state: the state returned by the previous decision (or ``initial``).
         event: which child ended, and how.
         now: the time of the event, in monotonic seconds.
@@ -921,101 +855,61 @@ def decide(  # noqa: PLR0915  (one flat function: this is the hot path)
         InvalidSpec: when two children share an id.
     """
     child = event.child
-    context = _CONTEXTS.get(id(children), _NO_CONTEXT)
-    if context[0] is not children or context[1] is not policy:
-        context = _context(policy, children)
-    _, _, positions, max_restarts, within, lone, child_intensity, backoff = context
-    restarts, history, created_at, draws, seed, gave_up, shut_down = state
-    pos = positions.get(child)
-    if pos is None or gave_up or shut_down:
+    pos = _positions(children).get(child)
+    if pos is None or state.done:
         return state, Ignore(child)
-    # history.get(child), keeping the way to it for the update below
-    h = hash(child)
-    i, j = h & 31, (h >> 5) & 31
-    leaf = history._root[i][j]
-    record: ChildHistory | None = leaf.get(child)
-    if record is not None and record[3]:  # ended
+    record: ChildHistory | None = state.history.get(child)
+    if record is not None and record.ended:
         return state, Ignore(child)
     info = children[pos]
-    restart = info.restart
-    if restart is not _PERMANENT:
-        phase = event.phase
-        if restart is _TEMPORARY or (
-            phase is not _FAILED and phase is not _TIMEOUT and phase is not _EXHAUSTED
-        ):
-            return _not_restarted(policy, children, state, info, record)
+    if info.restart is Restart.TEMPORARY or (
+        info.restart is Restart.TRANSIENT and event.phase not in _ABNORMAL
+    ):
+        return _not_restarted(policy, children, state, info, record)
 
-    threshold = now - within
-    if restarts and restarts[0] < threshold:
-        if len(restarts) > 1 and restarts[1] < threshold:
-            restarts = _window(restarts, now, within)
-        else:  # the common case: one restart leaves the window as this one comes in
-            restarts = restarts[1:] + (now,)  # noqa: RUF005  (copies once; unpacking copies twice)
-    else:
-        restarts += (now,)
-    if len(restarts) > max_restarts:
+    intensity = policy.intensity
+    restarts = _window(state.restarts, now, intensity.within)
+    if len(restarts) > intensity.max_restarts:
         reason = (
-            f"reached max restart intensity: more than {max_restarts} restart(s) within {within:g}s"
+            f"reached max restart intensity: more than {intensity.max_restarts} restart(s) "
+            f"within {intensity.within:g}s"
         )
         return _give_up(children, state, record, restarts, reason, child=child)
-    delay = 0.0
-    if child_intensity is None and backoff is None:
-        if lone:  # nothing about the child changes: the history stays
-            alone = _LONE.get(child) or _restart_alone(child)
-            state_items = (restarts, history, created_at, draws, seed, False, False)
-            return _new_tuple(SupervisorState, state_items), alone
-        if record is None:
-            record = _new_tuple(ChildHistory, (created_at, 0, (), False))
-    else:
-        own: tuple[float, ...]
-        if record is None:
-            started_at, failures, own = created_at, 0, ()
-        else:
-            started_at, failures, own, _ = record
-        if child_intensity is not None:
-            own = _window(own, now, child_intensity.within)
-            if len(own) > child_intensity.max_restarts:
-                reason = (
-                    f"child {child!r} reached its own restart limit: more than "
-                    f"{child_intensity.max_restarts} restart(s) within "
-                    f"{child_intensity.within:g}s"
-                )
-                return _give_up(children, state, record, restarts, reason, child=child)
-        if backoff is not None:
-            backoff_value, bases, maximum, jitter, reset_after, backoff_seed = backoff
-            if reset_after is not None and now - started_at >= reset_after:
-                failures = 0
-            failures += 1
-            delay = bases[failures] if failures <= _BASES else backoff_value.base(failures)
-            if jitter:  # Backoff.delay(failures, rand), written out
-                key = (seed if backoff_seed is None else backoff_seed, draws >> _BLOCK_BITS)
-                block = _BLOCKS.get(key)
-                if block is None:
-                    block = _block(*key)
-                rand = block[draws & _BLOCK_MASK]
-                draws += 1
-                spread = delay * (1.0 + jitter * (2.0 * rand - 1.0))
-                delay = maximum if spread > maximum else (spread if spread > 0.0 else 0.0)
-            started_at = now + delay
-        record = _new_tuple(ChildHistory, (started_at, failures, own, False))
-        if lone:
-            new_history = history._set_at(i, j, leaf, child, record)
-            state_items = (restarts, new_history, created_at, draws, seed, False, False)
-            alone = _LONE.get(child) or _restart_alone(child)
-            if not delay:
-                return _new_tuple(SupervisorState, state_items), alone
-            decision_items = (child, (), alone.restart, (), delay)
-            return (
-                _new_tuple(SupervisorState, state_items),
-                _new_tuple(RestartChildren, decision_items),
-            )
 
-    group = children if policy.strategy is _ONE_FOR_ALL else children[pos:]
-    history, group_decision = _restart_group(
-        group, history, record, child=child, delay=delay, start_at=now + delay
-    )
-    state_items = (restarts, history, created_at, draws, seed, False, False)
-    return _new_tuple(SupervisorState, state_items), group_decision
+    started_at, failures, own, _ = record or ChildHistory(state.created_at)
+    limit = policy.child_intensity
+    if limit is not None:
+        own = _window(own, now, limit.within)
+        if len(own) > limit.max_restarts:
+            reason = (
+                f"child {child!r} reached its own restart limit: more than "
+                f"{limit.max_restarts} restart(s) within {limit.within:g}s"
+            )
+            return _give_up(children, state, record, restarts, reason, child=child)
+
+    delay, draws = 0.0, state.draws
+    backoff = policy.backoff
+    if backoff is not None:
+        if backoff.reset_after is not None and now - started_at >= backoff.reset_after:
+            failures = 0
+        failures += 1
+        rand = 0.5  # no jitter
+        if backoff.jitter:
+            rand = _uniform(state.seed if backoff.seed is None else backoff.seed, draws)
+            draws += 1
+        delay = backoff.delay(failures, rand)
+        started_at = now + delay
+    record = ChildHistory(started_at, failures, own, False)
+
+    if policy.strategy is Strategy.ONE_FOR_ONE or len(children) == 1:
+        history = state.history.set(child, record)
+        decision = RestartChildren(child, (), (child,), (), delay)
+    else:
+        group = children if policy.strategy is Strategy.ONE_FOR_ALL else children[pos:]
+        history, decision = _restart_group(
+            group, state.history, record, child=child, delay=delay, start_at=now + delay
+        )
+    return state._replace(restarts=restarts, history=history, draws=draws), decision
 
 
 def _restart_group(
@@ -1040,18 +934,19 @@ def _restart_group(
         cid = c.id
         if cid == child:
             restart_ids.append(cid)
-            changes[cid] = _new_tuple(ChildHistory, (start_at, record[1], record[2], record[3]))
+            changes[cid] = record._replace(started_at=start_at)
             continue
         old: ChildHistory | None = history.get(cid)
-        if old is None or not old[3]:
+        if old is None or not old.ended:
             terminate.append(cid)
-        if c.restart is _TEMPORARY:
+        if c.restart is Restart.TEMPORARY:
             drop.append(cid)
         else:
             restart_ids.append(cid)
-            changes[cid] = _new_tuple(
-                ChildHistory,
-                (start_at, 0, (), False) if old is None else (start_at, *old[1:3], False),
+            changes[cid] = (
+                ChildHistory(start_at)
+                if old is None
+                else old._replace(started_at=start_at, ended=False)
             )
     terminate.reverse()
     decision = RestartChildren(child, tuple(terminate), tuple(restart_ids), tuple(drop), delay)
@@ -1066,7 +961,7 @@ def _not_restarted(
     record: ChildHistory | None,
 ) -> tuple[SupervisorState, Decision]:
     child = info.id
-    remove = info.restart is _TEMPORARY or policy.dynamic
+    remove = info.restart is Restart.TEMPORARY or policy.dynamic
     if remove:
         history = state.history.remove(child)
     else:

@@ -166,7 +166,9 @@ class ChildOutcome:
 
     Attributes:
         phase: its latest phase (``RUNNING`` while it runs).
-        attempts: how many times it was started (restarts of its subtree included).
+        attempts: how many times it was started (restarts of its subtree
+            included); a child that was forgotten (a temporary or dynamic
+            one that ended, a deleted one) and is added again counts anew.
         running: whether it runs at the end.
     """
 
@@ -361,6 +363,9 @@ class _Engine:
         self.end = 0.0
         self.replies: dict[int, Reply] = {}
         self.calls = 0
+        #: Paths of children forgotten since they last ran: started again, they are new
+        #: children (new actors in a live tree) and count their attempts from 1.
+        self.forgotten: set[str] = set()
         self.root = Node(spec, spec.name, seed=seed)
         self.nodes[""] = self.root
         self.send("", Boot())
@@ -400,6 +405,7 @@ class _Engine:
                 heappush(self.heap, (self.now + command.delay, self.seq, path, command.token))
             elif kind is n.ForgetChild:
                 child_path = prefix + command.child
+                self.forget(child_path)
                 if child_path in self.nodes:
                     self.stop_seqs[child_path] = -1
                     self.send(child_path, n.StopNode(final=True))
@@ -439,10 +445,18 @@ class _Engine:
 
     # -- children
 
+    def forget(self, path: str) -> None:
+        below = f"{path}/"
+        self.forgotten.add(path)
+        self.forgotten.update(p for p in self.tasks if p.startswith(below))
+
     def start(self, path: str, spec: ChildSpec, parent: str, name: str) -> None:
         run = self.tasks.get(path)
         if run is None:
             run = self.tasks[path] = _Task()
+        elif path in self.forgotten:
+            self.forgotten.discard(path)
+            run.attempts = 0
         run.attempts += 1
         run.running = True
         run.phase = TaskPhase.RUNNING
@@ -487,6 +501,9 @@ class _Engine:
     def crash(self, path: str, error: str | None) -> None:
         """A supervisor crashed: its children stop with it (held); its parent decides."""
         node = self.nodes[path]
+        for child in node.children.values():
+            if child.dynamic:  # the live shell forgets them: new actors when added again
+                self.forget(f"{path}/{child.id}")
         self.nodes[path] = node.fresh()
         for sub in [p for p in self.nodes if p.startswith(f"{path}/")]:
             del self.nodes[sub]
@@ -614,12 +631,20 @@ class _Engine:
 
 
 def _check_script(spec: SupervisorSpec | DynamicSupervisorSpec, script: list[ScriptEvent]) -> None:
-    """Reject script events whose path cannot exist in ``spec`` (typos fail loudly)."""
+    """Reject script events whose path cannot exist in ``spec`` (typos fail loudly).
+
+    A child that a ``Start`` event adds with a spec to a static supervisor
+    exists too, under that supervisor's path.
+    """
     top = spec.child_infos() if isinstance(spec, SupervisorSpec) else ()
     top_level = {info.id for info in top}
     kinds = set(map(type, script))
     if kinds <= _EXITS and top_level.issuperset(map(_child, script)):
         return  # the common case, checked without a Python loop: children of the root
+    added: dict[tuple[str, str], ChildSpec] = {}  # (supervisor path, name) -> spec
+    for event in script:
+        if isinstance(event, Start) and event.spec is not None:
+            added[event.supervisor, event.spec.name] = event.spec
     for i, event in enumerate(script):
         kind = type(event)
         if kind not in _KINDS:
@@ -644,10 +669,13 @@ def _check_script(spec: SupervisorSpec | DynamicSupervisorSpec, script: list[Scr
                 try:
                     node = node.child(part)
                 except KeyError:
-                    where = "/".join([spec.name, *walked])
-                    raise invalid(
-                        f"script[{i}].{field}", f"no child {part!r} under {where!r}", path
-                    ) from None
+                    extra = added.get(("/".join(walked), part))
+                    if extra is None:
+                        where = "/".join([spec.name, *walked])
+                        raise invalid(
+                            f"script[{i}].{field}", f"no child {part!r} under {where!r}", path
+                        ) from None
+                    node = extra
             else:
                 task = "/".join(walked)
                 raise invalid(f"script[{i}].{field}", f"{task!r} is a task, not a supervisor", path)
