@@ -186,6 +186,11 @@ class RestartHistory:
     restarts: tuple[float, ...] = ()
     failures: Mapping[str, int] = attrs.Factory(dict)
 
+    @classmethod
+    def of(cls, state: SupervisorState) -> RestartHistory:
+        """The history in a policy state (this looks at every child: O(children))."""
+        return cls(state.restarts, state.failures)
+
 
 @attrs.frozen
 class ChildStarted:
@@ -314,9 +319,13 @@ class StartTimer:
 
 @attrs.frozen
 class PersistHistory:
-    """Save the restart history (a resumed tree keeps its restart budget)."""
+    """Save the restart history (a resumed tree keeps its restart budget).
 
-    history: RestartHistory
+    ``state`` is the policy's state (immutable); ``RestartHistory.of(state)``
+    makes what to save, on the shell's side, only when it keeps one.
+    """
+
+    state: SupervisorState
 
 
 @attrs.frozen
@@ -468,6 +477,7 @@ class Node:
         self.start_failed = False  # the node is exiting because a child could not start
         self.announce_stop = False  # a stop of a running node publishes SupervisorStopped
         self._tokens = 0
+        self._timers: dict[int, tuple[str, ...]] = {}  # token -> children it restarts
         self._dynamic_ids = 0
         self._infos: tuple[ChildInfo, ...] | None = ()
         self._out: list[Command] = []
@@ -514,11 +524,6 @@ class Node:
             self._handle(self.deferred.popleft())
         self._out = []
         return out
-
-    def history(self) -> RestartHistory:
-        """The restart history to persist: the intensity window and backoff counters."""
-        state = self.policy_state
-        return RestartHistory(state.restarts, state.failures)
 
     def infos(self) -> tuple[ChildInfo, ...]:
         """The children's ``ChildInfo``, in start order."""
@@ -660,6 +665,7 @@ class Node:
                 due = self.children.get(cid)
                 if due is not None and due.status not in _ACTIVE:
                     due.status, due.token = RESTARTING, plan.token
+            self._timers[plan.token] = plan.restart
             self._emit(StartTimer(plan.token, plan.delay))
         elif then == "terminated" and plan.call is not None:
             self._emit(Reply(plan.call))
@@ -776,7 +782,7 @@ class Node:
         )
         self._emit(Decided(decision, exit_))
         if type(decision) is not Ignore:
-            self._emit(PersistHistory(self.history()))
+            self._emit(PersistHistory(self.policy_state))
         child.attempt = event.attempt
         child.phase, child.error, child.since, child.pid = event.phase, event.error, now, None
         kind = type(decision)
@@ -867,6 +873,7 @@ class Node:
         self._emit(ReportEnded(self.attempt, phase, reason, chain, started))
 
     def _cancel_restarts(self) -> None:
+        self._timers.clear()
         for child in self.children.values():
             if child.status == RESTARTING:
                 child.status, child.token = PENDING, 0
@@ -880,7 +887,12 @@ class Node:
             self.deferred.append(event)
             return
         token = event.token
-        due = [c.id for c in self.children.values() if c.token == token and c.status == RESTARTING]
+        waiting = self._timers.pop(token, ())
+        due = []
+        for cid in waiting:  # in start order
+            child = self.children.get(cid)
+            if child is not None and child.token == token and child.status == RESTARTING:
+                due.append(cid)
         if not due:
             return
         if len(due) == 1:

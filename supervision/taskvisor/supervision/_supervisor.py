@@ -96,7 +96,7 @@ from ._node import (
     TerminateChild,
     TimerFired,
 )
-from ._policy import GiveUp, RestartChildren
+from ._policy import GiveUp, RestartChildren, SupervisorState
 from ._spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 __all__ = [
@@ -358,7 +358,7 @@ class SupervisorActor(BaseActor):
             return
         self._execute(self.node.step(event, self.clock.now()))
 
-    def _persist_history(self, history: RestartHistory) -> None:
+    def _persist_history(self, state: SupervisorState) -> None:
         """Save the restart budget in the store, under ``restart-history:<path>``.
 
         Times are kept as wall-clock milliseconds, so that another process
@@ -369,6 +369,7 @@ class SupervisorActor(BaseActor):
         put_state = getattr(self.runtime.store, "put_state", None)
         if put_state is None:
             return
+        history = RestartHistory.of(state)
         wall, mono = now_ms(), self.clock.now()
         data = {
             "restarts": [round(wall - (mono - t) * 1000) for t in history.restarts],
@@ -438,7 +439,7 @@ class SupervisorActor(BaseActor):
             elif isinstance(command, Decided):
                 self._log_decision(command)
             elif isinstance(command, PersistHistory):
-                self._persist_history(command.history)
+                self._persist_history(command.state)
             else:  # ReportStarted, ReportEnded, ReportStopped
                 self.report(command, self.stop_seq)
 
