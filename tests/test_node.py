@@ -266,7 +266,15 @@ class Model:
         kid.created = True
         self.emit("start", kid.id)
 
+    def answer_start(self, kid: Kid) -> None:
+        """A child started by the API is stopped before its start was confirmed: the
+        call is answered then (the child was begun; the stop came after)."""
+        call = self.calls.pop(kid.id, None)
+        if call is not None:
+            self.reply(call[0])
+
     def terminate(self, kid: Kid) -> None:
+        self.answer_start(kid)
         kid.seq += 1
         kid.stopped_run = kid.active
         kid.status, kid.token = "terminating", 0
@@ -275,7 +283,7 @@ class Model:
     def forget(self, kid: Kid) -> None:
         if kid in self.kids:
             self.kids.remove(kid)
-            self.calls.pop(kid.id, None)
+            self.answer_start(kid)
             if kid.created:
                 self.emit("forget", kid.id)
 
@@ -413,11 +421,11 @@ class Model:
             kid.status = "running"  # decided when the plan is done
             self.answered(kid, event)
             return
+        if self.status != "running":  # stopping or exiting: its run is closed, held
+            kid.status = "down"
+            return
         if self.plan is not None and self.defer_start_failures:
             self.mailbox.append(event)  # OTP: one message at a time; decided after the plan
-            return
-        if self.status != "running":
-            kid.status = "down"
             return
         kid.status = "running"
         self.decide(kid, event)
@@ -595,7 +603,8 @@ class Model:
     # --------------------------------------------------------------- the API
 
     def call(self, call: Call) -> None:
-        if self.status == "starting" or self.plan is not None:
+        # Waits only while the node starts or runs a plan; stopping or exiting, it refuses.
+        if self.status == "starting" or (self.status == "running" and self.plan is not None):
             self.mailbox.append(call)
             return
         if self.status != "running":

@@ -584,7 +584,7 @@ class Node:
         self.exit = None
         self._dynamic_ids = 0  # a fresh start numbers its children from 1 again
         self.calls.clear()
-        self.deferred.clear()
+        self._drop_deferred()
         state = SupervisorState.initial(self.infos(), now, seed=self.seed)
         steps: deque[_Step] = deque()
         for cid, child in fresh.items():
@@ -616,6 +616,7 @@ class Node:
             if child is None:
                 continue
             if step[0] == "finalize":
+                self._answer_start(child)
                 child.seq += 1
                 child.was_active = child.status in _ACTIVE
                 child.status = TERMINATING
@@ -672,7 +673,15 @@ class Node:
         # "restarted": nothing more to do
         self.deferred.extendleft(reversed(plan.failed))
 
+    def _answer_start(self, child: Child) -> None:
+        """A child added or restarted by the API is stopped before its start was
+        confirmed: the call is answered (the child was begun; the stop came after)."""
+        waiting = self.calls.pop(child.id, None)
+        if waiting is not None:
+            self._emit(Reply(waiting[0], child.id))
+
     def _terminate(self, child: Child, *, brutal: bool, final: bool) -> None:
+        self._answer_start(child)
         child.seq += 1
         child.was_active = True
         child.status = TERMINATING
@@ -768,6 +777,9 @@ class Node:
             self._settle(child, event, None, "hold")
             child.status = PENDING
             return
+        if plan is not None:  # a plan waits for another child: decide after it, in order
+            self.deferred.append(event)
+            return
         child.status = CHILD_RUNNING
         self._decide(child, event)
 
@@ -849,7 +861,7 @@ class Node:
     def _exit_plan(self, *, start_failed: bool = False) -> None:
         """Terminate every active child in reverse start order, held; then report the end."""
         self.status = EXITING
-        self.deferred.clear()
+        self._refuse_waiting()
         self._cancel_restarts()
         steps: deque[_Step] = deque(
             ("terminate", c.id, False, False)
@@ -908,16 +920,7 @@ class Node:
         if self.status in (IDLE, STOPPED) and self.plan is None:
             self._emit(ReportStopped(self.attempt))
             return
-        for call, _ in self.calls.values():
-            self._emit(Reply(call, None, NodeError("stopped", f"{self.path} is stopping")))
-        self.calls.clear()
-        for waiting in self.deferred:
-            if type(waiting) is Call:
-                self._refuse(waiting)
-        self.deferred.clear()
-        plan = self.plan
-        if plan is not None and plan.call is not None:
-            self._emit(Reply(plan.call, None, NodeError("stopped", f"{self.path} is stopping")))
+        self._refuse_waiting()
         self._cancel_restarts()
         if self.status in (STARTING, RUNNING):
             self.announce_stop = True
@@ -955,8 +958,8 @@ class Node:
     # ------------------------------------------------------------------- API
 
     def _on_call(self, call: Call) -> None:
-        if self.status in (STARTING,) or self.plan is not None:
-            self.deferred.append(call)
+        if self.status == STARTING or (self.status == RUNNING and self.plan is not None):
+            self.deferred.append(call)  # answered once the start or the plan is done
             return
         if self.status != RUNNING:
             self._refuse(call)
@@ -973,6 +976,24 @@ class Node:
         except InvalidData as exc:
             self._emit(Reply(call.id, None, exc))
 
+    def _refuse_waiting(self) -> None:
+        """Answer every API call still waiting (the node is stopping or exiting)."""
+        for call, _ in self.calls.values():
+            self._emit(Reply(call, None, NodeError("stopped", f"{self.path} is stopping")))
+        self.calls.clear()
+        self._drop_deferred()
+        plan = self.plan
+        if plan is not None and plan.call is not None:
+            self._emit(Reply(plan.call, None, NodeError("stopped", f"{self.path} is stopping")))
+            plan.call = None
+
+    def _drop_deferred(self) -> None:
+        """Forget the inputs waiting for a plan; the API calls among them are refused."""
+        for waiting in self.deferred:
+            if type(waiting) is Call:
+                self._refuse(waiting)
+        self.deferred.clear()
+
     def _refuse(self, call: Call) -> None:
         self._emit(Reply(call.id, None, NodeError("stopped", f"{self.path} is not running")))
 
@@ -985,7 +1006,7 @@ class Node:
     def _call_start_child(self, call: Call) -> None:
         spec, args, kwargs, child_id = call.args
         own = self.spec
-        numbered = False
+        number = 0  # the N of a name-N made here
         if isinstance(own, DynamicSupervisorSpec):
             if spec is not None:
                 raise NodeError(
@@ -993,9 +1014,8 @@ class Node:
                     f"{self.path}: a dynamic supervisor makes its children from its template; "
                     "pass args/kwargs (and id) instead of a child spec",
                 )
-            numbered = child_id is None
             if child_id is None:
-                child_id = self._next_dynamic_id(own.template.name)
+                child_id, number = self._next_dynamic_id(own.template.name)
             spec = _from_template(own.template, child_id, args, kwargs)
         elif not isinstance(spec, (TaskSpec, SupervisorSpec, DynamicSupervisorSpec)):
             raise NodeError(
@@ -1012,8 +1032,8 @@ class Node:
         if limit is not None and len(self.children) >= limit:
             raise NodeError("max_children", f"{self.path}: max_children ({limit}) reached")
         dynamic = isinstance(own, DynamicSupervisorSpec)
-        if dynamic and numbered:
-            self._dynamic_ids += 1  # the number is taken only by a child that is added
+        if number:
+            self._dynamic_ids = number  # the number is taken only by a child that is added
         child = Child(spec, ChildInfo.of(spec), dynamic=dynamic)
         self.children[child.id] = child
         self._infos = None
@@ -1021,12 +1041,12 @@ class Node:
         self.calls[child.id] = (call.id, True)
         self._start(child)
 
-    def _next_dynamic_id(self, name: str) -> str:
+    def _next_dynamic_id(self, name: str) -> tuple[str, int]:
+        """The next free ``name-N`` and its N (taken only when the child is added)."""
         number = self._dynamic_ids + 1
         while f"{name}-{number}" in self.children:
             number += 1
-            self._dynamic_ids += 1
-        return f"{name}-{number}"
+        return f"{name}-{number}", number
 
     def _call_terminate_child(self, call: Call) -> None:
         (cid,) = call.args
@@ -1074,7 +1094,7 @@ class Node:
             return
         self._infos = None
         self.policy_state = removed(self.policy_state, cid)
-        self.calls.pop(cid, None)
+        self._answer_start(child)
         if child.created:
             self._emit(ForgetChild(cid))
 
