@@ -715,7 +715,9 @@ class MemoryStore:
             rows[task_id] = _Row(data["state"], data["created_at"], head, kept)
 
     def _record(self, task_id: str, row: _Row) -> TaskRecord:
-        return _decode(row.head, [text for _, text in row.runs.values()], "memory store")
+        return _decode(
+            row.head, [text for _, text in row.runs.values()], f"memory store: record {task_id!r}"
+        )
 
     def get(self, task_id: str) -> TaskRecord | None:
         """Return the record of ``task_id``, or None when there is none.
@@ -899,12 +901,12 @@ def _records(rows: Iterable[tuple[str, str, str | None]], where: str) -> builtin
     for task_id, data, run in rows:
         if task_id != current:
             if current is not None:
-                out.append(_decode(head, runs, where))
+                out.append(_decode(head, runs, f"{where}: record {current!r}"))
             current, head, runs = task_id, data, []
         if run is not None:
             runs.append(run)
     if current is not None:
-        out.append(_decode(head, runs, where))
+        out.append(_decode(head, runs, f"{where}: record {current!r}"))
     return out
 
 
