@@ -300,3 +300,46 @@ def test_a_save_that_fails_is_an_event_and_is_tried_again(error: BaseException) 
     failed = [e for e in events if isinstance(e, RecordNotSaved)]
     assert len(failed) == 3
     assert all(e.task_id == "s" for e in failed)
+
+
+class BrokenStart(CallExecutor):
+    """A kind whose start raises what no start should (not an Exception: a bug)."""
+
+    def start(self, task: Task, ctx: TaskContext) -> None:
+        raise SystemExit("bug in a kind's start")
+
+
+def test_a_start_that_raises_a_base_exception_is_a_failed_attempt() -> None:
+    executor, owner = BrokenStart(), RestartAtOnce(2)
+    ref = TaskRef.start(Task.new("b", TaskSpec(name="b", target=double)), executor, owner)
+    try:
+        assert owner.done.wait(10)
+        assert ref.alive
+    finally:
+        ref.stop()
+        executor.close()
+    assert [e.phase for e in owner.ends] == [TaskPhase.FAILED, TaskPhase.FAILED]
+    assert all("SystemExit: bug in a kind's start" in (e.error or "") for e in owner.ends)
+
+
+class OwnerThatBreaks(Once):
+    """An owner whose notice handler has a bug: the task must still end and answer."""
+
+    def attempt_ended(self, notice: AttemptEnded) -> Verdict:
+        raise RuntimeError("bug in the owner")
+
+
+def test_an_error_while_reporting_an_internal_error_ends_the_task_and_answers_waiters() -> None:
+    executor, owner = BrokenStart(), OwnerThatBreaks()
+    ref = TaskRef.start(
+        Task.new("o", TaskSpec(name="o", target=double)), executor, owner, begin=False
+    )
+    try:
+        ref.begin()
+        waiter = ref.terminate(final=True)
+        snapshot = waiter.wait(10)  # answered, though every report failed
+        assert ref.alive
+    finally:
+        ref.stop()
+        executor.close()
+    assert snapshot.task.status.phase is TaskPhase.FAILED

@@ -342,6 +342,7 @@ class TaskActor(BaseActor):
         self.save_retry: Timer | None = None
         self.save_delay = _SAVE_RETRY_FIRST
         self.crashed = False
+        self.starting = False  # inside executor.start
         self.bus = bus
         self.store = store
         self.clock: Clock = clock or self.real_clock
@@ -427,15 +428,14 @@ class TaskActor(BaseActor):
     def _crash(self, exc: BaseException) -> None:
         """An unexpected error in a handler: end the current attempt as failed, once.
 
-        The owner hears of it like any failed attempt and decides; every
-        waiter is answered. A second error while handling the first leaves
-        the task ended for good.
+        The owner hears of it like any failed attempt and decides (a restart
+        that follows comes by message); every waiter is answered. An error
+        while reporting the first ends the task for good, as failed.
         """
         logger.error("task %s: internal error", self.task.id, exc_info=exc)
         error = f"internal error in the task actor: {_describe(exc)}"
         if self.crashed:
-            self.state = _DONE
-            self._reply_waiters()
+            self._end_after_crash(error)
             return
         self.crashed = True
         try:
@@ -446,17 +446,34 @@ class TaskActor(BaseActor):
                 except BaseException:
                     logger.exception("task %s: could not kill its work", self.task.id)
                 self.end_reason = None
-                self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=error), True)
+                # A start that broke never began: a restart comes by message.
+                self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=error), not self.starting)
             elif self.state == _PENDING:
                 self._end_unstarted()
             else:
                 self._reply_waiters()
         except BaseException:
             logger.exception("task %s: could not report its internal error", self.task.id)
-            self.state = _DONE
-            self._reply_waiters()
+            self._end_after_crash(error)
         finally:
             self.crashed = False
+            self.starting = False
+
+    def _end_after_crash(self, error: str) -> None:
+        """End the task for good, as failed, when even reporting an error failed."""
+        stamp = now_ms()
+        try:
+            if self.task.status.phase is TaskPhase.RUNNING:
+                self.task.transition_finished(TaskPhase.FAILED, error, None, now=stamp)
+                if self.runs and self.runs[-1].is_active:
+                    self.runs[-1].finish(TaskPhase.FAILED, error, None, now=stamp)
+            self.state = _DONE
+            self._publish(TaskFinished(self.task.id, self.task.status, at=stamp))
+            self.owner.task_done(self._snapshot(done=True))
+        except BaseException:
+            logger.exception("task %s: could not end after an internal error", self.task.id)
+        self.state = _DONE
+        self._reply_waiters()
 
     def on_stop(self) -> None:
         self._cancel_timers(save_retry=True)
@@ -507,15 +524,18 @@ class TaskActor(BaseActor):
         self.brutal = self.terminate_final = False
         run = TaskRun.starting(attempt, now=stamp)
         self.runs.append(run)
+        self.starting = True  # until start() returns: an error in it is no begun attempt
         try:
             self.executor.start(task, ctx)
         except Exception as exc:  # the work never began: report that as the attempt's end
+            self.starting = False
             self.start_error = _describe(exc)
             self._record_start(closed, stamp)
             if event is not None:
                 self._publish(event)
             self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=self.start_error), False)
             return
+        self.starting = False
         self.start_error = None
         if ctx.pid is not None:
             run.pid, run.pgid, run.host = ctx.pid, ctx.pgid, _HOST
@@ -945,25 +965,9 @@ class TaskRef:
         """Start the first attempt of a task started with ``begin=False``."""
         _tell_quietly(self._ref.tell, _Begin())
 
-    def begin_and_confirm(self) -> Request:
-        """Start the first attempt; the request is answered None once the work began,
-        or with the error that kept it from starting."""
-        request = Request(None)
-        self._ref.tell(_Begin(request))
-        return request
-
     def restart(self) -> None:
         """Start a new attempt now (of a held, idle or ended task)."""
         _tell_quietly(self._ref.tell, _Resume())
-
-    def restart_and_confirm(self) -> Request:
-        """Like ``restart``; the request is answered as by ``begin_and_confirm``."""
-        request = Request(None)
-        try:
-            self._ref.tell(_Resume(request))
-        except pykka.ActorDeadError:
-            request.reply(f"task actor {self.id!r} has stopped")
-        return request
 
     def verdict(self, verdict: Verdict) -> None:
         """Answer an ``AttemptEnded`` notice."""

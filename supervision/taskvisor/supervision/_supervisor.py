@@ -644,8 +644,6 @@ class SupervisorActor(BaseActor):
             if port is None:
                 raise SupervisorError("not_found", f"{self.path}: no child {child_id!r}")
             return port
-        if name == "status":
-            return node.status
         raise SupervisorError("not_found", f"{self.path}: no query {name!r}")
 
 

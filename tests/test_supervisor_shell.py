@@ -1,0 +1,223 @@
+"""The supervisor actor shell: its own failures, its deadlines, its refusals.
+
+The node's rules are tested without threads in test_node.py; these tests
+drive the real actors for what only the shell does: a supervisor that
+breaks is its parent's business, a start that takes too long is bounded,
+a stop that meets work that ignores it still keeps its deadline, and
+messages that come too late are answered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+from pykka._envelope import Envelope
+
+from conftest import wait_until
+from helpers import Recorder, worker
+from taskvisor.actors import (
+    CallExecutor,
+    MemoryStore,
+    Request,
+    Task,
+    TaskContext,
+    TaskPhase,
+    TaskSpec,
+    WaitTimeout,
+    default_executors,
+)
+from taskvisor.supervision import (
+    ChildStartError,
+    Intensity,
+    Supervisor,
+    SupervisorError,
+    SupervisorExhausted,
+    SupervisorSpec,
+)
+from taskvisor.supervision._node import StopNode
+from taskvisor.supervision._supervisor import SupervisorRef, _Api, _Stop
+
+
+def child(name: str, **extra: Any) -> TaskSpec:
+    return TaskSpec(name=name, target=worker, shutdown=2.0, **extra)
+
+
+class BrokenHistoryStore(MemoryStore):
+    """A store whose writes of one key raise what no store should (a bug in it)."""
+
+    def __init__(self, broken: str) -> None:
+        super().__init__()
+        self.broken = broken
+
+    def put_state(self, key: str, data: Any) -> None:
+        if key == self.broken:
+            raise SystemExit("bug in the store")
+        super().put_state(key, data)
+
+
+def test_a_supervisor_that_breaks_is_restarted_afresh_by_its_parent() -> None:
+    # Kind C: an unexpected error inside a supervisor is that supervisor's
+    # abnormal exit. Here "sub" breaks while deciding a restart; the root
+    # restarts it from its spec, and the tree goes on.
+    sub = SupervisorSpec("sub", children=[child("x"), child("y")])
+    spec = SupervisorSpec("root", intensity=Intensity(5, 60.0), children=[child("a"), sub])
+    recorder = Recorder()
+    store = BrokenHistoryStore("restart-history:root/sub")
+    with Supervisor.start(spec, store=store, hooks=[recorder]) as tree:
+        assert tree.child("sub/x").ask("crash") == "crashing"
+        assert wait_until(
+            lambda: {r.id: r.attempt for r in tree.which_children()} == {"a": 1, "sub": 2},
+            timeout=10,
+        )
+        rows = tree.child("sub").which_children()
+        assert [(r.id, r.running) for r in rows] == [("x", True), ("y", True)]
+        assert tree.child("sub/y").ask("hello") == (2, "hello")  # y was restarted too
+        assert tree.running
+
+
+def test_a_root_that_breaks_ends_the_tree_with_the_error_in_its_chain() -> None:
+    spec = SupervisorSpec("root", intensity=Intensity(5, 60.0), children=[child("a")])
+    tree = Supervisor.start(spec, store=BrokenHistoryStore("restart-history:root"))
+    try:
+        assert tree.child("a").ask("crash") == "crashing"
+        with pytest.raises(SupervisorExhausted) as ended:
+            tree.wait(10)
+        assert "internal error in supervisor 'root': SystemExit: bug in the store" in str(
+            ended.value
+        )
+        with pytest.raises(SupervisorError) as refused:
+            tree.start_child(child("late"))
+        assert refused.value.reason == "stopped"
+    finally:
+        tree.stop()
+
+
+def test_a_kind_without_an_executor_fails_the_start_by_name() -> None:
+    spec = SupervisorSpec("app", children=[child("a"), TaskSpec(name="b", target=worker)])
+    executors = default_executors()
+    del executors["call"]
+    with pytest.raises(ChildStartError) as failed:
+        Supervisor.start(spec, executors=executors)
+    assert failed.value.child == "app/a"
+    assert "no executor for task kind 'call'" in failed.value.error
+
+
+class SlowStart(CallExecutor):
+    """A kind whose start takes longer than the tree is given to start."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def start(self, task: Task, ctx: TaskContext) -> None:
+        self.release.wait(10)
+        super().start(task, ctx)
+
+
+def test_a_start_that_takes_too_long_is_bounded_and_leaves_nothing() -> None:
+    release = threading.Event()
+    executors = default_executors()
+    executors["call"] = SlowStart(release)
+    spec = SupervisorSpec("app", children=[child("a")])
+    timer = threading.Timer(1.0, release.set)  # the start ends, after the deadline
+    timer.start()
+    try:
+        with pytest.raises(WaitTimeout, match=r"did not start within 0\.2s"):
+            Supervisor.start(spec, executors=executors, timeout=0.2)
+    finally:
+        release.set()
+        timer.join()
+
+
+def deaf(ctx: TaskContext) -> None:
+    """Work that ignores cancellation for a long while (then gives up)."""
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_stop_keeps_its_deadline_when_work_ignores_it() -> None:
+    # Kind B: a graceful stop runs into a child with a long grace that never
+    # stops; close to the deadline everything is killed or abandoned.
+    recorder = Recorder()
+    spec = SupervisorSpec("app", children=[TaskSpec(name="d", target=deaf, shutdown=30.0)])
+    tree = Supervisor.start(spec, hooks=[recorder])
+    started = time.monotonic()
+    tree.stop(timeout=1.0)
+    took = time.monotonic() - started
+    assert took < 6.0  # a bound on the deadline, with a wide margin for a busy machine
+    finished = [e for e in recorder.events if type(e).__name__ == "TaskFinished"]
+    (end,) = finished
+    assert end.status.phase is TaskPhase.CANCELLED
+    assert "abandoned" in (end.status.error or "")
+    # deaf's abandoned thread ends on its own within 3 s; the no_leaks fixture waits for it.
+
+
+def test_a_nested_supervisor_stops_through_its_handle() -> None:
+    sub = SupervisorSpec("sub", children=[child("x")])
+    with Supervisor.start(SupervisorSpec("root", children=[child("a"), sub])) as tree:
+        tree.child("sub").stop()
+        rows = {r.id: (r.running, r.phase) for r in tree.which_children()}
+        assert rows == {"a": (True, TaskPhase.RUNNING), "sub": (False, TaskPhase.CANCELLED)}
+        tree.restart_child("sub")
+        assert tree.child("sub/x").ask("hi") == (2, "hi")
+
+
+def test_start_refuses_what_is_not_a_supervisor_spec() -> None:
+    with pytest.raises(SupervisorError) as refused:
+        Supervisor.start(child("a"))  # type: ignore[arg-type]
+    assert refused.value.reason == "bad_spec"
+    assert "expected a SupervisorSpec or DynamicSupervisorSpec, got TaskSpec" in str(refused.value)
+
+
+def test_an_unreadable_restart_history_is_ignored() -> None:
+    store = MemoryStore()
+    store.put_state("restart-history:app", {"restarts": "garbage"})
+    spec = SupervisorSpec("app", intensity=Intensity(1, 60.0), children=[child("a")])
+    with Supervisor.start(spec, store=store) as tree:
+        assert tree.child("a").ask("crash") == "crashing"  # one restart is within budget
+        assert wait_until(lambda: tree.which_children()[0].attempt == 2, timeout=10)
+        assert tree.running
+
+
+def test_messages_that_reach_a_stopped_supervisor_are_answered() -> None:
+    tree = Supervisor.start(SupervisorSpec("app", children=[child("a")]))
+    port = tree._port
+    assert port is not None
+    tree.stop()
+    inbox: Any = port.ref.actor_inbox
+    call = Request("start_child")
+    inbox.put(Envelope(_Api("start_child", (child("b"), (), {}, None), call)))
+    with pytest.raises(SupervisorError) as refused:
+        call.wait(5)
+    assert refused.value.reason == "stopped"
+    asked: pykka.Future[Any] = pykka.ThreadingFuture()
+    inbox.put(Envelope(_Stop(7, StopNode()), reply_to=asked))
+    with pytest.raises(pykka.ActorDeadError):
+        asked.get(timeout=5)
+    with pytest.raises(SupervisorError) as gone:
+        tree.which_children()
+    assert gone.value.reason == "stopped"
+
+
+def test_stop_from_a_library_thread_returns_at_once_and_the_tree_still_ends() -> None:
+    go, ended = threading.Event(), threading.Event()
+    holder: list[SupervisorRef] = []
+
+    def stopper(ctx: TaskContext) -> None:
+        go.wait(10)
+        holder[0].stop()  # from the task's own worker thread: must not wait on itself
+        ended.set()
+        ctx.wait_cancelled()
+
+    spec = SupervisorSpec("app", children=[TaskSpec(name="s", target=stopper, restart="temporary")])
+    tree = Supervisor.start(spec)
+    holder.append(tree)
+    go.set()
+    assert ended.wait(10)
+    tree.wait(10)  # the stop it began ends the tree
+    assert not tree.running
