@@ -1074,10 +1074,11 @@ class Supervisor:
             ChildStartError: when a child could not start; the children
                 already started are stopped first, and nothing is left running.
             SupervisorError: ``start_failed`` when the root could not start
-                for another reason (a store that fails, say).
+                for another reason (a record in the store it cannot read, say).
             WaitTimeout: when the children did not all start in time (the
                 tree is stopped).
-            StoreError: when the store is owned by another live tree.
+            StoreError: when the store is closed, or owned by another live
+                tree (``StoreLocked``, naming the owner).
         """
         if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
             raise SupervisorError(
