@@ -505,13 +505,18 @@ class TaskActor(BaseActor):
         if message.reply is not None:
             message.reply.reply(self.start_error)
 
-    def _start_attempt(self, closed: _Closed | None = None, event: Event | None = None) -> None:
+    def _start_attempt(
+        self, closed: _Closed | None = None, event: Event | None = None, *, notify: bool = True
+    ) -> None:
         """Start the next attempt; ``closed`` is the previous run, closed but not yet recorded.
 
-        The work is handed over first and the bookkeeping (persist, publish)
-        done after, so a restart's latency does not include it. Work that
-        cannot start ends the attempt as failed, reported to the owner like
-        any end (a restart that follows comes by message, never by recursion).
+        The bookkeeping (persist, publish the previous run's end and
+        ``event``) comes first and the hand-over of the work last, so that
+        the work runs as soon as this thread lets go. Work that cannot start
+        ends the attempt as failed, reported to the owner like any end (a
+        restart that follows comes by message, never by recursion). The
+        owner hears ``attempt_began`` unless ``notify`` is False (it counted
+        the attempt as begun when it asked for it) and there is no pid to tell.
         """
         task = self.task
         stamp = now_ms()
@@ -524,15 +529,17 @@ class TaskActor(BaseActor):
         self.brutal = self.terminate_final = False
         run = TaskRun.starting(attempt, now=stamp)
         self.runs.append(run)
+        self._record_start(closed, stamp)
+        if event is not None:
+            self._publish(event)
+        if task.spec.timeout is not None:
+            self.timeout_timer = self._later(task.spec.timeout, _Deadline(ctx, "timeout"), True)
         self.starting = True  # until start() returns: an error in it is no begun attempt
         try:
             self.executor.start(task, ctx)
         except Exception as exc:  # the work never began: report that as the attempt's end
             self.starting = False
             self.start_error = _describe(exc)
-            self._record_start(closed, stamp)
-            if event is not None:
-                self._publish(event)
             self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=self.start_error), False)
             return
         self.starting = False
@@ -540,17 +547,13 @@ class TaskActor(BaseActor):
         if ctx.pid is not None:
             run.pid, run.pgid, run.host = ctx.pid, ctx.pgid, _HOST
             run.process_started = ctx.started
-        self._record_start(closed, stamp)
-        if event is not None:
-            self._publish(event)
+            self._persist(TaskState.RUNNING, stamp)  # the pid, for a resumed tree to find
         if self._wanted():
             self._publish(AttemptStarted(task.id, attempt, at=stamp))
         if not self.ever_started:
             self.ever_started = True
             self._publish(TaskStarted(task.id, at=stamp))
-        if task.spec.timeout is not None:
-            self.timeout_timer = self._later(task.spec.timeout, _Deadline(ctx, "timeout"), True)
-        if self.began is not None:
+        if self.began is not None and (notify or ctx.pid is not None):
             self.began(AttemptBegan(task.id, attempt, ctx.pid))
 
     def _on_progress(self, message: _Progress) -> None:
@@ -610,7 +613,7 @@ class TaskActor(BaseActor):
         if not final and not verdict.hold and delay <= 0 and not self.restart_by_message:
             # Restart now: hand the work over before recording the closed run.
             closed = self._close(outcome, verdict.phase, final=False, record=False)
-            self._start_attempt(closed, verdict.event)
+            self._start_attempt(closed, verdict.event, notify=False)
             return
         self._close(outcome, verdict.phase, final=final)
         if verdict.event is not None:

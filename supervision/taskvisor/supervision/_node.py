@@ -43,7 +43,7 @@ is unchanged) and ``ended`` (will not be restarted by the policy).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -534,25 +534,10 @@ class Node:
     # ------------------------------------------------------------------- dispatch
 
     def _handle(self, event: Input) -> None:
-        kind = type(event)
-        if kind is ChildEnded:
-            self._on_ended(event)  # type: ignore[arg-type]
-        elif kind is ChildStarted:
-            self._on_started(event)  # type: ignore[arg-type]
-        elif kind is ChildTerminated:
-            self._on_terminated(event)  # type: ignore[arg-type]
-        elif kind is TimerFired:
-            self._on_timer(event)  # type: ignore[arg-type]
-        elif kind is Call:
-            self._on_call(event)  # type: ignore[arg-type]
-        elif kind is StopNode:
-            self._on_stop(event)  # type: ignore[arg-type]
-        elif kind is Boot:
-            self._on_boot(event)  # type: ignore[arg-type]
-        elif kind is Settle:
-            self._on_settle(event)  # type: ignore[arg-type]
-        else:
+        handler = _INPUTS.get(type(event))
+        if handler is None:
             raise TypeError(f"not an input of a supervisor node: {event!r}")
+        handler(self, event)
 
     def _emit(self, command: Command) -> None:
         self._out.append(command)
@@ -701,7 +686,12 @@ class Node:
 
     def _on_started(self, event: ChildStarted) -> None:
         child = self.children.get(event.child)
-        if child is None or child.status != CHILD_STARTING:
+        if child is None:
+            return
+        if child.status == CHILD_RUNNING and event.attempt == child.attempt:
+            child.pid = event.pid  # a restart in place, already counted as running
+            return
+        if child.status != CHILD_STARTING:
             return
         child.status = CHILD_RUNNING
         child.attempt = event.attempt
@@ -830,8 +820,10 @@ class Node:
                 restarted.restarts += 1
         alone = decision.restart == (child.id,) and not decision.terminate and not decision.drop
         if alone and delay <= 0:
-            child.status = CHILD_STARTING
-            child.attempt += 1  # confirmed by ChildStarted
+            # The child closes its run and begins the next attempt at once: it
+            # runs from now on (an attempt that cannot begin ends as failed).
+            child.status, child.phase, child.since = CHILD_RUNNING, TaskPhase.RUNNING, self._now
+            child.attempt += 1
             self._settle(child, event, None, "restart", notice)
             return
         self._settle(child, event, None, "hold", notice)
@@ -1098,6 +1090,18 @@ class Node:
         if child.created:
             self._emit(ForgetChild(cid))
 
+
+#: What the node does with each kind of input.
+_INPUTS: dict[type, Callable[[Node, Any], None]] = {
+    ChildEnded: Node._on_ended,
+    ChildStarted: Node._on_started,
+    ChildTerminated: Node._on_terminated,
+    TimerFired: Node._on_timer,
+    Call: Node._on_call,
+    StopNode: Node._on_stop,
+    Boot: Node._on_boot,
+    Settle: Node._on_settle,
+}
 
 _CALLS = {
     "start_child": Node._call_start_child,

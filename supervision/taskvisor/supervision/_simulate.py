@@ -71,28 +71,28 @@ def _check_sup_path(_inst: object, attribute: attrs.Attribute[Any], value: objec
 
 
 @attrs.frozen
-class Fail:
-    """At time ``at``, the child at path ``child`` fails with ``error``."""
+class _ChildEvent:
+    """Something that happens at time ``at`` to the child at path ``child``."""
 
     at: float = attrs.field(validator=_check_at)
     child: str = attrs.field(validator=_check_path)
+
+
+@attrs.frozen
+class Fail(_ChildEvent):
+    """At time ``at``, the child at path ``child`` fails with ``error``."""
+
     error: str = "failed"
 
 
 @attrs.frozen
-class Exit:
+class Exit(_ChildEvent):
     """At time ``at``, the child at path ``child`` ends normally (succeeds)."""
-
-    at: float = attrs.field(validator=_check_at)
-    child: str = attrs.field(validator=_check_path)
 
 
 @attrs.frozen
-class Timeout:
+class Timeout(_ChildEvent):
     """At time ``at``, the child at path ``child`` runs out of time."""
-
-    at: float = attrs.field(validator=_check_at)
-    child: str = attrs.field(validator=_check_path)
 
 
 def _check_optional_spec(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -119,27 +119,18 @@ class Start:
 
 
 @attrs.frozen
-class TerminateChild:
+class TerminateChild(_ChildEvent):
     """At time ``at``, ``terminate_child`` of the child at path ``child``."""
 
-    at: float = attrs.field(validator=_check_at)
-    child: str = attrs.field(validator=_check_path)
-
 
 @attrs.frozen
-class RestartChild:
+class RestartChild(_ChildEvent):
     """At time ``at``, ``restart_child`` of the (terminated) child at path ``child``."""
 
-    at: float = attrs.field(validator=_check_at)
-    child: str = attrs.field(validator=_check_path)
-
 
 @attrs.frozen
-class DeleteChild:
+class DeleteChild(_ChildEvent):
     """At time ``at``, ``delete_child`` of the (terminated) child at path ``child``."""
-
-    at: float = attrs.field(validator=_check_at)
-    child: str = attrs.field(validator=_check_path)
 
 
 ScriptEvent: TypeAlias = Fail | Exit | Timeout | Start | TerminateChild | RestartChild | DeleteChild

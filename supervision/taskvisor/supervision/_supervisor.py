@@ -59,6 +59,7 @@ from taskvisor.actors import (
 from taskvisor.actors._actor import _ClosingInbox
 from taskvisor.actors._base import ActorThreads
 from taskvisor.actors._model import bound_text
+from taskvisor.actors._publish import logging_wanted
 from taskvisor.actors._service import close_shared
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
@@ -520,12 +521,14 @@ class SupervisorActor(BaseActor):
         port = self.ports.get(command.child)
         if isinstance(port, TaskRef):
             event = command.event
+            if event is not None:
+                event = attrs.evolve(event, at=now_ms()) if self.runtime.bus.wanted else None
             verdict = Verdict(
                 command.attempt,
                 phase=command.phase,
                 restart_after=0.0 if command.then == "restart" else None,
                 hold=command.then == "hold",
-                event=None if event is None else attrs.evolve(event, at=now_ms()),
+                event=event,
             )
             port.verdict(verdict)
             return
@@ -569,7 +572,7 @@ class SupervisorActor(BaseActor):
 
     def _log_decision(self, command: Decided) -> None:
         decision, exit_ = command.decision, command.exit
-        if isinstance(decision, RestartChildren) and logger.isEnabledFor(logging.WARNING):
+        if isinstance(decision, RestartChildren) and logging_wanted(logger, logging.WARNING):
             logger.warning(
                 "%s: child %r ended %s, restarting %s%s: %s",
                 self.path,
