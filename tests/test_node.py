@@ -80,6 +80,7 @@ class Actor:
     attempts: int = 0
     #: messages to the node, in order; ["start", attempt] is a start whose outcome is open
     outbox: deque[Any] = attrs.Factory(deque)
+    quiet: bool = False  # the open start is a restart in place: success sends nothing
 
 
 class World:
@@ -138,7 +139,10 @@ class World:
         assert actor.state == "awaiting", f"{command} but the actor is {actor.state}"
         assert command.attempt == actor.attempts, f"{command} but the actor ran {actor.attempts}"
         if command.then == "restart":
+            # A restart in place tells nothing when it begins (the node counts it
+            # begun); only a start that fails is told, as the attempt's end.
             self.begin(actor)
+            actor.quiet = True
         else:
             actor.state = "idle" if command.then == "hold" else "done"
 
@@ -152,9 +156,13 @@ class World:
                 actor.id, last[1], FAILED, "could not start", started=False
             )
             actor.state = "awaiting"
+        elif actor.quiet:
+            actor.outbox.pop()
+            actor.state = "running"
         else:
             actor.outbox[-1] = ChildStarted(actor.id, last[1])
             actor.state = "running"
+        actor.quiet = False
 
     def terminate(self, command: n.TerminateChild) -> None:
         actor = self.actors.get(command.child)
@@ -170,10 +178,14 @@ class World:
         actor.outbox.append(ChildEnded(actor.id, actor.attempts, phase, f"ended {phase.value}"))
 
     def take(self, actor: Actor) -> Any:
+        """The next message of ``actor`` to the node, or None when there is none after all
+        (an open restart in place that succeeds tells nothing)."""
         message = actor.outbox.popleft()
         if isinstance(message, list):  # the open start succeeds
             actor.outbox.appendleft(message)
             self.resolve(actor, fail=False)
+            if not actor.outbox:
+                return None
             message = actor.outbox.popleft()
         return message
 
@@ -475,6 +487,9 @@ class Model:
             k.started_at, k.done = now + delay, False
         if not to_stop and not dropped and again == [kid] and delay <= 0:
             self.start(kid)  # alone, at once: no plan
+            # The child begins its next attempt as it closes the last one: the
+            # node counts it running at once (a start that fails ends it as failed).
+            kid.status, kid.phase = "running", RUNNING
             return
         kid.status = "down"
         self.run(self.restarting(to_stop, dropped, again, delay))
@@ -936,7 +951,9 @@ class NodeMachine(RuleBasedStateMachine):
         }
 
     def deliver_one(self, actor: Actor) -> None:
-        self.feed(self.world.take(actor))
+        message = self.world.take(actor)
+        if message is not None:
+            self.feed(message)
 
     # --------------------------------------------------------------- rules: the world
 
@@ -1137,7 +1154,9 @@ class Driver:
                 if actor.outbox:
                     if actor.state == "starting" and cid in fail:
                         self.world.resolve(actor, fail=True)
-                    self.step(self.world.take(actor))
+                    message = self.world.take(actor)
+                    if message is not None:
+                        self.step(message)
                     break
 
     def call(self, name: str, *args: Any) -> list[Any]:

@@ -11,6 +11,7 @@ import pykka
 import pytest
 from pykka._envelope import Envelope
 
+from conftest import wait_until
 from helpers import double, stubborn
 from taskvisor.actors import (
     AttemptEnded,
@@ -343,3 +344,34 @@ def test_an_error_while_reporting_an_internal_error_ends_the_task_and_answers_wa
         ref.stop()
         executor.close()
     assert snapshot.task.status.phase is TaskPhase.FAILED
+
+
+def test_a_restart_asked_for_while_an_attempt_is_terminated_starts_when_it_ends() -> None:
+    # A supervisor that broke stops its children (held) and is replaced at
+    # once by a fresh one, which restarts them: the restart must not be lost
+    # while the old attempt is still winding down.
+    release = threading.Event()
+
+    def work(ctx: TaskContext) -> None:
+        if ctx.attempt == 1:
+            release.wait(60)  # ignores the cancel until the test releases it
+        else:
+            ctx.wait_cancelled()
+
+    executor, owner = CallExecutor(), Once()
+    spec = TaskSpec(name="s", target=work, shutdown=30.0)
+    ref = TaskRef.start(Task.new("s", spec), executor, owner)
+    try:
+        ref.snapshot()
+        held = ref.terminate(final=False)
+        ref.restart()
+        assert ref.snapshot().task.status.attempt == 1  # still winding down
+        release.set()  # the old attempt ends (ignoring the cancel until now)
+        assert held.wait(10).task.status.phase is TaskPhase.CANCELLED
+        assert wait_until(lambda: ref.snapshot().task.status.attempt == 2, timeout=10)
+        assert ref.snapshot().task.status.phase is TaskPhase.RUNNING
+    finally:
+        release.set()
+        ref.terminate(final=True).wait(10)
+        ref.stop()
+        executor.close()

@@ -374,6 +374,7 @@ class TaskActor(BaseActor):
         self.terminate_final = False  # a terminate asked to end the task for good
         self.start_error: str | None = None  # why the latest attempt could not start
         self.restart_by_message = False  # the attempt awaiting a verdict never started
+        self.resume_pending = False  # a restart asked for while an attempt was terminated
         self.timeout_timer: Timer | None = None
         self.grace_timer: Timer | None = None
         self.restart_timer: Timer | None = None
@@ -502,6 +503,14 @@ class TaskActor(BaseActor):
         if self.state in (_IDLE, _DONE, _PENDING):
             self._cancel_timers()
             self._start_attempt()
+        elif self.state == _AWAITING:
+            # An owner that never answered (a supervisor that broke) was replaced:
+            # the new one starts the task afresh, so the ended run closes as it is.
+            outcome, self.pending = self.pending, None
+            assert outcome is not None
+            self._start_attempt(self._close(outcome, None, final=False, record=False))
+        elif self.state == _RUNNING and self.end_reason == "terminate":
+            self.resume_pending = True  # started as soon as the terminated attempt ends
         if message.reply is not None:
             message.reply.reply(self.start_error)
 
@@ -586,6 +595,9 @@ class TaskActor(BaseActor):
         if self.end_reason == "terminate":
             self._close(outcome, None, final=self.terminate_final)
             self._reply_waiters()
+            if self.resume_pending and not self.terminate_final:
+                self.resume_pending = False
+                self._start_attempt()
             return
         self.pending = outcome
         self.state = _AWAITING
@@ -731,6 +743,7 @@ class TaskActor(BaseActor):
 
     def _on_terminate(self, message: _Terminate) -> None:
         self.waiters.append(message.reply)
+        self.resume_pending = False  # the latest word wins: stop
         if self.state == _DONE:
             self._reply_waiters()
             return
