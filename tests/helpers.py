@@ -130,3 +130,17 @@ def worker(ctx: TaskContext) -> str:
             request.reply("exiting")
             return "exited"
         request.reply((ctx.attempt, request.message))
+
+
+class Custom(BaseException):
+    """A bare BaseException subclass of the user's own."""
+
+
+#: Every kind of exception a hook, a callback, a task or a store may raise.
+RAISED: list[type[BaseException]] = [
+    RuntimeError,
+    SystemExit,
+    KeyboardInterrupt,
+    GeneratorExit,
+    Custom,
+]

@@ -11,6 +11,7 @@ import pykka
 import pytest
 
 from conftest import wait_until
+from helpers import RAISED
 from taskvisor.actors._base import ActorCrash, ActorThreads, BaseActor, Latch, join_until
 
 
@@ -76,19 +77,6 @@ def test_latch() -> None:
 
 
 # --- no silent death (issue 8, kind C) ---------------------------------------------------
-
-
-class Custom(BaseException):
-    """A bare BaseException subclass of the user's own."""
-
-
-RAISED: list[type[BaseException]] = [
-    RuntimeError,
-    SystemExit,
-    KeyboardInterrupt,
-    GeneratorExit,
-    Custom,
-]
 
 
 @pytest.mark.parametrize("kind", RAISED, ids=lambda k: k.__name__)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import wait_until
-from helpers import Recorder
+from helpers import RAISED, Recorder
 from taskvisor.actors import (
     AttemptStarted,
     Event,
@@ -155,20 +155,6 @@ def test_default_hook_ignores_everything() -> None:
 
 
 # --- no silent death (fault 6) and bounded waits (fault 15) ---------------------------------
-
-
-class Custom(BaseException):
-    """A bare BaseException subclass of the user's own."""
-
-
-#: Every kind of exception a hook or a callback may raise.
-RAISED: list[type[BaseException]] = [
-    RuntimeError,
-    SystemExit,
-    KeyboardInterrupt,
-    GeneratorExit,
-    Custom,
-]
 
 
 class RaisesOnEven(TaskHook):

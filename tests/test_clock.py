@@ -9,20 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
+from helpers import RAISED
 from taskvisor.actors import InvalidData, ManualClock, SystemClock
-
-
-class Custom(BaseException):
-    """A bare BaseException subclass of the user's own."""
-
-
-RAISED: list[type[BaseException]] = [
-    RuntimeError,
-    SystemExit,
-    KeyboardInterrupt,
-    GeneratorExit,
-    Custom,
-]
 
 
 def raiser(kind: type[BaseException]) -> Callable[[], None]:

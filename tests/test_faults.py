@@ -34,7 +34,7 @@ import pytest
 
 import fault_host
 from conftest import wait_until
-from helpers import Recorder, double, stubborn, until_cancelled, worker
+from helpers import RAISED, Recorder, double, stubborn, until_cancelled, worker
 from taskvisor.actors import (
     RUNS_KEPT,
     AttemptFinished,
@@ -973,16 +973,11 @@ def test_fault18_the_restart_log_of_a_crash_loop_bounds_the_error_text() -> None
 # ------------------------------------------------------------------------------ fault 19
 
 
-class GatedStore:
-    """A store whose ``n``-th ``get`` of one id blocks until released (a slow start-up)."""
+class DelegatingStore:
+    """A store that hands every call to ``inner``; subclasses change what they test."""
 
-    def __init__(self, inner: TaskStore, task_id: str, nth: int) -> None:
+    def __init__(self, inner: TaskStore) -> None:
         self.inner = inner
-        self.task_id = task_id
-        self.nth = nth
-        self.gets = 0
-        self.blocked = threading.Event()
-        self.release_gate = threading.Event()
 
     def acquire(self, owner: str) -> Any:
         return self.inner.acquire(owner)
@@ -994,11 +989,6 @@ class GatedStore:
         self.inner.put(record)
 
     def get(self, task_id: str) -> TaskRecord | None:
-        if task_id == self.task_id:
-            self.gets += 1
-            if self.gets == self.nth:
-                self.blocked.set()
-                self.release_gate.wait(30)
         return self.inner.get(task_id)
 
     def list(self, *, state: TaskState | None = None) -> list[TaskRecord]:
@@ -1012,6 +1002,26 @@ class GatedStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class GatedStore(DelegatingStore):
+    """A store whose ``n``-th ``get`` of one id blocks until released (a slow start-up)."""
+
+    def __init__(self, inner: TaskStore, task_id: str, nth: int) -> None:
+        super().__init__(inner)
+        self.task_id = task_id
+        self.nth = nth
+        self.gets = 0
+        self.blocked = threading.Event()
+        self.release_gate = threading.Event()
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        if task_id == self.task_id:
+            self.gets += 1
+            if self.gets == self.nth:
+                self.blocked.set()
+                self.release_gate.wait(30)
+        return self.inner.get(task_id)
 
 
 def test_fault19_a_finished_tasks_record_is_terminal_while_the_tree_is_still_starting(
@@ -1063,17 +1073,7 @@ def test_fault19_a_finished_tasks_record_is_terminal_while_the_tree_is_still_sta
 # ------------------------------------------------------------------------------ fault injection
 
 
-class CustomBase(BaseException):
-    """A BaseException of the user's own."""
-
-
-KINDS: list[type[BaseException]] = [
-    RuntimeError,
-    SystemExit,
-    KeyboardInterrupt,
-    GeneratorExit,
-    CustomBase,
-]
+KINDS = RAISED
 KIND_IDS = [k.__name__ for k in KINDS]
 
 
@@ -1219,11 +1219,11 @@ def test_injected_work_raising_any_base_exception_is_a_failed_attempt(
         stop_and_wait_are_bounded(ref)
 
 
-class RaisingStore:
+class RaisingStore(DelegatingStore):
     """A MemoryStore whose put and/or get raise ``kind``."""
 
     def __init__(self, kind: type[BaseException], *, put: bool, get: bool) -> None:
-        self.inner = MemoryStore()
+        super().__init__(MemoryStore())
         self.kind = kind
         self.fail_put = put
         self.fail_get = get
@@ -1232,12 +1232,6 @@ class RaisingStore:
     def _raise(self) -> None:
         self.raised += 1
         raise self.kind("injected")
-
-    def acquire(self, owner: str) -> Any:
-        return self.inner.acquire(owner)
-
-    def release(self) -> None:
-        self.inner.release()
 
     def put(self, record: TaskRecord) -> None:
         if self.fail_put:
@@ -1248,18 +1242,6 @@ class RaisingStore:
         if self.fail_get:
             self._raise()
         return self.inner.get(task_id)
-
-    def list(self, *, state: TaskState | None = None) -> list[TaskRecord]:
-        return self.inner.list(state=state)
-
-    def delete(self, task_id: str) -> bool:
-        return self.inner.delete(task_id)
-
-    def transition(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.transition(*args, **kwargs)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)

@@ -1056,24 +1056,25 @@ class Node:
             self._forget(child)
         self._emit(Reply(call.id))
 
-    def _call_restart_child(self, call: Call) -> None:
-        (cid,) = call.args
+    def _get_idle(self, cid: Any) -> Child:
+        """The child ``cid``, which must neither run nor wait out a restart delay."""
         child = self._get(cid)
         if child.status in _ACTIVE:
             raise NodeError("running", f"{self.path}: child {cid!r} is running")
         if child.status == RESTARTING:
             raise NodeError("restarting", f"{self.path}: child {cid!r} is restarting")
+        return child
+
+    def _call_restart_child(self, call: Call) -> None:
+        (cid,) = call.args
+        child = self._get_idle(cid)
         self.policy_state = started(self.policy_state, child.id, self._now)
         self.calls[child.id] = (call.id, False)
         self._start(child)
 
     def _call_delete_child(self, call: Call) -> None:
         (cid,) = call.args
-        child = self._get(cid)
-        if child.status in _ACTIVE:
-            raise NodeError("running", f"{self.path}: child {cid!r} is running")
-        if child.status == RESTARTING:
-            raise NodeError("restarting", f"{self.path}: child {cid!r} is restarting")
+        child = self._get_idle(cid)
         self._forget(child)
         self._emit(Reply(call.id))
 
