@@ -155,6 +155,8 @@ class ActorThreads:
         thread.start()
 
     def _serve(self, slot: queue.SimpleQueue[_Job | None]) -> None:
+        # An idle pool thread waits for its next job without a bound, on purpose:
+        # it is a daemon that ``close()`` ends by putting None in its slot.
         me = threading.current_thread()
         job: _Job | None = slot.get()
         try:
