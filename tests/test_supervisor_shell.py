@@ -20,6 +20,7 @@ from pykka._envelope import Envelope
 from conftest import wait_until
 from helpers import Recorder, worker
 from taskvisor.actors import (
+    CallbackFailed,
     CallExecutor,
     MemoryStore,
     Request,
@@ -221,3 +222,22 @@ def test_stop_from_a_library_thread_returns_at_once_and_the_tree_still_ends() ->
     assert ended.wait(10)
     tree.wait(10)  # the stop it began ends the tree
     assert not tree.running
+
+
+def test_a_timer_callback_that_raises_is_an_event_and_the_timers_go_on() -> None:
+    # Kind C: a failure on the tree's timer thread is logged and published.
+    recorder = Recorder()
+    fired = threading.Event()
+
+    def broken() -> None:
+        raise SystemExit("bug in a callback")
+
+    with Supervisor.start(SupervisorSpec("app", children=[child("a")]), hooks=[recorder]) as tree:
+        clock = tree._runtime.real_clock
+        clock.call_later(0.0, broken)
+        clock.call_later(0.01, fired.set)
+        assert fired.wait(10)  # the next timer still fires
+        assert recorder.wait_for(lambda ev: any(type(e) is CallbackFailed for e in ev))
+    (failed,) = [e for e in recorder.events if isinstance(e, CallbackFailed)]
+    assert failed.error == "SystemExit: bug in a callback"
+    assert "broken" in failed.callback

@@ -40,6 +40,7 @@ from ._errors import (
 from ._events import (
     AttemptFinished,
     AttemptStarted,
+    CallbackFailed,
     Event,
     HookFailed,
     TaskAccepted,
@@ -97,6 +98,7 @@ __all__ = [
     "BaseExecutor",
     "BusStats",
     "CallExecutor",
+    "CallbackFailed",
     "Clock",
     "Event",
     "EventBus",

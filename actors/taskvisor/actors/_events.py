@@ -17,6 +17,7 @@ from ._model import TaskRun, TaskStatus
 __all__ = [
     "AttemptFinished",
     "AttemptStarted",
+    "CallbackFailed",
     "Event",
     "HookFailed",
     "TaskAccepted",
@@ -78,6 +79,18 @@ class TaskFinished(Event):
 
     task_id: str
     status: TaskStatus
+
+
+@attrs.frozen
+class CallbackFailed(Event):
+    """A timer's callback raised on the timer thread; the other timers keep firing.
+
+    ``callback`` is its repr and ``error`` the exception's type and message,
+    each cut to a bounded length.
+    """
+
+    callback: str
+    error: str
 
 
 @attrs.frozen

@@ -33,6 +33,7 @@ from taskvisor.actors import (
     AttemptBegan,
     AttemptEnded,
     BaseActor,
+    CallbackFailed,
     Clock,
     Event,
     EventBus,
@@ -58,6 +59,7 @@ from taskvisor.actors import (
 )
 from taskvisor.actors._actor import _ClosingInbox
 from taskvisor.actors._base import ActorThreads
+from taskvisor.actors._errors import shown
 from taskvisor.actors._model import bound_text
 from taskvisor.actors._publish import logging_wanted
 from taskvisor.actors._service import close_shared
@@ -1092,9 +1094,10 @@ class Supervisor:
         acquire = getattr(store, "acquire", None)
         if callable(acquire):
             acquire(spec.name)
-        real_clock = SystemClock(keep_thread=True)
+        bus = EventBus(hooks)
+        real_clock = SystemClock(keep_thread=True, on_error=_reporter(bus))
         runtime = _Runtime(
-            bus=EventBus(hooks),
+            bus=bus,
             executors=dict(executors) if executors is not None else default_executors(),
             store=store,
             clock=clock or real_clock,
@@ -1112,6 +1115,18 @@ class Supervisor:
             ref.stop(timeout)
             raise _start_error(failure)
         return ref
+
+
+def _reporter(bus: EventBus) -> Callable[[Callable[[], None], BaseException], None]:
+    """What the tree's timer thread does with a callback that raised (it also logs it)."""
+
+    def report(callback: Callable[[], None], exc: BaseException) -> None:
+        error = bound_text(f"{type(exc).__name__}: {exc}", 500) or ""
+        name = getattr(callback, "__qualname__", None)
+        what = bound_text(name, 200) if isinstance(name, str) else shown(callback)
+        bus.publish(CallbackFailed(what or "", error, at=now_ms()))
+
+    return report
 
 
 def _start_error(failure: ReportEnded) -> TaskvisorError:
