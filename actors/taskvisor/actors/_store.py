@@ -350,24 +350,7 @@ def _index_runs(runs: Any) -> builtins.list[tuple[int, int | None]]:
             if type(attempt) is not int or not last < attempt <= _INT64_MAX:
                 break
             last = attempt
-            try:  # _run_key, inlined: this loop is the whole per-run cost of a save
-                key: int | None = hash(
-                    (
-                        attempt,
-                        id(run.phase),
-                        run.started_at,
-                        run.finished_at,
-                        run.error,
-                        run.exit_code,
-                        run.pid,
-                        run.pgid,
-                        run.process_started,
-                        run.host,
-                    )
-                )
-            except TypeError:
-                key = None
-            out.append((attempt, key))
+            out.append((attempt, _run_key(run)))
         else:
             return out
     _check_runs(runs)  # names the problem
