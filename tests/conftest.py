@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -60,3 +61,16 @@ def no_leaks() -> Iterator[None]:
     assert not leftover_actors, f"actors left running: {leftover_actors}"
     assert not threads, f"threads left running: {[t.name for t in threads]}"
     assert not children, f"child processes left behind: {sorted(children)}"
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[subprocess.Popen[str]]]:
+    """Host processes a test starts (real child Pythons); killed and reaped after it."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for host in started:
+        if host.poll() is None:
+            host.kill()
+        host.wait(10)
+        assert host.stdout is not None
+        host.stdout.close()

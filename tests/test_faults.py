@@ -434,18 +434,6 @@ def start_host(store: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
     return host, json.loads(line)
 
 
-@pytest.fixture
-def hosts() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for host in started:
-        if host.poll() is None:
-            host.kill()
-        host.wait(10)
-        assert host.stdout is not None
-        host.stdout.close()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="reads /proc; PR_SET_PDEATHSIG")
 def test_fault7_a_tree_resumed_after_its_host_was_sigkilled_runs_its_child_once(

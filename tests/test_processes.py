@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,18 +129,6 @@ def run_host(script: Path, mode: str, command: list[str]) -> tuple[subprocess.Po
     line = host.stdout.readline()
     assert line, "the host printed nothing"
     return host, json.loads(line)
-
-
-@pytest.fixture
-def hosts() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for host in started:
-        if host.poll() is None:
-            host.kill()
-        host.wait(10)
-        assert host.stdout is not None
-        host.stdout.close()
 
 
 @pytest.mark.slow
