@@ -74,8 +74,11 @@ def test_a_supervisor_that_breaks_is_restarted_afresh_by_its_parent() -> None:
             lambda: {r.id: r.attempt for r in tree.which_children()} == {"a": 1, "sub": 2},
             timeout=10,
         )
-        rows = tree.child("sub").which_children()
-        assert [(r.id, r.running) for r in rows] == [("x", True), ("y", True)]
+        sub_rows = tree.child("sub").which_children
+        assert wait_until(  # the fresh sub starts x, then y
+            lambda: [(r.id, r.status) for r in sub_rows()] == [("x", "running"), ("y", "running")],
+            timeout=10,
+        )
         assert tree.child("sub/y").ask("hello") == (2, "hello")  # y was restarted too
         assert tree.running
 
