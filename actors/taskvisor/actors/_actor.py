@@ -49,6 +49,7 @@ from ._model import (
     now_ms,
     replace,
 )
+from ._publish import logging_wanted
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -559,6 +560,9 @@ class TaskActor(BaseActor):
             self._persist(TaskState.RUNNING, stamp)  # the pid, for a resumed tree to find
         if self._wanted():
             self._publish(AttemptStarted(task.id, attempt, at=stamp))
+        if logging_wanted(logger, logging.INFO):
+            pid = "" if ctx.pid is None else f" (pid {ctx.pid})"
+            logger.info("%s: attempt %d started%s", task.id, attempt, pid)
         if not self.ever_started:
             self.ever_started = True
             self._publish(TaskStarted(task.id, at=stamp))
@@ -592,6 +596,7 @@ class TaskActor(BaseActor):
                 error = f"{error}; {abandoned}"
             outcome = attrs.evolve(outcome, phase=phase, error=error, output=None)
         self.ctx = None
+        self._log_end(ctx.attempt, outcome)
         if self.end_reason == "terminate":
             self._close(outcome, None, final=self.terminate_final)
             self._reply_waiters()
@@ -611,6 +616,22 @@ class TaskActor(BaseActor):
         verdict = self.owner.attempt_ended(notice)
         if verdict is not None:
             self._apply(verdict)
+
+    def _log_end(self, attempt: int, outcome: Outcome) -> None:
+        """Log how the work ended, before its owner hears of it (causal order in the log)."""
+        level = logging.WARNING if outcome.phase.is_abnormal else logging.INFO
+        if logging_wanted(logger, level):
+            code = "" if outcome.exit_code is None else f" with exit code {outcome.exit_code}"
+            error = f": {outcome.error}" if outcome.error else ""
+            logger.log(
+                level,
+                "%s: attempt %d ended %s%s%s",
+                self.task.id,
+                attempt,
+                outcome.phase.value,
+                code,
+                error,
+            )
 
     def _on_verdict(self, message: _VerdictMessage) -> None:
         if self.state == _AWAITING and message.verdict.attempt == self.task.status.attempt:
@@ -728,6 +749,9 @@ class TaskActor(BaseActor):
             return  # the kind still reports the end (a killed process)
         grace = self.task.spec.shutdown
         what = "at once" if self.brutal else f"within its {grace}s grace"
+        logger.warning(
+            "%s: attempt %d abandoned: it did not stop %s", self.task.id, ctx.attempt, what
+        )
         self._work_ended(
             ctx,
             Outcome(TaskPhase.CANCELLED),

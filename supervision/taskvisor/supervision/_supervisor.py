@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -130,7 +131,7 @@ class SupervisorError(TaskvisorError, RuntimeError):
 
     ``reason`` is one of ``not_found``, ``running``, ``restarting``,
     ``already_present``, ``max_children``, ``bad_spec``, ``stopped``,
-    ``start_failed``, ``crashed``.
+    ``start_failed``, ``crashed``, ``not_main_thread``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -574,18 +575,26 @@ class SupervisorActor(BaseActor):
 
     def _log_decision(self, command: Decided) -> None:
         decision, exit_ = command.decision, command.exit
-        if isinstance(decision, RestartChildren) and logging_wanted(logger, logging.WARNING):
-            logger.warning(
-                "%s: child %r ended %s, restarting %s%s: %s",
+        if isinstance(decision, RestartChildren) and logging_wanted(logger, logging.INFO):
+            child = self.node.children.get(exit_.child)
+            restarts = child.restarts if child is not None else 1  # already counted
+            logger.info(
+                "%s: restarting %s (restart %d of %r)%s",
                 self.path,
+                ", ".join(decision.restart) or "nothing",
+                restarts,
                 exit_.child,
-                exit_.phase.value,
-                ", ".join(decision.restart),
                 f" after {decision.delay:.3f}s" if decision.delay else "",
-                exit_.error,
             )
         elif isinstance(decision, GiveUp):
-            logger.error("%s: giving up: %s", self.path, decision.reason)
+            logger.error(
+                "%s: giving up: %s; last failure: %r ended %s: %s",
+                self.path,
+                decision.reason,
+                exit_.child,
+                exit_.phase.value,
+                exit_.error,
+            )
 
     # ------------------------------------------------------------------- failures
 
@@ -820,20 +829,63 @@ class SupervisorHandle:
         counts: dict[str, int] = self._ask("count_children", timeout=timeout)
         return counts
 
-    def child(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> Any:
+    def child(
+        self, path: str, *, timeout: float | None = CALL_TIMEOUT
+    ) -> TaskRef | SupervisorHandle:
         """Return a child's handle by its path below this supervisor (``"db/cache"``).
 
-        A task's handle is a ``TaskRef`` (``ask``, ``deliver``, ``snapshot``);
-        a nested supervisor's is a ``SupervisorHandle`` with this same API.
+        The path is relative to this supervisor: on a tree named ``app``,
+        ``tree.child("db/cache")`` (not ``"app/db/cache"``). A task's handle
+        is a ``TaskRef`` (``ask``, ``deliver``, ``snapshot``); a nested
+        supervisor's is a ``SupervisorHandle`` with this same API. ``task()``
+        and ``supervisor()`` return the same handles typed by their kind.
 
         Raises:
-            SupervisorError: ``not_found`` naming the missing part of the path.
+            SupervisorError: ``not_found`` naming the missing part of the path
+                (and the fix, when the path starts with this supervisor's own
+                name).
+            WaitTimeout: when a supervisor on the way does not answer within
+                ``timeout`` seconds.
         """
-        handle: Any = self
-        for part in path.split("/"):
+        handle: TaskRef | SupervisorHandle = self
+        own = self.path.rpartition("/")[2]
+        for depth, part in enumerate(path.split("/")):
             if not isinstance(handle, SupervisorHandle):
                 raise SupervisorError("not_found", f"{path!r}: {part!r} is below a task")
-            handle = handle._ask("child", part, timeout=timeout)
+            try:
+                handle = handle._ask("child", part, timeout=timeout)
+            except SupervisorError as exc:
+                message = str(exc)
+                if depth == 0 and part == own and "/" in path:
+                    rest = path.partition("/")[2]
+                    message += (
+                        f"; paths are relative to the supervisor {self.path!r}: use child({rest!r})"
+                    )
+                raise SupervisorError(exc.reason, message) from None
+        return handle
+
+    def task(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> TaskRef:
+        """Return the handle of the task at ``path`` (see ``child()``).
+
+        Raises:
+            SupervisorError: ``not_found`` when there is no child at ``path``
+                or it is a supervisor, not a task.
+        """
+        handle = self.child(path, timeout=timeout)
+        if not isinstance(handle, TaskRef):
+            raise SupervisorError("not_found", f"{path!r} is a supervisor, not a task")
+        return handle
+
+    def supervisor(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> SupervisorHandle:
+        """Return the handle of the nested supervisor at ``path`` (see ``child()``).
+
+        Raises:
+            SupervisorError: ``not_found`` when there is no child at ``path``
+                or it is a task, not a supervisor.
+        """
+        handle = self.child(path, timeout=timeout)
+        if not isinstance(handle, SupervisorHandle):
+            raise SupervisorError("not_found", f"{path!r} is a task, not a supervisor")
         return handle
 
 
@@ -981,6 +1033,81 @@ class SupervisorRef(SupervisorHandle):
         if not self._released.wait(wait):
             logger.error("%s: stop did not finish within %ss", self.path, timeout)
 
+    def run_forever(self) -> int | None:
+        """Run until the tree ends or a signal stops it; what ``taskvisor run`` does.
+
+        Installs handlers for SIGTERM and SIGINT for as long as it runs (the
+        previous handlers are put back before it returns). The first signal
+        stops the tree in order: children in reverse start order, each
+        within its own ``shutdown`` grace (no overall deadline beyond the
+        graces). A second signal stops it at once: every child is killed
+        (brutal), every process group included. SIGHUP is logged and
+        ignored (re-reading a tree file is not supported). The handlers run
+        on the main thread and never wait.
+
+        Returns:
+            The number of the signal that stopped the tree, or None when the
+            tree ended by itself (``auto_shutdown``, or stopped from elsewhere).
+
+        Raises:
+            SupervisorError: ``not_main_thread`` when called from another
+                thread (Python delivers signals to the main thread only).
+            SupervisorExhausted: when the root gave up (as ``wait()``).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise SupervisorError(
+                "not_main_thread",
+                "run_forever() installs signal handlers and must run on the main thread; "
+                "from another thread use wait() and stop()",
+            )
+        received: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            received.append(signum)
+            name = signal.Signals(signum).name
+            if len(received) == 1:
+                logger.info(
+                    "%s: %s received: stopping the tree in order (send it again to stop at once)",
+                    self.path,
+                    name,
+                )
+                self._begin_stop(None)
+            elif len(received) == 2:
+                logger.warning("%s: %s received again: killing every child now", self.path, name)
+                self._kill_children()
+
+        def on_hangup(_signum: int, _frame: object) -> None:
+            logger.warning(
+                "%s: SIGHUP ignored: re-reading the tree file is not supported; "
+                "restart the service to apply a changed file",
+                self.path,
+            )
+
+        wanted: dict[signal.Signals, Callable[[int, Any], None]] = {
+            signal.SIGTERM: on_signal,
+            signal.SIGINT: on_signal,
+        }
+        if hasattr(signal, "SIGHUP"):
+            wanted[signal.SIGHUP] = on_hangup
+        previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+        try:
+            while not self._released.wait(0.5):  # the handlers run between two waits
+                pass
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.wait(0)
+        return received[0] if received else None
+
+    def _kill_children(self) -> None:
+        """Kill every child at once (brutal), process groups included; never waits."""
+        port = self._port
+        if port is not None:
+            port.stop_node(0, brutal=True, final=True)
+        for other in self._runtime.all_ports():
+            if isinstance(other, TaskRef):
+                other.terminate(brutal=True, final=True)
+
     def _begin_stop(self, timeout: float | None) -> None:
         with self._lock:
             self._stop_requested = True
@@ -1018,10 +1145,7 @@ class SupervisorRef(SupervisorHandle):
                     "%s: children still running close to the stop deadline: killing them",
                     self.path,
                 )
-                port.stop_node(0, brutal=True, final=True)
-                for other in runtime.all_ports():
-                    if isinstance(other, TaskRef):
-                        other.terminate(brutal=True, final=True)
+                self._kill_children()
                 self._root_stopped.wait(left(reserve / 2))
         for other in runtime.all_ports():
             other.stop_soon()
@@ -1031,6 +1155,8 @@ class SupervisorRef(SupervisorHandle):
         release = getattr(runtime.store, "release", None)
         if callable(release):
             release()
+        if logging_wanted(logger, logging.INFO):
+            logger.info("%s: tree stopped", self.path)
         if runtime.unsaved:
             logger.error(
                 "%s: the records of %d task(s) could not be saved: %s",
