@@ -291,3 +291,14 @@ def test_child_paths_are_relative_and_typed_handles_check_the_kind() -> None:
             tree.child("db/nope")
         assert caught.value.__traceback__ is not None
         assert caught.value.__cause__ is None
+
+
+def test_a_permanent_one_shot_job_gives_up_with_the_fix_in_the_reason() -> None:
+    spec = SupervisorSpec(
+        "jobs", children=[TaskSpec(name="once", target=lambda ctx: 42)], intensity=Intensity(3, 60)
+    )
+    tree = Supervisor.start(spec)
+    with pytest.raises(SupervisorExhausted) as caught:
+        tree.wait(30)
+    assert "'once' is PERMANENT and its work returned normally" in str(caught.value)
+    assert "restart='transient'" in str(caught.value)

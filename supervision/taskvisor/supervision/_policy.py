@@ -873,7 +873,7 @@ def decide(
         reason = (
             f"reached max restart intensity: more than {intensity.max_restarts} restart(s) "
             f"within {intensity.within:g}s"
-        )
+        ) + _one_shot_hint(info, event)
         return _give_up(children, state, record, restarts, reason, child=child)
 
     started_at, failures, own, _ = record or ChildHistory(state.created_at)
@@ -884,7 +884,7 @@ def decide(
             reason = (
                 f"child {child!r} reached its own restart limit: more than "
                 f"{limit.max_restarts} restart(s) within {limit.within:g}s"
-            )
+            ) + _one_shot_hint(info, event)
             return _give_up(children, state, record, restarts, reason, child=child)
 
     delay, draws = 0.0, state.draws
@@ -985,6 +985,17 @@ def _not_restarted(
 def _running(history: PMap[ChildHistory], child_id: str) -> bool:
     record = history.get(child_id)
     return record is None or not record.ended
+
+
+def _one_shot_hint(info: ChildInfo, event: ChildExit) -> str:
+    """The fix for a PERMANENT child whose work returns normally: it is a job, not a service."""
+    if info.restart is not Restart.PERMANENT or event.phase is not TaskPhase.SUCCEEDED:
+        return ""
+    return (
+        f"; child {info.id!r} is PERMANENT and its work returned normally: a job meant to "
+        "finish should be restart='transient' (restarted only after a failure) or "
+        "'temporary' (never restarted)"
+    )
 
 
 def _give_up(
