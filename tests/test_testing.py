@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +38,7 @@ from taskvisor.testing import (
 )
 
 Specs = SupervisorSpec | DynamicSupervisorSpec
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def depth(spec: Any) -> int:
@@ -211,3 +217,61 @@ def test_tree_starter_stops_newest_first() -> None:
     assert [tree.running for tree in trees] == [False, False]
     finished = [e.task_id for e in recorder.events if isinstance(e, TaskFinished)]
     assert finished == ["two/w", "one/w"]
+
+
+# ------------------------------------------------------------------- packaging of the module
+
+_WITHOUT_PYTEST = """
+import sys
+
+
+class NoPytest:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("pytest", "_pytest"):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+
+sys.meta_path.insert(0, NoPytest())
+from taskvisor.testing import *
+
+assert failure_scripts and scenarios and simulate and TreeStarter
+assert "pytest" not in sys.modules and "_pytest" not in sys.modules
+import taskvisor.testing
+
+try:
+    taskvisor.testing.supervision_tree
+except ImportError as error:
+    print("fixture:", error)
+"""
+
+
+def test_star_import_works_without_pytest() -> None:
+    """The strategies need Hypothesis only: with pytest unimportable, the star import
+    works and imports no pytest; only asking for the fixture says pytest is missing."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_PYTEST],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "fixture: No module named 'pytest' (blocked by the test)\n"
+
+
+def test_the_fixture_is_found_by_name_but_not_star_imported() -> None:
+    import taskvisor.testing
+
+    assert "supervision_tree" not in taskvisor.testing.__all__
+    assert "supervision_tree" in dir(taskvisor.testing)
+    fixture = taskvisor.testing.supervision_tree
+    assert fixture is taskvisor.testing.supervision_tree  # built once
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        _ = taskvisor.testing.no_such_name
+
+
+def test_the_testing_extra_brings_what_the_module_needs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = {re.split(r"[<>=\[ ]", r)[0] for r in project["optional-dependencies"]["testing"]}
+    assert {"hypothesis", "pytest"} <= extra

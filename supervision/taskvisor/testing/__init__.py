@@ -2,7 +2,11 @@
 
 Every strategy builds valid values only (specs that OTP would accept), so a
 property can go straight to ``simulate``. Install with the ``testing`` extra
-(``pip install taskvisor[testing]``), which brings Hypothesis.
+(``pip install 'taskvisor[testing]'``), which brings Hypothesis and pytest.
+The strategies need Hypothesis only: ``from taskvisor.testing import *``
+works without pytest. The ``supervision_tree`` pytest fixture (enabled by
+``pytest_plugins = ["taskvisor.testing"]`` in a ``conftest.py``) imports
+pytest when pytest first asks for it.
 
 Example: check that a tree with your policy survives any three failures::
 
@@ -38,15 +42,10 @@ from __future__ import annotations
 
 import operator
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hypothesis import strategies as st
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - the fixture needs pytest; the strategies do not
-    pytest = None  # type: ignore[assignment]
 
 from taskvisor.actors import Restart, TaskSpec
 from taskvisor.supervision import (
@@ -79,7 +78,6 @@ __all__ = [
     "scenarios",
     "simulate",
     "strategies",
-    "supervision_tree",
     "supervisor_specs",
     "task_specs",
 ]
@@ -348,7 +346,9 @@ class TreeStarter:
             self.trees.pop().stop(timeout)
 
 
-if pytest is not None:
+def _make_fixture() -> Callable[[], Iterator[TreeStarter]]:
+    """Build the ``supervision_tree`` fixture; only now is pytest imported."""
+    import pytest
 
     @pytest.fixture
     def supervision_tree() -> Iterator[TreeStarter]:
@@ -360,9 +360,41 @@ if pytest is not None:
             def test_my_tree(supervision_tree):
                 tree = supervision_tree(SupervisorSpec("app", children=[...]))
                 assert tree.child("api").ask("ping") == "pong"
+
+        Yields:
+            A `TreeStarter`: call it as ``supervision_tree(spec, **options)``
+            with the options of `Supervisor.start`. Every tree it started is
+            stopped (newest first, each within 30 s) when the test ends,
+            passed or failed.
         """
         starter = TreeStarter()
         try:
             yield starter
         finally:
             starter.stop_all()
+
+    return supervision_tree
+
+
+def __getattr__(name: str) -> Any:
+    """Give the ``supervision_tree`` fixture on first use, importing pytest then.
+
+    The strategies need Hypothesis only, so ``from taskvisor.testing import *``
+    works without pytest: the fixture is not in ``__all__``. pytest finds it
+    through ``pytest_plugins = ["taskvisor.testing"]`` (it lists the module's
+    names with ``dir()`` and reads this one, when pytest is surely installed).
+
+    Raises:
+        AttributeError: for any other missing name.
+        ImportError: for ``supervision_tree`` when pytest is not installed.
+    """
+    if name == "supervision_tree":
+        fixture = _make_fixture()
+        globals()[name] = fixture
+        return fixture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily built ``supervision_tree`` fixture included."""
+    return sorted({*globals(), "supervision_tree"})
