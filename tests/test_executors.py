@@ -33,6 +33,7 @@ from taskvisor.actors import (
     AttemptFinished,
     AttemptStarted,
     ExecutorService,
+    InvalidSpec,
     Mailbox,
     ManualClock,
     Task,
@@ -343,9 +344,58 @@ def test_resolve_target_errors() -> None:
 
 
 def test_async_target_must_be_a_coroutine_function(service: ExecutorService) -> None:
-    task = service.submit(TaskSpec(name="sync", kind="async", target=double, args=[1])).wait(10)
+    # A callable is checked where the spec is made, with the fix in the message ...
+    with pytest.raises(InvalidSpec, match="double is not one: use kind='call'"):
+        TaskSpec(name="sync", kind="async", target=double, args=[1])
+    # ... an import path when it is imported, at start.
+    spec = TaskSpec(name="sync", kind="async", target="helpers:double", args=[1])
+    task = service.submit(spec).wait(10)
     assert task.status.phase is TaskPhase.FAILED
     assert "needs a coroutine function" in (task.status.error or "")
+
+
+def test_an_async_def_with_kind_call_is_refused_where_the_spec_is_made() -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        TaskSpec("worker", target=adouble, args=[1])
+    assert caught.value.field == "target"
+    assert "adouble is an async def" in str(caught.value)
+    assert "use kind='async'" in str(caught.value)
+    # a partial of one, and an object whose __call__ is async, too
+    with pytest.raises(InvalidSpec, match="use kind='async'"):
+        TaskSpec("worker", target=functools.partial(adouble, x=1))
+
+    class Server:
+        async def __call__(self, ctx: TaskContext) -> None:
+            await asyncio.sleep(0)
+
+    with pytest.raises(InvalidSpec, match="use kind='async'"):
+        TaskSpec("worker", target=Server())
+    assert TaskSpec("worker", kind="async", target=Server()).kind == "async"
+
+
+def test_an_async_def_named_by_path_with_kind_call_fails_its_start_naming_the_fix(
+    service: ExecutorService,
+) -> None:
+    """Not "ended succeeded" after a "coroutine was never awaited" warning (warnings are errors)."""
+    task = service.submit(TaskSpec("worker", target="helpers:adouble", args=[1])).wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    error = task.status.error or ""
+    assert "'helpers:adouble' is an async def" in error
+    assert "use kind='async'" in error
+
+
+def test_a_call_target_that_returns_a_coroutine_fails_naming_the_fix(
+    service: ExecutorService,
+) -> None:
+    def wrapper(ctx: TaskContext) -> object:
+        return adouble(ctx, 1)  # a coroutine, never awaited by kind 'call'
+
+    task = service.submit(TaskSpec("worker", target=wrapper)).wait(10)
+    assert task.status.phase is TaskPhase.FAILED
+    error = task.status.error or ""
+    assert "worker.target returned a coroutine" in error
+    assert "use kind='async'" in error
+    # closed, not left to warn "never awaited" (warnings fail the tests)
 
 
 def test_progress_is_reported(service: ExecutorService, recorder: Recorder) -> None:

@@ -377,7 +377,7 @@ SUB: dict[str, Any] = {"name": "job", "kind": "subprocess", "command": ["true"]}
         ({**GOOD, "labels": {"a": 1}}, "labels", "labels: expected a mapping of strings"),
         ({**SUB, "env": {"A": 1}}, "env", "env: expected a mapping of strings to strings"),
         ({**GOOD, "cwd": 5}, "cwd", "cwd: expected a directory path string or None, got 5"),
-        ({**GOOD, "kind": ""}, "kind", "kind: expected a task kind name, got ''"),
+        ({**GOOD, "kind": ""}, "kind", "kind: expected a task kind name (call, async, subprocess)"),
     ],
 )
 def test_spec_validation_names_the_field(kwargs: dict[str, Any], field: str, message: str) -> None:

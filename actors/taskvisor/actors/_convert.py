@@ -9,6 +9,7 @@ field by its path (``runs[0].phase: ...``).
 from __future__ import annotations
 
 import enum
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -58,6 +59,18 @@ def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
         raise InvalidData(f"expected one of {choices}, got {value!r}") from None
 
 
+def _unstructure_signal(value: signal.Signals) -> str:
+    return value.name.removeprefix("SIG")
+
+
+def _structure_signal(value: Any, _type: Any) -> Any:
+    # A name ("TERM", "SIGTERM") or a number, handed to TaskSpec's converter,
+    # which says which signals are allowed.
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return value
+    raise InvalidData(f"expected a signal name such as 'TERM' or its number, got {value!r}")
+
+
 def _structure_strict(kind: type) -> Callable[[Any, Any], Any]:
     def structure(value: Any, _type: Any) -> Any:
         exact = type(value)
@@ -78,6 +91,9 @@ converter.register_structure_hook_func(lambda t: t == Shutdown, _structure_shutd
 converter.register_structure_hook_func(
     lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _structure_enum
 )
+# After the enum hook: the later registration wins for signal.Signals.
+converter.register_unstructure_hook(signal.Signals, _unstructure_signal)
+converter.register_structure_hook(signal.Signals, _structure_signal)
 for _kind in (str, int, float, bool):
     converter.register_structure_hook(_kind, _structure_strict(_kind))
 converter.register_unstructure_hook(tuple, list)

@@ -81,6 +81,7 @@ import linecache
 import logging
 import os
 import queue
+import selectors
 import shutil
 import signal
 import subprocess
@@ -94,7 +95,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._context import Outcome, TaskContext
 from ._errors import TargetImportError, TaskCancelled, Unsupported
-from ._model import Task, TaskPhase, TaskSpec
+from ._model import OUTPUT_LINE_MAX, Task, TaskPhase, TaskSpec, is_output_file
 
 __all__ = [
     "AsyncExecutor",
@@ -109,6 +110,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("taskvisor.executors")
+#: The logger of ``stdout="prefix"`` / ``stderr="prefix"`` child output.
+output_logger = logging.getLogger("taskvisor.output")
 
 #: How long ``close()`` waits, in seconds, when given no timeout.
 CLOSE_TIMEOUT = 10.0
@@ -411,9 +414,14 @@ class CallExecutor(BaseExecutor):
         self._pool = _WorkerPool("taskvisor-call")
 
     def start(self, task: Task, ctx: TaskContext) -> None:
-        """Raises: TargetImportError: when the target cannot be imported."""
+        """Raises: TargetImportError: when the target cannot be imported, or is an async def."""
         spec = task.spec
         fn = resolve_target(spec.target, f"{spec.name}.target")
+        if inspect.iscoroutinefunction(fn):
+            raise TargetImportError(
+                f"{spec.name}.target: {spec.target!r} is an async def, which kind 'call' "
+                "would call without awaiting: use kind='async'"
+            )
         self._pool.run(task.id, lambda: _call(fn, spec, ctx))
 
     def deliver(self, task: Task, message: Any, ctx: TaskContext) -> None:
@@ -441,7 +449,15 @@ def _call(fn: Callable[..., Any], spec: TaskSpec, ctx: TaskContext) -> None:
     except BaseException as exc:
         outcome = Outcome(TaskPhase.FAILED, error=_error_text(exc))
     else:
-        outcome = Outcome(TaskPhase.SUCCEEDED, output=output)
+        if inspect.iscoroutine(output):  # never awaited: close it, and say why it failed
+            output.close()
+            outcome = Outcome(
+                TaskPhase.FAILED,
+                error=f"{spec.name}.target returned a coroutine, which kind 'call' does not "
+                f"await (its work never ran): use kind='async' for an async def, got {output!r}",
+            )
+        else:
+            outcome = Outcome(TaskPhase.SUCCEEDED, output=output)
     _report(ctx, outcome)
 
 
@@ -884,11 +900,308 @@ class _Guard:
             proc.wait()
 
 
+# --------------------------------------------------------------------------- child output
+
+#: How much of a child's output a pump reads at once, in bytes.
+_READ_SIZE = 64 * 1024
+#: How long an ended attempt waits for its output to drain, in seconds: the
+#: group is dead by then, so end of file comes at once unless a process that
+#: left the group still holds the pipe; then the pump is told to stop.
+_DRAIN_TIMEOUT = 2.0
+
+
+class _Lines:
+    """Cut a byte stream into lines and log each, holding at most ``limit`` bytes.
+
+    A line longer than ``limit`` bytes is logged cut at ``limit``, with a
+    marker saying so, and the rest of it (up to its newline) is dropped:
+    memory stays bounded whatever the child prints.
+    """
+
+    __slots__ = ("_buf", "_extra", "_label", "_level", "_limit", "_skipping")
+
+    def __init__(self, label: str, stream: str, level: int, limit: int = OUTPUT_LINE_MAX) -> None:
+        self._label = label
+        self._level = level
+        self._limit = limit
+        self._extra = {"task_id": label, "stream": stream}
+        self._buf = bytearray()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            piece = data[start:newline]
+            start = newline + 1
+            if self._skipping:  # the end of a line already logged cut
+                self._skipping = False
+                continue
+            if len(self._buf) + len(piece) > self._limit:
+                self._buf += piece[: self._limit - len(self._buf)]
+                self._emit(cut=True)
+            elif self._buf:
+                self._buf += piece
+                self._emit()
+            else:
+                self._log(piece, cut=False)
+        if self._skipping:
+            return
+        rest = data[start:]
+        if len(self._buf) + len(rest) > self._limit:
+            self._buf += rest[: self._limit - len(self._buf)]
+            self._emit(cut=True)
+            self._skipping = True
+        else:
+            self._buf += rest
+
+    def close(self) -> None:
+        """Log the last line if it had no newline."""
+        if self._buf:
+            self._emit()
+
+    def _emit(self, *, cut: bool = False) -> None:
+        line = bytes(self._buf)
+        self._buf.clear()
+        self._log(line, cut=cut)
+
+    def _log(self, line: bytes, *, cut: bool) -> None:
+        if not output_logger.isEnabledFor(self._level):
+            return
+        text = line.decode("utf-8", "replace").removesuffix("\r")
+        if cut:
+            text += f" … [line cut at {self._limit:,} bytes]"
+        output_logger.log(self._level, "[%s] %s", self._label, text, extra=self._extra)
+
+
+class _OutputFile:
+    """A child's output file: appended to, rotated when it would pass ``max_bytes``.
+
+    Rotation keeps ``backups`` older files (``path.1`` the newest); a file is
+    cut after its last whole line that fits, unless no line fits, and never
+    grows past ``max_bytes`` (0: it is never rotated).
+
+    Raises:
+        OSError: from the constructor, when the file cannot be opened.
+    """
+
+    __slots__ = ("_backups", "_fd", "_max", "_size", "path")
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self._max = max_bytes
+        self._backups = backups
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self, flags: int = 0) -> int:
+        return os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | flags, 0o644
+        )
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            room = self._max - self._size
+            if not self._max or len(data) <= room:
+                self._write(data)
+                return
+            part = data[: max(room, 0)]
+            newline = part.rfind(b"\n")
+            if newline >= 0:
+                part = part[: newline + 1]
+            elif self._size:
+                part = b""  # the line starts the next file
+            self._write(part)
+            data = data[len(part) :]
+            self._rotate()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+            self._size += written
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        if self._backups == 0:
+            self._fd = self._open(os.O_TRUNC)
+        else:
+            for i in range(self._backups - 1, 0, -1):
+                older = f"{self.path}.{i}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{i + 1}")
+            os.replace(self.path, f"{self.path}.1")
+            self._fd = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _Sink(Protocol):
+    def feed(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Output:
+    """Where one attempt's stdout and stderr go: ``Popen`` arguments and their sinks.
+
+    Built by ``start()`` before the spawn, so a file that cannot be opened
+    is a start error.
+    """
+
+    __slots__ = ("files", "stderr", "stderr_sink", "stdout", "stdout_sink")
+
+    def __init__(self, spec: TaskSpec, label: str) -> None:
+        self.files: dict[str, _OutputFile] = {}
+        self.stdout_sink: _Sink | None = None
+        self.stderr_sink: _Sink | None = None
+        try:
+            self.stdout, self.stdout_sink = self._plan(spec, spec.stdout, label, "stdout")
+            if spec.stderr == "stdout":
+                self.stderr = subprocess.STDOUT
+            else:
+                self.stderr, self.stderr_sink = self._plan(spec, spec.stderr, label, "stderr")
+        except BaseException:
+            self.close_files()
+            raise
+
+    def _plan(self, spec: TaskSpec, mode: str, label: str, stream: str) -> tuple[Any, _Sink | None]:
+        if mode == "inherit":
+            return None, None
+        if mode == "null":
+            return subprocess.DEVNULL, None
+        if mode == "prefix":
+            level = logging.INFO if stream == "stdout" else logging.WARNING
+            return subprocess.PIPE, _Lines(label, stream, level)
+        assert is_output_file(mode)
+        key = os.path.abspath(mode)
+        sink = self.files.get(key)
+        if sink is None:
+            try:
+                sink = self.files[key] = _OutputFile(
+                    mode, spec.output_max_bytes, spec.output_backups
+                )
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"{spec.name}.{stream}: cannot open the output file: {exc.strerror}",
+                    mode,
+                ) from exc
+        return subprocess.PIPE, sink
+
+    def close_files(self) -> None:
+        for file in self.files.values():
+            with contextlib.suppress(OSError):
+                file.close()
+
+
+class _Pump:
+    """One thread per attempt that moves the child's piped output into its sinks.
+
+    It reads at most ``_READ_SIZE`` bytes at a time and keeps nothing
+    beyond one cut line per stream, so a child that prints without end
+    costs the host no memory; a slow sink slows the child (the pipe
+    fills), never the host. It ends when every pipe reaches end of file
+    (the child's whole group has exited) or ``stop()`` is called, closes
+    the pipes and the sinks, and logs (never raises) what fails: a sink
+    that raises is dropped, and its stream is still drained.
+    """
+
+    def __init__(self, label: str, streams: list[tuple[Any, _Sink]], files: _Output) -> None:
+        self._label = label
+        self._streams = streams
+        self._output = files
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self.thread = threading.Thread(
+            target=self._run, name=f"taskvisor-output-{label}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ask the pump to end now, with what it has read (harmless when it has ended)."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def finish(self, timeout: float = _DRAIN_TIMEOUT) -> None:
+        """Wait for the output to drain (``timeout`` seconds at most), then end the pump."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            logger.warning(
+                "the output of %s did not reach its end within %ss of the exit (a process "
+                "that left the group holds it?); it is no longer read",
+                self._label,
+                timeout,
+            )
+            self.stop()
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            self._pump()
+        except BaseException:  # a library thread: log, and end cleanly below
+            logger.exception("reading the output of %s failed", self._label)
+        finally:
+            for pipe, sink in self._streams:
+                with contextlib.suppress(BaseException):
+                    pipe.close()
+                try:
+                    sink.close()
+                except BaseException:
+                    logger.exception("closing the output of %s failed", self._label)
+            self._output.close_files()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _pump(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for pipe, sink in self._streams:
+                selector.register(pipe.fileno(), selectors.EVENT_READ, sink)
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            broken: set[int] = set()
+            open_pipes = len(self._streams)
+            while open_pipes:
+                for key, _ in selector.select():
+                    sink = key.data
+                    if sink is None:  # stop(): take what is there, then end
+                        self._drain_ready(selector, broken)
+                        return
+                    data = os.read(key.fd, _READ_SIZE)
+                    if not data:
+                        selector.unregister(key.fd)
+                        open_pipes -= 1
+                    elif key.fd not in broken:
+                        self._feed(sink, data, key.fd, broken)
+
+    def _drain_ready(self, selector: selectors.BaseSelector, broken: set[int]) -> None:
+        for key, _ in selector.select(0):
+            if key.data is not None:
+                data = os.read(key.fd, _READ_SIZE)
+                if data and key.fd not in broken:
+                    self._feed(key.data, data, key.fd, broken)
+
+    def _feed(self, sink: _Sink, data: bytes, fd: int, broken: set[int]) -> None:
+        try:
+            sink.feed(data)
+        except BaseException:
+            broken.add(fd)
+            logger.exception(
+                "writing the output of %s failed; the rest of that stream is dropped",
+                self._label,
+            )
+
+
 class _Child:
     """One attempt's process; signalled and reaped under one lock, so a signal
     never reaches a group id reused after the reap."""
 
-    __slots__ = ("lock", "pgid", "pid", "proc", "reaped")
+    __slots__ = ("lock", "pgid", "pid", "proc", "pump", "reaped")
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
@@ -896,6 +1209,14 @@ class _Child:
         self.pgid = proc.pid  # a session of its own: it leads its group
         self.lock = threading.Lock()
         self.reaped = False
+        self.pump: _Pump | None = None  # set by start() when output is piped
+
+    def close_pipes(self) -> None:
+        """Close the read ends of the child's pipes (when no pump will read them)."""
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def signal(self, sig: signal.Signals) -> None:
         with self.lock:
@@ -928,10 +1249,29 @@ def _wait_exited(pid: int) -> None:
 class _Spawn:
     """A request to the spawner thread, answered once (or given up by its asker)."""
 
-    __slots__ = ("abandoned", "argv", "child", "cwd", "done", "env", "error", "lock")
+    __slots__ = (
+        "abandoned",
+        "argv",
+        "child",
+        "cwd",
+        "done",
+        "env",
+        "error",
+        "lock",
+        "stderr",
+        "stdout",
+    )
 
-    def __init__(self, argv: str | list[str], env: dict[str, str] | None, cwd: str | None) -> None:
+    def __init__(
+        self,
+        argv: str | list[str],
+        env: dict[str, str] | None,
+        cwd: str | None,
+        stdout: Any = None,
+        stderr: Any = None,
+    ) -> None:
         self.argv, self.env, self.cwd = argv, env, cwd
+        self.stdout, self.stderr = stdout, stderr
         self.child: _Child | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -1008,6 +1348,9 @@ class SubprocessExecutor(BaseExecutor):
                 env=job.env,
                 cwd=job.cwd,
                 stdin=subprocess.DEVNULL,
+                stdout=job.stdout,
+                stderr=job.stderr,
+                bufsize=0,  # unbuffered pipes: the pump reads the raw fds
                 start_new_session=True,
                 preexec_fn=preexec,  # noqa: PLW1509 - lock-free, see the module docstring
             )
@@ -1029,6 +1372,7 @@ class SubprocessExecutor(BaseExecutor):
                 job.done.set()
         if orphan:  # nobody will watch it: kill and reap it now
             child.signal(signal.SIGKILL)
+            child.close_pipes()
             self._forget(child)
             with self._lock:
                 self._children.pop(child.pid, None)
@@ -1045,16 +1389,44 @@ class SubprocessExecutor(BaseExecutor):
     def start(self, task: Task, ctx: TaskContext) -> None:
         """Start the attempt's process; set ``ctx.pid``, ``ctx.pgid`` and ``ctx.started``.
 
+        Output the spec pipes (``"prefix"`` or a file) is read by a pump
+        thread of the attempt, which ends when the process group has exited.
+
         Raises:
             OSError: when the program cannot be started (the work never
-                began), or the spawner did not answer within
-                ``spawn_timeout`` seconds.
+                began), an output file cannot be opened, or the spawner did
+                not answer within ``spawn_timeout`` seconds.
         """
         spec = task.spec
         assert spec.command is not None
         env = None if spec.env is None else {**os.environ, **spec.env}
         argv: str | list[str] = spec.command[0] if spec.shell else list(spec.command)
-        job = _Spawn(argv, env, spec.cwd)
+        output = _Output(spec, task.id)
+        try:
+            child = self._spawn(argv, env, spec.cwd, output)
+        except BaseException:
+            output.close_files()
+            raise
+        streams: list[tuple[Any, _Sink]] = []
+        if child.proc.stdout is not None and output.stdout_sink is not None:
+            streams.append((child.proc.stdout, output.stdout_sink))
+        if child.proc.stderr is not None and output.stderr_sink is not None:
+            streams.append((child.proc.stderr, output.stderr_sink))
+        if streams:
+            child.pump = _Pump(task.id, streams, output)
+            child.pump.start()
+        else:
+            output.close_files()
+        ctx.handle = child
+        ctx.pid, ctx.pgid = child.pid, child.pgid
+        ctx.started = process_start_time(child.pid)
+        codes = spec.success_exit_codes
+        self._pool.run(task.id, lambda: self._wait(child, ctx, codes))
+
+    def _spawn(
+        self, argv: str | list[str], env: dict[str, str] | None, cwd: str | None, output: _Output
+    ) -> _Child:
+        job = _Spawn(argv, env, cwd, output.stdout, output.stderr)
         self._spawner_queue().put(job)
         if not job.done.wait(self.spawn_timeout):
             with job.lock:
@@ -1064,38 +1436,46 @@ class SubprocessExecutor(BaseExecutor):
                 raise OSError(f"the process did not start within {self.spawn_timeout}s")
         if job.error is not None:
             raise job.error
-        child = job.child
-        assert child is not None
-        ctx.handle = child
-        ctx.pid, ctx.pgid = child.pid, child.pgid
-        ctx.started = process_start_time(child.pid)
-        self._pool.run(task.id, lambda: self._wait(child, ctx))
+        assert job.child is not None
+        return job.child
 
-    def _wait(self, child: _Child, ctx: TaskContext) -> None:
-        """On the task's waiter thread: wait for the exit, kill the group's rest, reap, report."""
+    def _wait(self, child: _Child, ctx: TaskContext, codes: tuple[int, ...] = (0,)) -> None:
+        """On the task's waiter thread: wait for the exit, kill the group's rest, reap, report.
+
+        The output is drained before the end is reported, so every line the
+        child printed is logged (or written) before its end is known.
+        """
         try:
             # Wait without reaping, so the group id cannot be reused before the
             # leftovers of the group are killed; then reap.
             _wait_exited(child.pid)
             child.signal(signal.SIGKILL)
             code = self._forget(child)
+            _finish_output(child)
         except BaseException as exc:
             outcome = Outcome(TaskPhase.FAILED, error=f"waiting for the process failed: {exc!r}")
         else:
-            if code == 0:
-                outcome = Outcome(TaskPhase.SUCCEEDED, exit_code=0)
+            if code in codes:
+                outcome = Outcome(TaskPhase.SUCCEEDED, exit_code=code)
             else:
-                outcome = Outcome(TaskPhase.FAILED, error=describe_exit(code), exit_code=code)
+                error = describe_exit(code)
+                if codes != (0,) and code >= 0:
+                    error += f" (success_exit_codes are {list(codes)})"
+                outcome = Outcome(TaskPhase.FAILED, error=error, exit_code=code)
         finally:
             with self._lock:
                 self._children.pop(child.pid, None)
         _report(ctx, outcome)
 
     def cancel(self, task: Task, ctx: TaskContext) -> None:
-        """Send SIGTERM to the process group (at once; again is harmless)."""
+        """Send the spec's ``stop_signal`` (SIGTERM by default) to the process group.
+
+        At once; again is harmless. SIGKILL follows from ``kill`` when the
+        grace runs out.
+        """
         ctx.request_cancel()
         if isinstance(ctx.handle, _Child):
-            ctx.handle.signal(signal.SIGTERM)
+            ctx.handle.signal(task.spec.stop_signal)
 
     def kill(self, task: Task, ctx: TaskContext) -> bool:
         """Send SIGKILL to the process group (at once; again is harmless); returns True.
@@ -1145,12 +1525,20 @@ class SubprocessExecutor(BaseExecutor):
                 child.signal(signal.SIGKILL)
                 _wait_exited(child.pid)
                 self._forget(child)
+                _finish_output(child, _left(deadline) or 0.0)
             guard, self._guard = self._guard, None
             if guard is not None:
                 guard.close(_left(deadline))
         finally:
             with self._lock:
                 self._closing = False
+
+
+def _finish_output(child: _Child, timeout: float = _DRAIN_TIMEOUT) -> None:
+    """End the child's pump, if it has one, within about ``2 * timeout`` seconds."""
+    pump = child.pump
+    if pump is not None:
+        pump.finish(timeout)
 
 
 def default_executors() -> dict[str, TaskExecutor]:

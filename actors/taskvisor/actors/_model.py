@@ -17,10 +17,12 @@ stamps time takes ``now`` so callers (and tests) control the clock.
 from __future__ import annotations
 
 import enum
+import inspect
 import re
+import signal
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NewType, TypeAlias, TypeVar
 
 import attrs
 
@@ -29,10 +31,18 @@ from ._errors import IllegalTransition, InvalidData, InvalidSpec, shown
 __all__ = [
     "KINDS",
     "MAX_SECONDS",
+    "OUTPUT_BACKUPS",
+    "OUTPUT_LINE_MAX",
+    "OUTPUT_MAX_BYTES_DEFAULT",
+    "STOP_SIGNALS",
+    "CustomKind",
     "ObjectMeta",
     "Restart",
+    "RestartName",
     "Shutdown",
+    "SignalName",
     "Task",
+    "TaskKind",
     "TaskPhase",
     "TaskRecord",
     "TaskRun",
@@ -46,6 +56,58 @@ __all__ = [
 KINDS: frozenset[str] = frozenset({"call", "async", "subprocess"})
 
 Shutdown: TypeAlias = float | Literal["brutal"]
+
+#: The built-in task kinds, as a type: ``TaskSpec(kind="cal")`` is a type error.
+TaskKind: TypeAlias = Literal["call", "async", "subprocess"]
+
+#: A kind served by an executor you register yourself: ``kind=CustomKind("ray")``
+#: type-checks where a bare string outside ``TaskKind`` does not. At run time
+#: it is the string itself.
+CustomKind = NewType("CustomKind", str)
+
+#: The restart types as strings (``Restart`` members are accepted too).
+RestartName: TypeAlias = Literal["permanent", "transient", "temporary"]
+
+#: The signal names ``stop_signal`` accepts (with or without ``SIG``), as
+#: supervisord's ``stopsignal`` does.
+SignalName: TypeAlias = Literal[
+    "TERM",
+    "INT",
+    "HUP",
+    "QUIT",
+    "USR1",
+    "USR2",
+    "KILL",
+    "SIGTERM",
+    "SIGINT",
+    "SIGHUP",
+    "SIGQUIT",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGKILL",
+]
+
+#: The signals a subprocess child may be stopped with.
+STOP_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGKILL,
+)
+
+#: Default size, in bytes, at which a child's output file is rotated (10 MiB).
+OUTPUT_MAX_BYTES_DEFAULT = 10 * 1024 * 1024
+#: Default number of rotated output files kept (``out.log.1`` .. ``out.log.3``).
+OUTPUT_BACKUPS = 3
+#: The longest line of child output, in bytes, logged whole by ``"prefix"``;
+#: a longer line is cut there, with a marker, and the rest of it dropped.
+OUTPUT_LINE_MAX = 64 * 1024
+
+#: The output modes that are not file paths.
+_OUTPUT_MODES = ("inherit", "prefix", "null")
 
 
 _T = TypeVar("_T")
@@ -230,10 +292,12 @@ def _fail(
     return exc
 
 
-def _at_least(low: int) -> Callable[[Any, attrs.Attribute[int], Any], None]:
+def _at_least(
+    low: int, error: type[InvalidData] = InvalidData
+) -> Callable[[Any, attrs.Attribute[int], Any], None]:
     def check(_inst: Any, attribute: attrs.Attribute[int], value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise _fail(attribute.name, f"expected an integer >= {low}", value, InvalidData)
+            raise _fail(attribute.name, f"expected an integer >= {low}", value, error)
 
     return check
 
@@ -248,7 +312,13 @@ def _check_name(_inst: object, attribute: attrs.Attribute[str], value: object) -
         )
 
 
-def _to_restart(value: Restart | str) -> Restart:
+def _to_kind(value: TaskKind | CustomKind) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail("kind", "expected a task kind name (call, async, subprocess)", value)
+    return value
+
+
+def _to_restart(value: Restart | RestartName) -> Restart:
     if isinstance(value, Restart):
         return value
     if isinstance(value, str):  # only a str names one: nothing else is even compared
@@ -260,7 +330,7 @@ def _to_restart(value: Restart | str) -> Restart:
     raise _fail("restart", f"expected one of {choices}", value)
 
 
-def _to_args(value: Any) -> tuple[Any, ...]:
+def _to_args(value: Sequence[Any]) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise _fail("args", "expected a list or tuple of arguments", value)
     return tuple(value)
@@ -274,21 +344,21 @@ def _str_map(field: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _to_labels(value: Any) -> dict[str, str]:
+def _to_labels(value: Mapping[str, str]) -> dict[str, str]:
     return _str_map("labels", value)
 
 
-def _to_optional_env(value: Any) -> dict[str, str] | None:
+def _to_optional_env(value: Mapping[str, str] | None) -> dict[str, str] | None:
     return None if value is None else _str_map("env", value)
 
 
-def _to_kwargs(value: Any) -> dict[str, Any]:
+def _to_kwargs(value: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _fail("kwargs", "expected a mapping with string keys", value)
     return dict(value)
 
 
-def _to_command(value: Any) -> tuple[str, ...] | None:
+def _to_command(value: Sequence[str] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -326,7 +396,7 @@ def in_seconds(value: object, *, strict: bool) -> bool:
     return (value > 0 if strict else value >= 0) and value <= MAX_SECONDS  # False for NaN
 
 
-def _to_timeout(value: Any) -> float | None:
+def _to_timeout(value: float | None) -> float | None:
     if value is None:
         return None
     if not in_seconds(value, strict=True):
@@ -334,7 +404,7 @@ def _to_timeout(value: Any) -> float | None:
     return float(value)
 
 
-def _to_shutdown(value: Any) -> Shutdown:
+def _to_shutdown(value: float | Literal["brutal"]) -> Shutdown:
     if isinstance(value, str) and value == "brutal":
         return "brutal"
     if not in_seconds(value, strict=False):
@@ -342,6 +412,61 @@ def _to_shutdown(value: Any) -> Shutdown:
             "shutdown", f"expected a grace in seconds >= 0 and <= {_MAX}, or 'brutal'", value
         )
     return float(value)
+
+
+def _to_stop_signal(value: signal.Signals | int | SignalName) -> signal.Signals:
+    names = ", ".join(sig.name.removeprefix("SIG") for sig in STOP_SIGNALS)
+    found: signal.Signals | None = None
+    if isinstance(value, str):
+        found = signal.Signals.__members__.get("SIG" + value.upper().removeprefix("SIG"))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            found = signal.Signals(value)
+        except ValueError:
+            found = None
+    if found is None or found not in STOP_SIGNALS:
+        raise _fail("stop_signal", f"expected a signal name ({names}) or its number", value)
+    return found
+
+
+def _to_exit_codes(value: Sequence[int]) -> tuple[int, ...]:
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)
+    ):
+        raise _fail(
+            "success_exit_codes", "expected a non-empty list of exit codes from 0 to 255", value
+        )
+    return tuple(sorted(set(value)))
+
+
+def _check_output(_inst: object, attribute: attrs.Attribute[str], value: object) -> None:
+    field = attribute.name
+    merge = ", or 'stdout' to merge it into stdout" if field == "stderr" else ""
+    expected = f"expected 'inherit', 'prefix', 'null' or a file path{merge}"
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise _fail(field, expected, value)
+    if value in ("stdout", "stderr") and not (field == "stderr" and value == "stdout"):
+        raise _fail(field, f"{expected} (write './{value}' for a file of that name)", value)
+
+
+def is_output_file(mode: str) -> bool:
+    """Whether an ``stdout``/``stderr`` value names a file (not a mode or ``"stdout"``)."""
+    return mode not in _OUTPUT_MODES and mode != "stdout"
+
+
+def _is_async_def(target: object) -> bool:
+    """Whether calling ``target`` returns a coroutine: an ``async def`` (or a partial of one)."""
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(type(target), "__call__", None)  # noqa: B004 - an instance's async __call__
+    return not inspect.isroutine(target) and inspect.iscoroutinefunction(call)
+
+
+def _callable_name(target: object) -> str:
+    return getattr(target, "__qualname__", None) or repr(target)
 
 
 def _check_bool(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -356,48 +481,98 @@ def _same_target(a: object, b: object) -> bool:
     return a is b or (path_a is not None and path_a == path_b)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class TaskSpec:
     """Desired state of a task: what to run and how to restart it.
 
+    Only ``name`` may be given by position (``TaskSpec("worker", target=f)``).
     The field names are the ones configuration files use. Times are in
     seconds: ``timeout`` is ``> 0`` and at most ``MAX_SECONDS`` (10**8 s,
     about 3.2 years), or None for no timeout (the default); ``shutdown``, the
     grace a stopping attempt gets before it is killed, is ``>= 0`` and at
     most ``MAX_SECONDS`` (default 5.0), or ``"brutal"`` to kill at once.
 
+    ``kind`` is ``"call"`` (default; a plain function on a thread),
+    ``"async"`` (an ``async def`` on the tree's event loop) or
+    ``"subprocess"`` (``command``, an argv list); a kind served by an
+    executor you register is spelled ``CustomKind("name")`` for the type
+    checker. ``restart`` is a ``Restart`` or its value (``"transient"``).
+
+    Fields of ``subprocess`` tasks only (each is refused for other kinds):
+
+    - ``stdout`` / ``stderr``: ``"inherit"`` (default: the host's own
+      streams), ``"prefix"`` (each line logged on the ``taskvisor.output``
+      logger, stdout at INFO and stderr at WARNING, as ``[path] line``; a
+      line longer than ``OUTPUT_LINE_MAX``, 64 KiB, is cut with a marker),
+      ``"null"`` (discarded) or a file path (appended to, rotated by size;
+      a relative path is relative to the host's working directory).
+      ``stderr`` may be ``"stdout"``: merged into stdout's destination (as
+      supervisord's ``redirect_stderr``).
+    - ``output_max_bytes``: the size in bytes at which an output file is
+      rotated (default ``OUTPUT_MAX_BYTES_DEFAULT``, 10 MiB; 0 never rotates);
+      ``output_backups``: how many rotated files are kept (default 3:
+      ``out.log.1`` is the newest; 0 keeps none, the file starts afresh).
+      Both need ``stdout`` or ``stderr`` to be a file.
+    - ``stop_signal``: the signal sent to the child's process group for a
+      graceful stop (default SIGTERM; ``"TERM"``, ``"SIGINT"``, ``"HUP"``,
+      ``"QUIT"``, ``"USR1"``, ``"USR2"``, ``"KILL"`` or a number); SIGKILL
+      follows when the ``shutdown`` grace runs out. Stored as a
+      ``signal.Signals``.
+    - ``success_exit_codes``: the exit codes that end an attempt as
+      ``SUCCEEDED`` (default ``(0,)``); any other exit is ``FAILED``. So a
+      TRANSIENT child that exits with a listed code is not restarted.
+      Stored sorted, without repeats.
+
     Raises:
         InvalidSpec: when a field or a combination of fields is invalid; the
-            message names the field and the bad value (cut to 80 characters).
+            message names the field and the bad value (cut to 80 characters),
+            and the fix when there is one: an ``async def`` target with kind
+            ``"call"`` (use ``kind="async"``), a plain function with kind
+            ``"async"`` (use ``kind="call"``), a subprocess-only field on
+            another kind.
     """
 
     name: str = attrs.field(validator=_check_name)
-    kind: str = "call"
+    kind: str = attrs.field(default="call", converter=_to_kind, kw_only=True)
     target: Callable[..., Any] | str | None = attrs.field(
         default=None,
         validator=_check_target,
         eq=attrs.cmp_using(eq=_same_target, require_same_type=False),
+        kw_only=True,
     )
-    args: tuple[Any, ...] = attrs.field(default=(), converter=_to_args)
-    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_to_kwargs)
-    command: tuple[str, ...] | None = attrs.field(default=None, converter=_to_command)
-    env: dict[str, str] | None = attrs.field(default=None, converter=_to_optional_env)
-    cwd: str | None = None
-    shell: bool = attrs.field(default=False, validator=_check_bool)
-    restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart)
-    timeout: float | None = attrs.field(default=None, converter=_to_timeout)
-    shutdown: Shutdown = attrs.field(default=5.0, converter=_to_shutdown)
-    significant: bool = attrs.field(default=False, validator=_check_bool)
-    labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels)
+    args: tuple[Any, ...] = attrs.field(default=(), converter=_to_args, kw_only=True)
+    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_to_kwargs, kw_only=True)
+    command: tuple[str, ...] | None = attrs.field(default=None, converter=_to_command, kw_only=True)
+    env: dict[str, str] | None = attrs.field(default=None, converter=_to_optional_env, kw_only=True)
+    cwd: str | None = attrs.field(default=None, kw_only=True)
+    shell: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
+    restart: Restart = attrs.field(default=Restart.PERMANENT, converter=_to_restart, kw_only=True)
+    timeout: float | None = attrs.field(default=None, converter=_to_timeout, kw_only=True)
+    shutdown: Shutdown = attrs.field(default=5.0, converter=_to_shutdown, kw_only=True)
+    significant: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_to_labels, kw_only=True)
+    stdout: str = attrs.field(default="inherit", validator=_check_output, kw_only=True)
+    stderr: str = attrs.field(default="inherit", validator=_check_output, kw_only=True)
+    output_max_bytes: int = attrs.field(
+        default=OUTPUT_MAX_BYTES_DEFAULT, validator=_at_least(0, InvalidSpec), kw_only=True
+    )
+    output_backups: int = attrs.field(
+        default=OUTPUT_BACKUPS, validator=_at_least(0, InvalidSpec), kw_only=True
+    )
+    stop_signal: signal.Signals = attrs.field(
+        default=signal.SIGTERM, converter=_to_stop_signal, kw_only=True
+    )
+    success_exit_codes: tuple[int, ...] = attrs.field(
+        default=(0,), converter=_to_exit_codes, kw_only=True
+    )
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.kind, str) or not self.kind:
-            raise _fail("kind", "expected a task kind name", self.kind)
         if self.kind in ("call", "async"):
             if self.target is None:
                 raise _fail("target", f"a {self.kind!r} task needs a target", None)
             if self.command is not None:
                 raise _fail("command", f"a {self.kind!r} task takes no command", self.command)
+            self._check_callable()
         elif self.kind == "subprocess":
             if self.command is None:
                 raise _fail("command", "a 'subprocess' task needs a command", None)
@@ -411,6 +586,58 @@ class TaskSpec:
             raise _fail("shell", "only a 'subprocess' task can use a shell", self.shell)
         if self.cwd is not None and not isinstance(self.cwd, str):
             raise _fail("cwd", "expected a directory path string or None", self.cwd)
+        self._check_process_fields()
+
+    def _check_callable(self) -> None:
+        target = self.target
+        if target is None or isinstance(target, str):
+            return  # an import path is checked when it is imported, at start
+        if self.kind == "call" and _is_async_def(target):
+            raise _fail(
+                "target",
+                f"{_callable_name(target)} is an async def, which kind 'call' would call "
+                "without awaiting: use kind='async'",
+                target,
+            )
+        if self.kind == "async" and not _is_async_def(target):
+            raise _fail(
+                "target",
+                f"kind 'async' runs an async def, and {_callable_name(target)} is not one: "
+                "use kind='call' for a plain function",
+                target,
+            )
+
+    def _check_process_fields(self) -> None:
+        defaults = attrs.fields(TaskSpec)
+        if self.kind != "subprocess":
+            for field in (
+                defaults.stdout,
+                defaults.stderr,
+                defaults.output_max_bytes,
+                defaults.output_backups,
+                defaults.stop_signal,
+                defaults.success_exit_codes,
+            ):
+                value = getattr(self, field.name)
+                if value != field.default:
+                    raise _fail(
+                        field.name,
+                        f"only a 'subprocess' task takes {field.name} "
+                        f"(this task's kind is {self.kind!r})",
+                        value.name if isinstance(value, signal.Signals) else value,
+                    )
+            return
+        if self.stdout == "stdout":  # pragma: no cover - refused by _check_output
+            raise _fail("stdout", "stdout cannot be merged into itself", self.stdout)
+        if not (is_output_file(self.stdout) or is_output_file(self.stderr)):
+            for field in (defaults.output_max_bytes, defaults.output_backups):
+                value = getattr(self, field.name)
+                if value != field.default:
+                    raise _fail(
+                        field.name,
+                        "applies to an output file: set stdout or stderr to a file path",
+                        value,
+                    )
 
     def evolve(self, **changes: Any) -> TaskSpec:
         """Return a copy with ``changes`` applied and validated."""
