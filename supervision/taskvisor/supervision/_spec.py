@@ -25,7 +25,7 @@ and the whole message to 1,000: never a ``RecursionError``,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -48,17 +48,29 @@ from ._policy import (
 __all__ = [
     "MAX_DATA_DEPTH",
     "MAX_DEPTH",
+    "AutoShutdownName",
     "ChildSpec",
     "DynamicSupervisorSpec",
+    "RestartName",
+    "StrategyName",
     "SupervisorShutdown",
     "SupervisorSpec",
+    "dynamic_supervisor_spec_from_data",
     "spec_from_data",
+    "spec_problems",
     "spec_to_data",
+    "supervisor_spec_from_data",
 ]
 
 #: How a supervisor child is stopped: a grace in seconds (0 to ``MAX_SECONDS``),
 #: "brutal" or "infinity" (OTP's default for a supervisor: wait for its children).
 SupervisorShutdown: TypeAlias = float | Literal["brutal", "infinity"]
+#: The string values of ``Strategy`` a spec takes in place of the enum.
+StrategyName: TypeAlias = Literal["one_for_one", "one_for_all", "rest_for_one"]
+#: The string values of ``AutoShutdown`` a spec takes in place of the enum.
+AutoShutdownName: TypeAlias = Literal["never", "any_significant", "all_significant"]
+#: The string values of ``Restart`` a supervisor spec takes in place of the enum.
+RestartName: TypeAlias = Literal["permanent", "transient", "temporary"]
 
 #: How many levels of supervisors a tree may have (the root is level 1). Deeper
 #: trees are refused when built, so nothing that walks a tree can run out of stack.
@@ -131,7 +143,7 @@ def _check_max_children(_inst: object, attribute: attrs.Attribute[Any], value: o
 _CHILD_KINDS = "a TaskSpec, SupervisorSpec or DynamicSupervisorSpec"
 
 
-def _to_children(value: Any) -> tuple[ChildSpec, ...]:
+def _to_children(value: Sequence[ChildSpec]) -> tuple[ChildSpec, ...]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
         raise invalid("children", f"expected a list of child specs ({_CHILD_KINDS})", value)
     for i, child in enumerate(value):
@@ -188,15 +200,15 @@ def _check_own_significance(spec: SupervisorSpec | DynamicSupervisorSpec) -> Non
         )
 
 
-def _to_strategy(value: Strategy | str) -> Strategy:
+def _to_strategy(value: Strategy | StrategyName) -> Strategy:
     return to_enum(Strategy, "strategy", value)
 
 
-def _to_auto_shutdown(value: AutoShutdown | str) -> AutoShutdown:
+def _to_auto_shutdown(value: AutoShutdown | AutoShutdownName) -> AutoShutdown:
     return to_enum(AutoShutdown, "auto_shutdown", value)
 
 
-def _to_restart(value: Restart | str) -> Restart:
+def _to_restart(value: Restart | RestartName) -> Restart:
     return to_enum(Restart, "restart", value)
 
 
@@ -585,16 +597,152 @@ def spec_from_data(data: Mapping[str, Any]) -> SupervisorSpec | DynamicSuperviso
     return _supervisor_from(data, "", 1)
 
 
-def _intensity_data(value: Intensity | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    return {"max_restarts": value.max_restarts, "within": value.within}
+def supervisor_spec_from_data(data: Mapping[str, Any]) -> SupervisorSpec:
+    """Build a static ``SupervisorSpec`` from plain data, as ``spec_from_data`` does.
+
+    The type-precise form of ``spec_from_data`` for a tree whose top level
+    has ``children`` (or nothing): its result's ``.children`` type-checks.
+
+    Raises:
+        InvalidSpec: as ``spec_from_data``, and naming ``template`` when the
+            data describes a dynamic supervisor.
+    """
+    data = _mapping(data, "", "supervisor spec")
+    if "template" in data:
+        raise _error(
+            "template",
+            "a static supervisor has children, not a template "
+            "(use dynamic_supervisor_spec_from_data or spec_from_data for a dynamic one)",
+        )
+    return _supervisor_from(data, "", 1)
 
 
-def _backoff_data(value: Backoff | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    return {field: getattr(value, field) for field in _BACKOFF_FIELDS}
+def dynamic_supervisor_spec_from_data(data: Mapping[str, Any]) -> DynamicSupervisorSpec:
+    """Build a ``DynamicSupervisorSpec`` from plain data, as ``spec_from_data`` does.
+
+    Raises:
+        InvalidSpec: as ``spec_from_data``, and naming ``template`` when the
+            data has no template (it describes a static supervisor).
+    """
+    data = _mapping(data, "", "supervisor spec")
+    if "template" not in data:
+        raise _error(
+            "template",
+            "required field missing (a dynamic supervisor copies its template; "
+            "use supervisor_spec_from_data for one with a list of children)",
+        )
+    return spec_from_data(data)  # type: ignore[return-value]  # it has a template
+
+
+# A stand-in template, to check a dynamic supervisor's own fields apart from its template.
+_STAND_IN = {"name": "stand-in", "target": "stand.in:work", "restart": "temporary"}
+
+
+def spec_problems(data: Any) -> list[InvalidSpec]:
+    """Return every problem ``spec_from_data`` would find in ``data``, not only the first.
+
+    Each supervisor's own fields and each child are checked apart, so one
+    problem per node is reported (the first of that node), every node
+    included; when no node has a problem, what only the whole tree can
+    show (a duplicate child name, a significant child under ``auto_shutdown
+    = "never"``, nesting too deep) is the one problem reported. An empty
+    list means ``spec_from_data(data)`` succeeds.
+    """
+    out: list[InvalidSpec] = []
+    if not isinstance(data, Mapping):
+        return [
+            _error("", f"expected a mapping of supervisor spec fields, got {type(data).__name__}")
+        ]
+    _collect(data, "", 0, out)
+    if not out:
+        try:
+            spec_from_data(data)
+        except InvalidSpec as exc:
+            out.append(exc)
+    return out
+
+
+def _collect(data: Any, path: str, depth: int, out: list[InvalidSpec]) -> None:
+    """Check the node at ``path`` (a child below ``depth`` supervisors) and those under it."""
+    if not isinstance(data, Mapping):
+        out.append(
+            _error(path, f"expected a mapping of child spec fields, got {type(data).__name__}")
+        )
+        return
+    is_supervisor = "children" in data or "template" in data
+    if not is_supervisor:
+        _attempt(out, lambda: _task_from(data, path))
+        return
+    if "children" in data and "template" in data:
+        out.append(
+            _error(
+                path, "a supervisor has either children (static) or a template (dynamic), not both"
+            )
+        )
+        return
+    if depth >= MAX_DEPTH:
+        out.append(_too_deep(_where(path)))
+        return
+    own = {k: v for k, v in data.items() if k not in ("children", "template")}
+    if "template" in data:
+        if "strategy" in own:  # a dynamic supervisor has none: let the builder name it
+            own.pop("strategy")
+            out.append(
+                _error(_join(path, "strategy"), "a dynamic supervisor is always one_for_one")
+            )
+        _attempt(out, lambda: _dynamic_from({**own, "template": _STAND_IN}, path, depth + 1))
+        _collect(data["template"], _join(path, "template"), depth + 1, out)
+        return
+    _attempt(out, lambda: _supervisor_from(own, path, depth + 1))
+    raw = data["children"]
+    where = _join(path, "children")
+    if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, (list, tuple)):
+        out.append(invalid(where, "expected a list of child specs", raw))
+        return
+    for i, item in enumerate(raw):
+        _collect(item, f"{where}[{i}]", depth + 1, out)
+
+
+def _attempt(out: list[InvalidSpec], build: Callable[[], object]) -> None:
+    try:
+        build()
+    except InvalidSpec as exc:
+        out.append(exc)
+
+
+def _differs(cls: type, field: str, value: Any) -> bool:
+    """Whether ``value`` of ``cls.field`` differs from the field's default (after conversion)."""
+    attribute = getattr(attrs.fields(cls), field)
+    default = attribute.default
+    if default is attrs.NOTHING:
+        return True
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        default = default.factory()
+    if attribute.converter is not None:
+        try:
+            default = attribute.converter(default)
+        except Exception:  # pragma: no cover - a default its own converter refuses
+            return True
+    try:
+        return bool(value != default) or type(value) is not type(default)
+    except Exception:  # pragma: no cover - an argument whose __eq__ raises
+        return True
+
+
+def _intensity_data(value: Intensity) -> dict[str, Any]:
+    return {
+        field: getattr(value, field)
+        for field in _INTENSITY_FIELDS
+        if _differs(Intensity, field, getattr(value, field))
+    }
+
+
+def _backoff_data(value: Backoff) -> dict[str, Any]:
+    return {
+        field: getattr(value, field)
+        for field in _BACKOFF_FIELDS
+        if _differs(Backoff, field, getattr(value, field))
+    }
 
 
 def _child_data(spec: ChildSpec, path: str) -> dict[str, Any]:
@@ -606,33 +754,56 @@ def _child_data(spec: ChildSpec, path: str) -> dict[str, Any]:
         raise prefixed(path, exc) from None
     except RecursionError:
         raise _error(path, "args or kwargs nested too deeply to write as data") from None
-    return data
+    return {
+        field: value
+        for field, value in data.items()
+        if field == "name" or _differs(TaskSpec, field, getattr(spec, field))
+    }
 
 
 def _spec_data(spec: SupervisorSpec | DynamicSupervisorSpec, path: str) -> dict[str, Any]:
+    cls = type(spec)
     out: dict[str, Any] = {"name": spec.name}
     if isinstance(spec, SupervisorSpec):
-        out["strategy"] = spec.strategy.value
+        if spec.strategy is not Strategy.ONE_FOR_ONE:
+            out["strategy"] = spec.strategy.value
+    else:
+        out["template"] = _child_data(spec.template, _join(path, "template"))
+    if spec.intensity != Intensity():
         out["intensity"] = _intensity_data(spec.intensity)
+    if isinstance(spec, DynamicSupervisorSpec) and spec.max_children is not None:
+        out["max_children"] = spec.max_children
+    if spec.backoff is not None:
+        out["backoff"] = _backoff_data(spec.backoff)
+    if spec.child_intensity is not None:
+        out["child_intensity"] = _intensity_data(spec.child_intensity)
+    if spec.auto_shutdown is not AutoShutdown.NEVER:
+        out["auto_shutdown"] = spec.auto_shutdown.value
+    if spec.restart is not Restart.PERMANENT:
+        out["restart"] = spec.restart.value
+    if _differs(cls, "shutdown", spec.shutdown):
+        out["shutdown"] = spec.shutdown
+    if spec.significant:
+        out["significant"] = True
+    if spec.labels:
+        out["labels"] = dict(spec.labels)
+    # A nested supervisor always has its children written, even none: they mark it a supervisor.
+    if isinstance(spec, SupervisorSpec) and (spec.children or path):
         out["children"] = [
             _child_data(c, f"{_join(path, 'children')}[{i}]") for i, c in enumerate(spec.children)
         ]
-    else:
-        out["template"] = _child_data(spec.template, _join(path, "template"))
-        out["intensity"] = _intensity_data(spec.intensity)
-        out["max_children"] = spec.max_children
-    out["backoff"] = _backoff_data(spec.backoff)
-    out["child_intensity"] = _intensity_data(spec.child_intensity)
-    out["auto_shutdown"] = spec.auto_shutdown.value
-    out["restart"] = spec.restart.value
-    out["shutdown"] = spec.shutdown
-    out["significant"] = spec.significant
-    out["labels"] = dict(spec.labels)
     return out
 
 
 def spec_to_data(spec: SupervisorSpec | DynamicSupervisorSpec) -> dict[str, Any]:
     """Return ``spec`` as plain data; ``spec_from_data`` builds an equal spec from it.
+
+    Only what differs from the defaults is written (``name`` always), and
+    never a None: the data holds only mappings, lists, strings, numbers and
+    booleans (and what a task's ``args`` and ``kwargs`` hold), so it can be
+    written as TOML, JSON or YAML and read back to an equal spec. A
+    supervisor's ``children`` come last, so a TOML file lists a table's own
+    fields before its sub-tables.
 
     Raises:
         InvalidSpec: when a task's target has no import path (a lambda), or
