@@ -24,10 +24,12 @@ from taskvisor.supervision import (
     Supervisor,
     SupervisorExhausted,
     SupervisorSpec,
+    dynamic_supervisor_spec_from_data,
     spec_from_data,
     spec_to_data,
+    supervisor_spec_from_data,
 )
-from taskvisor.supervision._spec import MAX_DATA_DEPTH, MAX_DEPTH
+from taskvisor.supervision._spec import MAX_DATA_DEPTH, MAX_DEPTH, spec_problems
 
 
 def task(name: str, **fields: Any) -> TaskSpec:
@@ -756,3 +758,116 @@ def test_child_start_error() -> None:
     assert isinstance(error, RuntimeError)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.child, copy.error) == ("db", "connection refused")
+
+
+# ------------------------------------------------------------------ issue 9: data and types
+
+
+def _nulls(data: Any) -> list[Any]:
+    if data is None:
+        return [data]
+    if isinstance(data, dict):
+        return [n for v in data.values() for n in _nulls(v)]
+    if isinstance(data, list):
+        return [n for v in data for n in _nulls(v)]
+    return []
+
+
+def test_spec_to_data_writes_only_what_differs_from_the_defaults() -> None:
+    spec = SupervisorSpec("app", children=[task("a"), SupervisorSpec("sub")])
+    assert spec_to_data(spec) == {
+        "name": "app",
+        "children": [
+            {"name": "a", "target": "app.tasks:work"},
+            {"name": "sub", "children": []},  # a nested supervisor keeps its (empty) children
+        ],
+    }
+    assert spec_to_data(SupervisorSpec("app")) == {"name": "app"}
+    dynamic = DynamicSupervisorSpec("pool", template=task("w"), intensity=Intensity(within=9))
+    assert spec_to_data(dynamic) == {
+        "name": "pool",
+        "template": {"name": "w", "target": "app.tasks:work"},
+        "intensity": {"within": 9.0},
+    }
+    assert spec_to_data(SupervisorSpec("app", backoff=Backoff())) == {"name": "app", "backoff": {}}
+
+
+def test_spec_to_data_never_writes_a_null_and_round_trips() -> None:
+    data = spec_to_data(tree())
+    assert _nulls(data) == []
+    assert spec_from_data(data) == tree()
+    assert data["children"][1]["shutdown"] == 10.0
+    assert "strategy" not in data["children"][2]  # a dynamic supervisor has none
+    assert data["children"][2]["max_children"] == 10
+
+
+def test_the_string_forms_of_enums_are_accepted_and_stored_as_enums() -> None:
+    spec = SupervisorSpec(
+        "app", strategy="rest_for_one", auto_shutdown="all_significant", restart="temporary"
+    )
+    assert spec.strategy is Strategy.REST_FOR_ONE
+    assert spec.auto_shutdown is AutoShutdown.ALL_SIGNIFICANT
+    assert spec.restart is Restart.TEMPORARY
+    with pytest.raises(InvalidSpec, match=r"^strategy: expected one of .*'one_for_everything'"):
+        SupervisorSpec("app", strategy="one_for_everything")  # type: ignore[arg-type]
+
+
+def test_the_precise_from_data_functions_return_one_kind_each() -> None:
+    static = supervisor_spec_from_data(
+        {"name": "app", "children": [{"name": "a", "target": "m:f"}]}
+    )
+    assert isinstance(static, SupervisorSpec)
+    assert [c.name for c in static.children] == ["a"]
+    dynamic = dynamic_supervisor_spec_from_data(
+        {"name": "p", "template": {"name": "w", "target": "m:f"}}
+    )
+    assert isinstance(dynamic, DynamicSupervisorSpec)
+    with pytest.raises(InvalidSpec, match=r"^template: a static supervisor has children") as info:
+        supervisor_spec_from_data({"name": "p", "template": {"name": "w", "target": "m:f"}})
+    assert info.value.field == "template"
+    with pytest.raises(InvalidSpec, match=r"^template: required field missing"):
+        dynamic_supervisor_spec_from_data({"name": "app"})
+    with pytest.raises(InvalidSpec, match=r"^children\[0\]\.restart: "):
+        supervisor_spec_from_data({"name": "a", "children": [{"name": "b", "restart": "x"}]})
+
+
+def test_spec_problems_names_one_problem_per_node_across_the_tree() -> None:
+    data = {
+        "name": "app",
+        "strategy": "one_for_al",
+        "children": [
+            {"name": "a", "target": "m:f", "restart": "always"},
+            {"name": "ok", "target": "m:f"},
+            {"name": "b", "kind": "subprocess", "command": "ls -l"},
+            {"name": "sub", "children": [{"target": "m:f"}], "intensity": {"within": -1}},
+            {"name": "pool", "strategy": "one_for_all", "template": {"name": "w"}},
+            "not a mapping",
+        ],
+    }
+    texts = [str(p) for p in spec_problems(data)]
+    assert [t.partition(":")[0] for t in texts] == [
+        "strategy",
+        "children[0].restart",
+        "children[2].command",
+        "children[3].intensity.within",
+        "children[3].children[0].name",
+        "children[4].strategy",
+        "children[4].template.target",
+        "children[5]",
+    ]
+    assert spec_problems({"name": "app", "children": [{"name": "a", "target": "m:f"}]}) == []
+    assert [str(p) for p in spec_problems(["x"])] == [
+        "(top level): expected a mapping of supervisor spec fields, got list"
+    ]
+
+
+def test_spec_problems_reports_a_whole_tree_problem_when_every_node_is_fine() -> None:
+    twice = {"name": "a", "target": "m:f"}
+    (problem,) = spec_problems({"name": "app", "children": [twice, twice]})
+    assert str(problem) == "children[1].name: duplicate child name 'a'"
+    (problem,) = spec_problems({"name": "app", "children": "x"})
+    assert str(problem).startswith("children: expected a list of child specs")
+    (problem,) = spec_problems(
+        {"name": "app", "children": [{"name": "s", "children": [], "template": {}}]}
+    )
+    assert "either children (static) or a template (dynamic)" in str(problem)

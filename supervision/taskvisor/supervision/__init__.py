@@ -1,13 +1,23 @@
 """taskvisor.supervision: supervisors, restart policies and the policy simulator.
 
 The pure core (``decide`` and its values) says what a supervisor does when a
-child ends; specs describe trees in code or config files; ``simulate`` runs
+child ends; specs describe trees in code or tree files (TOML, JSON, YAML:
+``load_tree_file``, ``check_tree_file``, ``write_tree_file``); ``simulate`` runs
 a spec against a scripted list of failures with a fake clock.
 """
 
 from taskvisor.actors import Restart as Restart
 
 from ._errors import ChildStartError, Failure, SupervisorExhausted
+from ._files import (
+    FileFormat,
+    TreeFileError,
+    TreeFileProblem,
+    check_tree_file,
+    dump_tree,
+    load_tree_file,
+    write_tree_file,
+)
 from ._policy import (
     MAX_COUNT,
     MAX_MULTIPLIER,
@@ -47,12 +57,17 @@ from ._simulate import (
 from ._spec import (
     MAX_DATA_DEPTH,
     MAX_DEPTH,
+    AutoShutdownName,
     ChildSpec,
     DynamicSupervisorSpec,
+    RestartName,
+    StrategyName,
     SupervisorShutdown,
     SupervisorSpec,
+    dynamic_supervisor_spec_from_data,
     spec_from_data,
     spec_to_data,
+    supervisor_spec_from_data,
 )
 from ._supervisor import (
     ChildRow,
@@ -74,6 +89,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_MULTIPLIER",
     "AutoShutdown",
+    "AutoShutdownName",
     "Backoff",
     "ChildExit",
     "ChildHistory",
@@ -89,6 +105,7 @@ __all__ = [
     "Exit",
     "Fail",
     "Failure",
+    "FileFormat",
     "GiveUp",
     "Ignore",
     "Intensity",
@@ -96,12 +113,14 @@ __all__ = [
     "Policy",
     "RestartChild",
     "RestartChildren",
+    "RestartName",
     "RestartScheduled",
     "ScriptEvent",
     "Shutdown",
     "Simulation",
     "Start",
     "Strategy",
+    "StrategyName",
     "Supervisor",
     "SupervisorError",
     "SupervisorExhausted",
@@ -114,13 +133,21 @@ __all__ = [
     "SupervisorStopped",
     "TerminateChild",
     "Timeout",
+    "TreeFileError",
+    "TreeFileProblem",
+    "check_tree_file",
     "decide",
+    "dump_tree",
+    "dynamic_supervisor_spec_from_data",
+    "load_tree_file",
     "removed",
     "simulate",
     "spec_from_data",
     "spec_to_data",
     "started",
     "stopped",
+    "supervisor_spec_from_data",
+    "write_tree_file",
 ]
 
 from taskvisor.actors._publish import publish
