@@ -143,7 +143,7 @@ def test_sighup_is_logged_and_ignored(host_of: tuple[Path, object]) -> None:
     assert host.returncode == 0, out
 
 
-def test_run_forever_returns_none_when_the_tree_shuts_itself_down() -> None:
+def test_run_forever_returns_none_when_the_tree_shuts_itself_down(log_lines: _Lines) -> None:
     spec = SupervisorSpec(
         "auto",
         children=[
@@ -155,6 +155,11 @@ def test_run_forever_returns_none_when_the_tree_shuts_itself_down() -> None:
     tree = Supervisor.start(spec)
     assert tree.run_forever() is None
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers put back
+    messages = [m for _, m in log_lines.lines]
+    assert (
+        "auto: significant child 'job' ended succeeded: shutting down "
+        "(auto_shutdown=any_significant)" in messages
+    )
 
 
 def test_run_forever_raises_when_the_root_gives_up() -> None:

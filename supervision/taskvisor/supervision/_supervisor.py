@@ -100,7 +100,7 @@ from ._node import (
     TerminateChild,
     TimerFired,
 )
-from ._policy import GiveUp, RestartChildren, SupervisorState
+from ._policy import GiveUp, RestartChildren, Shutdown, SupervisorState
 from ._spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 __all__ = [
@@ -585,6 +585,14 @@ class SupervisorActor(BaseActor):
                 restarts,
                 exit_.child,
                 f" after {decision.delay:.3f}s" if decision.delay else "",
+            )
+        elif isinstance(decision, Shutdown) and logging_wanted(logger, logging.INFO):
+            logger.info(
+                "%s: significant child %r ended %s: shutting down (auto_shutdown=%s)",
+                self.path,
+                exit_.child,
+                exit_.phase.value,
+                self.node.spec.auto_shutdown.value,
             )
         elif isinstance(decision, GiveUp):
             logger.error(
