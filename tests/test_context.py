@@ -8,7 +8,14 @@ import time
 
 import pytest
 
-from taskvisor.actors import ManualClock, SystemClock, TaskCancelled, WaitTimeout
+from taskvisor.actors import (
+    ManualClock,
+    SystemClock,
+    TaskCancelled,
+    TaskvisorError,
+    UnexpectedMessage,
+    WaitTimeout,
+)
 from taskvisor.actors._context import Mailbox, Request, TaskContext
 
 
@@ -107,6 +114,31 @@ def test_receive_async_waits_without_blocking_the_loop() -> None:
     got, again, ticks = asyncio.run(main())
     assert (got, again) == ("m", "ready")
     assert ticks == ["tick"] * 3
+
+
+def test_receive_expecting_a_type_returns_it_or_says_what_came() -> None:
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+    request = Request("ping")
+    ctx.mailbox.put(request)
+    ctx.mailbox.put("not a request")
+    ctx.mailbox.put(3)
+    assert ctx.receive(0, expect=Request) is request
+    with pytest.raises(UnexpectedMessage) as caught:
+        ctx.receive(0, expect=Request)
+    assert str(caught.value) == "expected a message of type Request, got 'not a request'"
+    assert caught.value.received == "not a request"
+    assert isinstance(caught.value, TypeError)
+    assert isinstance(caught.value, TaskvisorError)
+    assert ctx.receive(0) == 3  # taken: the next message is next
+
+    async def main() -> object:
+        ctx.mailbox.put(b"bytes")
+        ctx.mailbox.put(b"more")
+        assert await ctx.receive_async(0, expect=bytes) == b"bytes"
+        return await ctx.receive_async(0, expect=str)
+
+    with pytest.raises(UnexpectedMessage, match="expected a message of type str, got b'more'"):
+        asyncio.run(main())
 
 
 def test_receive_async_times_out() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from tests.strategies import phases, states, task_specs
 
 from taskvisor.actors import (
+    CustomKind,
     IllegalTransition,
     InvalidData,
     InvalidSpec,
@@ -28,6 +30,7 @@ from taskvisor.actors import (
     TaskSpec,
     TaskState,
     TaskStatus,
+    from_data,
     now_ms,
     to_data,
 )
@@ -328,6 +331,49 @@ def test_spec_defaults() -> None:
         None,
     )
     assert (spec.shell, spec.significant, spec.args, spec.kwargs) == (False, False, (), {})
+
+
+def test_spec_takes_its_name_by_position_and_nothing_else() -> None:
+    assert TaskSpec("a", target="json:dumps") == TaskSpec(name="a", target="json:dumps")
+    with pytest.raises(TypeError, match="positional"):
+        TaskSpec("a", "call")  # type: ignore[call-arg, arg-type]
+
+
+def test_spec_kinds_other_than_the_built_in_ones_are_accepted_for_registered_executors() -> None:
+    spec = TaskSpec("a", kind=CustomKind("quantum"), target="json:dumps")
+    assert spec.kind == "quantum"
+    assert type(spec.kind) is str
+
+
+def test_process_fields_default_and_round_trip_through_plain_data() -> None:
+    spec = TaskSpec("p", kind="subprocess", command=["x"])
+    assert (spec.stdout, spec.stderr, spec.stop_signal, spec.success_exit_codes) == (
+        "inherit",
+        "inherit",
+        signal.SIGTERM,
+        (0,),
+    )
+    assert (spec.output_max_bytes, spec.output_backups) == (10 * 1024 * 1024, 3)
+    full = TaskSpec(
+        "p",
+        kind="subprocess",
+        command=["x"],
+        stdout="out.log",
+        stderr="stdout",
+        output_max_bytes=1000,
+        output_backups=1,
+        stop_signal="SIGUSR1",
+        success_exit_codes=[2, 0],
+    )
+    data = to_data(full)
+    assert (data["stop_signal"], data["success_exit_codes"]) == ("USR1", [0, 2])
+    assert from_data(TaskSpec, json.loads(json.dumps(data))) == full
+    # as a hand-written file gives them: a number for the signal, a list of codes
+    assert from_data(TaskSpec, {**data, "stop_signal": 10}).stop_signal is signal.SIGUSR1
+    with pytest.raises(InvalidData, match=r"children\[0\]\.stop_signal: expected a signal name"):
+        from_data(TaskSpec, {**data, "stop_signal": "WINCH"}, where="children[0]")
+    with pytest.raises(InvalidData, match=r"stop_signal: expected a signal name such as 'TERM'"):
+        from_data(TaskSpec, {**data, "stop_signal": 1.5})
 
 
 GOOD: dict[str, Any] = {"name": "job", "target": "json:dumps"}

@@ -18,7 +18,7 @@ from ._actor import (
 from ._base import BaseActor
 from ._bus import BusStats, EventBus, Subscriber, TaskHook
 from ._clock import Clock, ManualClock, SystemClock, Timer
-from ._context import Mailbox, Outcome, Request, TaskContext, TaskSink
+from ._context import Mailbox, Outcome, Request, TaskContext, TaskSink, UnexpectedMessage
 from ._convert import from_data, to_data
 from ._errors import (
     IllegalTransition,
@@ -61,9 +61,17 @@ from ._model import (
     ERROR_TEXT_MAX,
     KINDS,
     MAX_SECONDS,
+    OUTPUT_BACKUPS,
+    OUTPUT_LINE_MAX,
+    OUTPUT_MAX_BYTES_DEFAULT,
+    STOP_SIGNALS,
+    CustomKind,
     ObjectMeta,
     Restart,
+    RestartName,
+    SignalName,
     Task,
+    TaskKind,
     TaskPhase,
     TaskRecord,
     TaskRun,
@@ -86,8 +94,12 @@ __all__ = [
     "ERROR_TEXT_MAX",
     "KINDS",
     "MAX_SECONDS",
+    "OUTPUT_BACKUPS",
+    "OUTPUT_LINE_MAX",
     "OUTPUT_MAX_BYTES",
+    "OUTPUT_MAX_BYTES_DEFAULT",
     "RUNS_KEPT",
+    "STOP_SIGNALS",
     "AsyncExecutor",
     "AttemptBegan",
     "AttemptEnded",
@@ -100,6 +112,7 @@ __all__ = [
     "CallExecutor",
     "CallbackFailed",
     "Clock",
+    "CustomKind",
     "Event",
     "EventBus",
     "ExecutorService",
@@ -118,6 +131,8 @@ __all__ = [
     "Replier",
     "Request",
     "Restart",
+    "RestartName",
+    "SignalName",
     "SqliteStore",
     "StoreError",
     "StoreLocked",
@@ -137,6 +152,7 @@ __all__ = [
     "TaskFinished",
     "TaskHandle",
     "TaskHook",
+    "TaskKind",
     "TaskOwner",
     "TaskPhase",
     "TaskRecord",
@@ -152,6 +168,7 @@ __all__ = [
     "TaskStore",
     "TaskvisorError",
     "Timer",
+    "UnexpectedMessage",
     "UnknownTask",
     "Unsupported",
     "Verdict",

@@ -6,14 +6,36 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 import attrs
 
-from ._errors import TaskCancelled, WaitTimeout
+from ._errors import TaskCancelled, TaskvisorError, WaitTimeout
 from ._model import TaskPhase
 
-__all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink"]
+__all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink", "UnexpectedMessage"]
+
+_M = TypeVar("_M")
+
+
+class UnexpectedMessage(TaskvisorError, TypeError):
+    """Raised by ``ctx.receive(expect=T)`` when the next message is not a ``T``.
+
+    The message has been taken from the mailbox; it is ``received``. A
+    ``Request`` taken so is never answered unless the work answers it.
+    """
+
+    def __init__(self, text: str, received: object) -> None:
+        super().__init__(text)
+        self.received = received
+
+
+def _expected(message: object, expect: type[Any] | None) -> Any:
+    if expect is not None and not isinstance(message, expect):
+        raise UnexpectedMessage(
+            f"expected a message of type {expect.__qualname__}, got {message!r:.80}", message
+        )
+    return message
 
 
 @attrs.frozen
@@ -220,31 +242,55 @@ class TaskContext:
         self._cancel.set()
         self.mailbox.wake()
 
-    def receive(self, timeout: float | None = None) -> Any:
+    @overload
+    def receive(self, timeout: float | None = None) -> object: ...
+
+    @overload
+    def receive(self, timeout: float | None = None, *, expect: type[_M]) -> _M: ...
+
+    def receive(self, timeout: float | None = None, *, expect: type[Any] | None = None) -> Any:
         """Take the next delivered message (a ``Request`` for ``TaskHandle.ask``).
+
+        A message can be anything a sender told, so it is typed ``object``:
+        narrow it (``isinstance``), or say what you expect with ``expect``
+        (``ctx.receive(expect=Request)``), which is checked.
 
         Args:
             timeout: seconds to wait at most; None (the default) waits until
                 a message arrives or the attempt is cancelled, which the tree
                 does at the latest when it stops.
+            expect: the type the message must have (the return type then).
 
         Raises:
             WaitTimeout: when nothing arrives within ``timeout`` seconds.
             TaskCancelled: when the attempt is cancelled while waiting.
+            UnexpectedMessage: when ``expect`` is given and the message is
+                not an instance of it (the message is taken all the same).
         """
-        return self.mailbox.get(timeout, self._cancel)
+        return _expected(self.mailbox.get(timeout, self._cancel), expect)
 
-    async def receive_async(self, timeout: float | None = None) -> Any:
+    @overload
+    async def receive_async(self, timeout: float | None = None) -> object: ...
+
+    @overload
+    async def receive_async(self, timeout: float | None = None, *, expect: type[_M]) -> _M: ...
+
+    async def receive_async(
+        self, timeout: float | None = None, *, expect: type[Any] | None = None
+    ) -> Any:
         """Like ``receive``, for ``async`` tasks.
 
         Args:
             timeout: seconds to wait at most; None (the default) waits until
                 a message arrives or the coroutine is cancelled.
+            expect: the type the message must have (the return type then).
 
         Raises:
             WaitTimeout: when nothing arrives within ``timeout`` seconds.
+            UnexpectedMessage: when ``expect`` is given and the message is
+                not an instance of it.
         """
-        return await self.mailbox.get_async(timeout)
+        return _expected(await self.mailbox.get_async(timeout), expect)
 
     def report(self, progress: Any) -> None:
         """Report progress; it shows in the task's handle and events."""

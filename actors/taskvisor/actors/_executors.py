@@ -96,6 +96,7 @@ from typing import Any, Protocol, runtime_checkable
 from ._context import Outcome, TaskContext
 from ._errors import TargetImportError, TaskCancelled, Unsupported
 from ._model import OUTPUT_LINE_MAX, Task, TaskPhase, TaskSpec, is_output_file
+from ._publish import logging_wanted
 
 __all__ = [
     "AsyncExecutor",
@@ -965,7 +966,7 @@ class _Lines:
         self._log(line, cut=cut)
 
     def _log(self, line: bytes, *, cut: bool) -> None:
-        if not output_logger.isEnabledFor(self._level):
+        if not logging_wanted(output_logger, self._level):
             return
         text = line.decode("utf-8", "replace").removesuffix("\r")
         if cut:
@@ -976,9 +977,11 @@ class _Lines:
 class _OutputFile:
     """A child's output file: appended to, rotated when it would pass ``max_bytes``.
 
-    Rotation keeps ``backups`` older files (``path.1`` the newest); a file is
-    cut after its last whole line that fits, unless no line fits, and never
-    grows past ``max_bytes`` (0: it is never rotated).
+    Rotation keeps ``backups`` older files (``path.1`` the newest; 0 keeps
+    none: the file starts afresh). A file never grows past ``max_bytes``
+    (0: it is never rotated) and is cut after the last whole line that fits
+    of what has been read; a line is split across two files only when it
+    is longer than a file or when a read ended inside it.
 
     Raises:
         OSError: from the constructor, when the file cannot be opened.
