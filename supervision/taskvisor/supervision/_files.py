@@ -517,6 +517,7 @@ def check_tree_file(
         return None, exc.found
     shape = spec_problems(tree.data)
     problems.extend(tree.problem(text) for text in _texts(shape))
+    spec = None if shape or problems else spec_from_data(tree.data)
     blamed = {p.path for p in problems}
     add_to_sys_path(Path(tree.file).resolve().parent)
     for where, task in _tasks(tree.data, ""):
@@ -524,7 +525,6 @@ def check_tree_file(
             found = tree.problem(text)
             if not any(_overlaps(found.path, other) for other in blamed):
                 problems.append(found)
-    spec = None if shape or problems else spec_from_data(tree.data)
     return spec, _sorted(tree, problems)
 
 
@@ -589,6 +589,25 @@ def _task_problems(task: Mapping[str, Any], path: str) -> list[str]:
             f"{where}: {target!r} is an async def function but the task's kind is 'call' "
             '(it would return a coroutine that never runs): set kind = "async"'
         ]
+    return _call_problems(function, target, task, where)
+
+
+def _call_problems(function: Any, target: str, task: Mapping[str, Any], where: str) -> list[str]:
+    """Whether ``function(ctx, *args, **kwargs)`` binds: what the executors call."""
+    args, kwargs = task.get("args", []), task.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, Mapping):
+        return []  # the shape check names them
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: cannot tell
+        return []
+    try:
+        signature.bind(None, *args, **{str(k): v for k, v in kwargs.items()})
+    except TypeError as exc:
+        return [
+            f"{where}: {target!r} cannot be called with the task's context, args and kwargs "
+            f"({exc}); a target is called as fn(ctx, *args, **kwargs)"
+        ]
     return []
 
 
@@ -635,7 +654,7 @@ def dump_tree(spec: SupervisorSpec | DynamicSupervisorSpec, fmt: FileFormat) -> 
     """
     from ._spec import spec_to_data
 
-    data = spec_to_data(spec)
+    data = _escaped(spec_to_data(spec))
     if fmt == "toml":
         return toml_dumps(data)
     if fmt == "json":
@@ -646,6 +665,17 @@ def dump_tree(spec: SupervisorSpec | DynamicSupervisorSpec, fmt: FileFormat) -> 
         raise _file_error("(yaml)", f"writing YAML needs PyYAML: {YAML_HINT}") from None
     text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     return text
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with each ``${`` in its strings written ``$${``, so reading gives it back."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    return value
 
 
 def write_tree_file(

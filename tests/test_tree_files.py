@@ -1,0 +1,564 @@
+"""Tree files: TOML, JSON and YAML read to specs, ${VAR} expansion, lines in problems, writing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.strategies import task_specs
+
+from taskvisor.actors import InvalidSpec, Restart
+from taskvisor.supervision import (
+    DynamicSupervisorSpec,
+    SupervisorSpec,
+    TreeFileError,
+    check_tree_file,
+    dump_tree,
+    load_tree_file,
+    spec_from_data,
+    spec_to_data,
+    write_tree_file,
+)
+from taskvisor.supervision._files import read_tree_data, toml_dumps
+from taskvisor.testing import supervisor_specs
+
+TOML = """\
+name = "app"
+strategy = "one_for_all"
+auto_shutdown = "any_significant"
+
+[intensity]
+max_restarts = 5
+within = 30.0
+
+[[children]]
+name = "web"
+kind = "subprocess"
+command = ["${WEB_BIN:-/bin/true}", "--port", "${PORT}"]
+env = { PORT = "${PORT}" }
+
+[[children]]
+name = "jobs"
+strategy = "rest_for_one"
+auto_shutdown = "any_significant"
+
+[[children.children]]
+name = "daily"
+target = "app.jobs:daily"
+restart = "transient"
+significant = true
+kwargs = { note = "costs $${HOME} dollars" }
+"""
+
+
+def expected() -> SupervisorSpec:
+    return spec_from_data(
+        {
+            "name": "app",
+            "strategy": "one_for_all",
+            "auto_shutdown": "any_significant",
+            "intensity": {"max_restarts": 5, "within": 30.0},
+            "children": [
+                {
+                    "name": "web",
+                    "kind": "subprocess",
+                    "command": ["/bin/true", "--port", "8080"],
+                    "env": {"PORT": "8080"},
+                },
+                {
+                    "name": "jobs",
+                    "strategy": "rest_for_one",
+                    "auto_shutdown": "any_significant",
+                    "children": [
+                        {
+                            "name": "daily",
+                            "target": "app.jobs:daily",
+                            "restart": "transient",
+                            "significant": True,
+                            "kwargs": {"note": "costs ${HOME} dollars"},
+                        }
+                    ],
+                },
+            ],
+        }
+    )  # type: ignore[return-value]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+ENV = {"PORT": "8080"}
+
+
+def test_a_toml_file_is_read_with_variables_expanded(tmp_path: Path) -> None:
+    spec = load_tree_file(write(tmp_path, "tree.toml", TOML), environ=ENV)
+    assert spec == expected()
+
+
+def test_the_same_tree_in_json_and_yaml(tmp_path: Path) -> None:
+    data = tomllib.loads(TOML)
+    as_json = write(tmp_path, "tree.json", json.dumps(data, indent=2))
+    as_yaml = write(tmp_path, "tree.yaml", yaml.safe_dump(data))
+    as_yml = write(tmp_path, "tree.yml", yaml.safe_dump(data))
+    for path in (as_json, as_yaml, as_yml):
+        assert load_tree_file(path, environ=ENV) == expected(), path
+
+
+def test_variables_come_from_the_process_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORT", "9090")
+    monkeypatch.setenv("WEB_BIN", "")  # empty: the default applies, as in the shell
+    spec = load_tree_file(write(tmp_path, "tree.toml", TOML))
+    web = spec.children[0]  # type: ignore[union-attr]
+    assert web.command == ("/bin/true", "--port", "9090")
+    monkeypatch.setenv("WEB_BIN", "/usr/bin/env")
+    web = load_tree_file(write(tmp_path, "tree.toml", TOML)).children[0]  # type: ignore[union-attr]
+    assert web.command[0] == "/usr/bin/env"
+
+
+def test_an_unset_variable_is_named_by_path_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "tree.toml", TOML)
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path, environ={})
+    assert [str(p) for p in info.value.found] == [
+        f"{path}:12: children[0].command[2]: environment variable 'PORT' is not set "
+        "(set it, or give a default: ${PORT:-value})",
+        f"{path}:13: children[0].env.PORT: environment variable 'PORT' is not set "
+        "(set it, or give a default: ${PORT:-value})",
+    ]
+    assert isinstance(info.value, InvalidSpec)
+
+
+def test_a_dollar_brace_that_is_no_reference_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.json", '{"name": "app", "labels": {"a": "${1x}"}}')
+    with pytest.raises(TreeFileError, match=r"t\.json:1: labels\.a: a '\$\{' that is not"):
+        load_tree_file(path, environ={})
+
+
+def test_yaml_aliases_are_expanded_once_and_keep_sharing(tmp_path: Path) -> None:
+    text = """\
+name: app
+children:
+  - &w {name: a, target: "m:f", kwargs: {who: "${WHO:-x}"}}
+  - {name: b, target: "m:f", kwargs: {who: "${WHO:-x}"}}
+"""
+    tree = read_tree_data(write(tmp_path, "t.yaml", text), environ={"WHO": "me"})
+    assert tree.data["children"][0]["kwargs"] == {"who": "me"}
+    assert tree.lines["children[1].kwargs"] == 4
+
+
+# --------------------------------------------------------------------------- lines
+
+
+BROKEN_JSON = """\
+{
+  "name": "app",
+  "children": [
+    {"name": "a", "target": "m:f"},
+    {
+      "name": "b",
+      "target": "m:f",
+      "restart": "always"
+    },
+    {"name": "c", "target": "m:f", "shutdown": "5s"}
+  ]
+}
+"""
+
+BROKEN_YAML = """\
+name: app
+children:
+  - name: a
+    target: m:f
+  - name: b
+    target: m:f
+    restart: always
+  - {name: c, target: "m:f", shutdown: 5s}
+"""
+
+BROKEN_TOML = """\
+name = "app"
+
+[[children]]
+name = "a"
+target = "m:f"
+
+[[children]]
+name = "b"
+target = "m:f"
+restart = "always"
+
+[[children]]
+name = "c"
+target = "m:f"
+shutdown = "5s"
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "lines"),
+    [
+        ("tree.json", BROKEN_JSON, (8, 10)),
+        ("tree.yaml", BROKEN_YAML, (7, 8)),
+        ("tree.toml", BROKEN_TOML, (10, 15)),
+    ],
+)
+def test_every_shape_problem_is_named_with_its_line(
+    tmp_path: Path, name: str, text: str, lines: tuple[int, int]
+) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path)
+    first, second = lines
+    assert [str(p) for p in info.value.found] == [
+        f"{path}:{first}: children[1].restart: expected one of permanent, transient, "
+        "temporary, got 'always'",
+        f"{path}:{second}: children[2].shutdown: expected a grace in seconds >= 0 and "
+        "<= 100,000,000, or 'brutal', got '5s'",
+    ]
+    assert info.value.found[0].path == "children[1].restart"
+    assert info.value.field == "children[1].restart"
+
+
+def test_a_missing_field_is_placed_on_its_parent_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.yaml", "name: app\nchildren:\n  - target: m:f\n")
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path)
+    assert str(info.value) == f"{path}:3: children[0].name: required field missing"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("t.json", '{\n  "name": "app",\n  "x": \n}\n', ":4: invalid JSON: Expecting value"),
+        ("t.yaml", "name: app\nchildren:\n  - [a\n", ":4: invalid YAML: expected ',' or ']'"),
+        ("t.toml", 'name = "app"\nstrategy = \n', ":2: invalid TOML: Invalid value"),
+        ("t.yaml", "", ": the file holds no tree (it is empty)"),
+        ("t.ini", "", ": unknown tree file suffix '.ini': expected .toml, .json, .yaml or .yml"),
+    ],
+)
+def test_a_file_that_does_not_parse_names_its_line(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path)
+    assert str(info.value) == f"{path}{message}" or str(info.value).startswith(f"{path}{message}")
+
+
+def test_a_file_that_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(TreeFileError, match=r"nope\.toml: cannot read: No such file"):
+        load_tree_file(tmp_path / "nope.toml")
+    (tmp_path / "bin.toml").write_bytes(b"name = '\xff'\n")
+    with pytest.raises(TreeFileError, match=r"bin\.toml: cannot read: not UTF-8 text"):
+        load_tree_file(tmp_path / "bin.toml")
+
+
+def test_yaml_without_pyyaml_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "t.yaml", "name: app\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path)
+    assert str(info.value) == (
+        f"{path}: reading a YAML tree file needs PyYAML: "
+        "install the yaml extra: pip install 'taskvisor[yaml]'"
+    )
+    with pytest.raises(TreeFileError, match=r"pip install 'taskvisor\[yaml\]'"):
+        dump_tree(SupervisorSpec("app"), "yaml")
+
+
+# --------------------------------------------------------------------------- check
+
+
+CHECKED = """\
+name = "app"
+
+[[children]]
+name = "fine"
+target = "{mod}:work"
+
+[[children]]
+name = "kind"
+kind = "cal"
+target = "{mod}:work"
+
+[[children]]
+name = "missing"
+target = "{mod}:nope"
+
+[[children]]
+name = "no_module"
+target = "no_such_module_xyz:work"
+
+[[children]]
+name = "coroutine"
+target = "{mod}:coro"
+
+[[children]]
+name = "arguments"
+target = "{mod}:work"
+args = [1, 2]
+
+[[children]]
+name = "not_found"
+kind = "subprocess"
+command = ["no-such-program-xyz", "-v"]
+
+[[children]]
+name = "not_executable"
+kind = "subprocess"
+command = ["./data.txt"]
+cwd = "{dir}"
+
+[[children]]
+name = "absent"
+kind = "subprocess"
+command = ["/no/such/program"]
+
+[[children]]
+name = "on_their_path"
+kind = "subprocess"
+command = ["tool"]
+env = {{ PATH = "{dir}/bin" }}
+
+[[children]]
+name = "boom"
+target = "{mod}_boom:work"
+
+[[children]]
+name = "not_callable"
+target = "{mod}:VALUE"
+
+[[children]]
+name = "async_fine"
+kind = "async"
+target = "{mod}:coro"
+"""
+
+
+def make_checked(tmp_path: Path, mod: str) -> Path:
+    (tmp_path / f"{mod}.py").write_text(
+        "VALUE = 3\ndef work(ctx, n=1):\n    return n\nasync def coro(ctx):\n    return 1\n"
+    )
+    (tmp_path / f"{mod}_boom.py").write_text("raise SystemExit('no thanks')\n")
+    (tmp_path / "data.txt").write_text("")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tool").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "tool").chmod(0o755)
+    return write(tmp_path, "tree.toml", CHECKED.format(mod=mod, dir=tmp_path))
+
+
+def test_check_names_every_kind_target_and_command_problem(tmp_path: Path) -> None:
+    path = make_checked(tmp_path, "checked_tasks_a")
+    spec, problems = check_tree_file(path)
+    assert spec is not None  # the shape is fine: only what would fail at start is wrong
+    assert [(p.line, p.text) for p in problems] == [
+        (9, "children[1].kind: unknown kind 'cal' (valid kinds: async, call, subprocess)"),
+        (
+            14,
+            "children[2].target: module 'checked_tasks_a' has no attribute 'nope' "
+            "(from 'checked_tasks_a:nope')",
+        ),
+        (
+            18,
+            "children[3].target: cannot import module 'no_such_module_xyz' for "
+            "'no_such_module_xyz:work': ModuleNotFoundError: No module named 'no_such_module_xyz'",
+        ),
+        (
+            22,
+            "children[4].target: 'checked_tasks_a:coro' is an async def function but the task's "
+            "kind is 'call' (it would return a coroutine that never runs): set kind = \"async\"",
+        ),
+        (
+            26,
+            "children[5].target: 'checked_tasks_a:work' cannot be called with the task's "
+            "context, args and kwargs (too many positional arguments); a target is called as "
+            "fn(ctx, *args, **kwargs)",
+        ),
+        (32, "children[6].command: program 'no-such-program-xyz' not found on PATH"),
+        (37, "children[7].command: program './data.txt' is not an executable file"),
+        (43, "children[8].command: program '/no/such/program' does not exist"),
+        (
+            53,
+            "children[10].target: importing 'checked_tasks_a_boom:work' raised SystemExit: "
+            "no thanks",
+        ),
+        (57, "children[11].target: 'checked_tasks_a:VALUE' is not callable, got 3"),
+    ]
+    assert str(tmp_path) in sys.path  # targets import relative to the file's directory
+
+
+def test_check_of_a_good_tree_finds_nothing(tmp_path: Path) -> None:
+    (tmp_path / "good_tasks_b.py").write_text("def work(ctx):\n    return 1\n")
+    path = write(
+        tmp_path,
+        "tree.json",
+        json.dumps(
+            {
+                "name": "app",
+                "children": [
+                    {"name": "a", "target": "good_tasks_b:work"},
+                    {"name": "p", "kind": "subprocess", "command": [sys.executable, "-V"]},
+                    {"name": "s", "kind": "subprocess", "command": ["exit 3"], "shell": True},
+                ],
+            }
+        ),
+    )
+    spec, problems = check_tree_file(path)
+    assert problems == ()
+    assert isinstance(spec, SupervisorSpec)
+
+
+def test_check_reports_shape_and_import_problems_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "t.yaml",
+        "name: app\nstrategy: one_for_al\nchildren:\n"
+        "  - {name: a, target: 'nomod_c:f'}\n"
+        "  - {name: b, target: 'm:f', restart: always}\n"
+        "  - {name: c, kind: subprocess, command: ['${UNSET_VAR_C}']}\n",
+    )
+    spec, problems = check_tree_file(path, environ={})
+    assert spec is None
+    assert [(p.line, p.path) for p in problems] == [
+        (2, "strategy"),
+        (4, "children[0].target"),
+        (5, "children[1].restart"),
+        (5, "children[1].target"),  # a node's shape problem does not hide its target's
+        (6, "children[2].command[0]"),  # unset: the program it would name is not looked for
+    ]
+    spec, problems = check_tree_file(tmp_path / "absent.toml")
+    assert spec is None
+    assert [p.text for p in problems] == ["cannot read: No such file or directory"]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _nulls(data: Any) -> bool:
+    if data is None:
+        return True
+    if isinstance(data, dict):
+        return any(_nulls(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_nulls(v) for v in data)
+    return False
+
+
+@st.composite
+def trees(draw: st.DrawFn, *, nulls: bool = True) -> SupervisorSpec | DynamicSupervisorSpec:
+    """Trees from taskvisor.testing with every-field tasks from tests/strategies added."""
+    spec = draw(supervisor_specs(max_depth=2, max_children=3))
+    tasks = []
+    for i, task in enumerate(draw(st.lists(task_specs(), max_size=3))):
+        significant = task.significant and task.restart is not Restart.PERMANENT
+        tasks.append(attrs.evolve(task, name=f"t{i}", significant=significant))
+    if not nulls:
+        tasks = [
+            t
+            for t in tasks
+            if not _nulls(
+                spec_to_data(SupervisorSpec("x", auto_shutdown="all_significant", children=[t]))
+            )
+        ]
+    if isinstance(spec, SupervisorSpec) and tasks:
+        taken = {c.name for c in spec.children}
+        extra = [t for t in tasks if t.name not in taken]
+        significant_ok = spec.auto_shutdown.value != "never"
+        extra = [attrs.evolve(t, significant=t.significant and significant_ok) for t in extra]
+        spec = spec.evolve(children=[*spec.children, *extra])
+    return spec
+
+
+def _read(text: str, fmt: str) -> Any:
+    if fmt == "toml":
+        return tomllib.loads(text)
+    if fmt == "json":
+        return json.loads(text)
+    return yaml.safe_load(text)
+
+
+@settings(max_examples=150)
+@given(spec=trees(nulls=False), fmt=st.sampled_from(["toml", "json", "yaml"]))
+def test_file_to_spec_to_file_round_trips_in_every_format(spec: Any, fmt: str) -> None:
+    text = dump_tree(spec, fmt)  # type: ignore[arg-type]
+    assert "null" not in text or fmt == "toml" or "null" in json.dumps(spec_to_data(spec))
+    again = spec_from_data(_read(text, fmt))
+    assert again == spec
+    assert dump_tree(again, fmt) == text  # type: ignore[arg-type]
+
+
+@settings(max_examples=100)
+@given(spec=trees())
+def test_spec_to_data_holds_no_null_of_its_own(spec: Any) -> None:
+    """A None in the data can only be a task's own argument (TOML then refuses to write it)."""
+    data = spec_to_data(spec)
+
+    def walk(node: Any, in_arguments: bool) -> None:
+        if node is None:
+            assert in_arguments
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, in_arguments or key in ("args", "kwargs"))
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, in_arguments)
+
+    walk(data, False)
+    if _nulls(data):
+        with pytest.raises(InvalidSpec, match=r"TOML cannot hold a null \(None\) value"):
+            dump_tree(spec, "toml")
+
+
+def test_write_tree_file_writes_what_load_tree_file_reads(tmp_path: Path) -> None:
+    spec = expected()
+    for name in ("t.toml", "t.json", "t.yaml"):
+        write_tree_file(spec, tmp_path / name)
+        assert load_tree_file(tmp_path / name, environ={}) == spec
+    text = (tmp_path / "t.toml").read_text()
+    assert text.startswith('name = "app"\nstrategy = "one_for_all"\n')
+    assert "[[children.children]]" in text
+    with pytest.raises(TreeFileError, match="unknown tree file suffix"):
+        write_tree_file(spec, tmp_path / "t.txt")
+
+
+def test_the_toml_writer_escapes_and_quotes() -> None:
+    data = {
+        "s": 'a"b\\c\n\t\x01\x7f é',
+        "weird key": 1,
+        "f": [1.5, float("inf"), float("-inf"), 1e300],
+        "empty": {},
+        "nested": [[1, {"a": {"b": True}}], []],
+        "tables": [{"x": 1}, {"y": {"z": "w"}}],
+    }
+    text = toml_dumps(data)
+    assert tomllib.loads(text) == data
+    assert '"weird key" = 1' in text
+    assert math.isnan(tomllib.loads(toml_dumps({"n": float("nan")}))["n"])
+    with pytest.raises(InvalidSpec, match=r"^a\[1\]: TOML cannot hold a null"):
+        toml_dumps({"a": [1, None]})
+    with pytest.raises(InvalidSpec, match=r"^m: TOML keys are strings, got 1"):
+        toml_dumps({"m": {1: 2}})
+    with pytest.raises(InvalidSpec, match=r"^x: TOML cannot hold a set"):
+        toml_dumps({"x": {1}})
+
+
+def test_os_pathlike_and_str_paths_both_work(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.toml", 'name = "app"\n')
+    assert load_tree_file(os.fspath(path)) == load_tree_file(path) == SupervisorSpec("app")
