@@ -281,6 +281,21 @@ def test_an_output_file_that_cannot_be_opened_is_a_start_error(
     assert executor.live_children() == []
 
 
+def test_a_file_that_fails_to_write_is_logged_and_the_stream_still_drained(
+    executor: SubprocessExecutor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # /dev/full takes the open and fails every write (ENOSPC); the child
+    # prints far more than a pipe holds, so it would block if not drained.
+    code = "import sys\nfor _ in range(2000): print('x' * 200)\nprint('done', file=sys.stderr)"
+    err = tmp_path / "err.log"
+    _, sink, _ = run(executor, code, stdout="/dev/full", stderr=str(err))
+    assert ended(sink).phase is TaskPhase.SUCCEEDED
+    assert err.read_text() == "done\n"  # the other stream is unaffected
+    [record] = [r for r in caplog.records if "writing the output of app/t failed" in r.message]
+    assert record.exc_info is not None
+    assert "the rest of that stream is dropped" in record.message
+
+
 # --------------------------------------------------------------------------- the pump
 
 

@@ -7,8 +7,28 @@ Built-in kinds:
 - ``async``: ``await fn(ctx, *args, **kwargs)`` on one event-loop thread
   shared by the executor's tasks; cancel is ``Task.cancel()``;
 - ``subprocess``: an argv list (a shell only with ``shell=True``) in a
-  session of its own; cancel sends SIGTERM to its process group, ``kill``
-  sends SIGKILL; the exit code is recorded, a signal death as ``-signum``.
+  session of its own; cancel sends the spec's ``stop_signal`` (SIGTERM by
+  default) to its process group, ``kill`` sends SIGKILL; the exit code is
+  recorded, a signal death as ``-signum``; an exit code in the spec's
+  ``success_exit_codes`` (default ``(0,)``) ends the attempt ``SUCCEEDED``,
+  any other ``FAILED``.
+
+Child output (``subprocess``)
+-----------------------------
+
+``stdout`` / ``stderr`` of the spec: ``"inherit"`` and ``"null"`` hand the
+child the host's stream or ``/dev/null``; ``"prefix"`` and a file path pipe
+the stream to one pump thread per attempt (``taskvisor-output-<task id>``),
+which logs each line on ``taskvisor.output`` as ``[<task id>] line`` (a
+tree's task id is the child's path, ``app/db``) or appends it to the file,
+rotating it by size. The pump reads 64 KiB at a time and keeps at most one
+cut line (``OUTPUT_LINE_MAX``) per stream, so output costs the host no
+memory however much of it there is; a slow handler slows the child (its
+pipe fills), never the host. The pump ends when the child's whole group
+has exited (end of file on every pipe); the waiter drains it before it
+reports the end, so every line is logged before the exit is known, and
+gives up on it after ``_DRAIN_TIMEOUT`` (2 s) when a process that left the
+group still holds the pipe.
 
 Every executor reports how the work ended through ``ctx.sink.finished``
 exactly once per attempt, from a thread of its own, never the task actor's.
@@ -1119,13 +1139,24 @@ class _Pump:
         self._label = label
         self._streams = streams
         self._output = files
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._wake_r, self._wake_w = os.pipe()  # not inherited by children (PEP 446)
         self.thread = threading.Thread(
             target=self._run, name=f"taskvisor-output-{label}", daemon=True
         )
 
     def start(self) -> None:
+        """Start the pump's thread.
+
+        Raises:
+            RuntimeError: when the thread cannot start (``close()`` it then).
+        """
         self.thread.start()
+
+    def close(self) -> None:
+        """Free the wake-up pipe of a pump whose thread never started."""
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def stop(self) -> None:
         """Ask the pump to end now, with what it has read (harmless when it has ended)."""
@@ -1416,8 +1447,16 @@ class SubprocessExecutor(BaseExecutor):
         if child.proc.stderr is not None and output.stderr_sink is not None:
             streams.append((child.proc.stderr, output.stderr_sink))
         if streams:
-            child.pump = _Pump(task.id, streams, output)
-            child.pump.start()
+            pump = _Pump(task.id, streams, output)
+            try:
+                pump.start()
+            except BaseException:  # pragma: no cover - no thread to read: the child gets EPIPE
+                logger.exception("the output of %s cannot be read", task.id)
+                child.close_pipes()
+                output.close_files()
+                pump.close()
+            else:
+                child.pump = pump
         else:
             output.close_files()
         ctx.handle = child
@@ -1528,7 +1567,8 @@ class SubprocessExecutor(BaseExecutor):
                 child.signal(signal.SIGKILL)
                 _wait_exited(child.pid)
                 self._forget(child)
-                _finish_output(child, _left(deadline) or 0.0)
+                left_s = _left(deadline)
+                _finish_output(child, _DRAIN_TIMEOUT if left_s is None else left_s)
             guard, self._guard = self._guard, None
             if guard is not None:
                 guard.close(_left(deadline))
