@@ -6,7 +6,9 @@ import argparse
 import datetime
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -239,21 +241,50 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_tree(spec: SupervisorSpec | DynamicSupervisorSpec, store: SqliteStore | None) -> int:
+    pending: list[int] = []  # a signal that came while the tree was starting
+    with _signals_noted(pending):
+        try:
+            tree = Supervisor.start(spec, store=store)
+        except TaskvisorError as exc:
+            _error(f"the tree {spec.name!r} could not start: {exc}")
+            return EXIT_GAVE_UP
     try:
-        tree = Supervisor.start(spec, store=store)
-    except TaskvisorError as exc:
-        _error(f"the tree {spec.name!r} could not start: {exc}")
-        return EXIT_GAVE_UP
-    try:
+        if pending:
+            name = signal.Signals(pending[0]).name
+            logger.info(
+                "%s: %s received while starting: stopping the tree in order", spec.name, name
+            )
+            tree.stop(None)
+            tree.wait(0)
+            return EXIT_OK
+        logger.info("%s: running (SIGTERM or SIGINT stops the tree in order)", spec.name)
         signum = tree.run_forever()
     except SupervisorExhausted as exc:
         print(f"taskvisor: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
+    except KeyboardInterrupt:  # SIGINT just before run_forever put its handler in place
+        tree.stop(None)
+        return EXIT_OK
     finally:
-        tree.stop()  # at once: it has ended; a no-op that makes sure of it
+        tree.stop()  # returns at once when the tree has ended; makes sure it has
     how = "shut itself down" if signum is None else "was stopped by a signal"
     logger.info("%s: the tree %s; exiting with 0", spec.name, how)
     return EXIT_OK
+
+
+@contextmanager
+def _signals_noted(pending: list[int]) -> Iterator[None]:
+    """Note SIGTERM and SIGINT in ``pending`` (on the main thread) instead of acting on them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGTERM, signal.SIGINT)
+    previous = {signum: signal.signal(signum, lambda n, _f: pending.append(n)) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -262,11 +293,16 @@ def _simulate(args: argparse.Namespace) -> int:
     except TreeFileError as exc:
         _report(exc.found, args.tree)
         return EXIT_USAGE
-    script = script_from_file(args.script, spec)
+    try:
+        script = script_from_file(args.script, spec)
+    except TreeFileError as exc:
+        _report(exc.found, args.script)
+        return EXIT_USAGE
     try:
         sim = simulate(spec, script.events, seed=script.seed, until=script.until)
     except InvalidSpec as exc:
-        raise script.located(exc) from None
+        _report(script.located(exc).found, args.script)
+        return EXIT_USAGE
     print(sim)
     if sim.gave_up:
         root = sim.chain[-1].supervisor if sim.chain else spec.name

@@ -141,7 +141,7 @@ def _event(item: Any, path: str) -> ScriptEvent:
     extra = sorted(str(k) for k in item if k not in fields)
     if extra:
         raise InvalidSpec(
-            f"{path}: unknown field(s) {extra} for a {kind} event "
+            f"{path}: unknown field(s) {extra} for event {kind!r} "
             f"(expected some of {', '.join(fields)})"
         )
     for field in ("at", "child") if kind != "start" else ("at",):

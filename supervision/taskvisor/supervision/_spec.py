@@ -653,7 +653,7 @@ def spec_problems(data: Any) -> list[InvalidSpec]:
         return [
             _error("", f"expected a mapping of supervisor spec fields, got {type(data).__name__}")
         ]
-    _collect(data, "", 0, out)
+    _collect(data, "", 0, out, root=True)
     if not out:
         try:
             spec_from_data(data)
@@ -662,14 +662,16 @@ def spec_problems(data: Any) -> list[InvalidSpec]:
     return out
 
 
-def _collect(data: Any, path: str, depth: int, out: list[InvalidSpec]) -> None:
+def _collect(
+    data: Any, path: str, depth: int, out: list[InvalidSpec], *, root: bool = False
+) -> None:
     """Check the node at ``path`` (a child below ``depth`` supervisors) and those under it."""
     if not isinstance(data, Mapping):
         out.append(
             _error(path, f"expected a mapping of child spec fields, got {type(data).__name__}")
         )
         return
-    is_supervisor = "children" in data or "template" in data
+    is_supervisor = root or "children" in data or "template" in data
     if not is_supervisor:
         _attempt(out, lambda: _task_from(data, path))
         return
@@ -694,6 +696,8 @@ def _collect(data: Any, path: str, depth: int, out: list[InvalidSpec]) -> None:
         _collect(data["template"], _join(path, "template"), depth + 1, out)
         return
     _attempt(out, lambda: _supervisor_from(own, path, depth + 1))
+    if "children" not in data:
+        return
     raw = data["children"]
     where = _join(path, "children")
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, (list, tuple)):
