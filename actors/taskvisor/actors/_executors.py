@@ -560,7 +560,8 @@ class AsyncExecutor(BaseExecutor):
         fn = resolve_target(spec.target, f"{spec.name}.target")
         if not inspect.iscoroutinefunction(fn):
             raise TargetImportError(
-                f"{spec.name}.target: an 'async' task needs a coroutine function, got {fn!r}"
+                f"{spec.name}.target: an 'async' task needs a coroutine function (an async "
+                f"def), got {fn!r}: use kind='call' for a plain function"
             )
         loop = self._running_loop()
         self._send(loop, functools.partial(_spawn, loop, fn, spec, ctx))
