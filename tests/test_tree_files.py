@@ -562,3 +562,30 @@ def test_the_toml_writer_escapes_and_quotes() -> None:
 def test_os_pathlike_and_str_paths_both_work(tmp_path: Path) -> None:
     path = write(tmp_path, "t.toml", 'name = "app"\n')
     assert load_tree_file(os.fspath(path)) == load_tree_file(path) == SupervisorSpec("app")
+
+
+# --------------------------------------------------------------------------- the reference page
+
+
+def test_the_committed_reference_page_is_what_the_generator_writes() -> None:
+    from taskvisor.cli._reference import PAGE, REGENERATE, tree_file_reference
+
+    root = Path(__file__).resolve().parent.parent
+    committed = (root / PAGE).read_text()
+    assert committed == tree_file_reference(root), (
+        f"{PAGE} is out of date with the spec classes: regenerate it with "
+        f"`.venv/bin/{REGENERATE}` from the repository root and commit it"
+    )
+
+
+def test_the_reference_lists_every_field_of_every_spec_class() -> None:
+    from taskvisor.actors import TaskSpec
+    from taskvisor.cli._reference import _ABOUT, tree_file_reference
+    from taskvisor.supervision import Backoff, Intensity
+
+    page = tree_file_reference(Path(__file__).resolve().parent.parent)
+    for cls in (SupervisorSpec, DynamicSupervisorSpec, TaskSpec, Intensity, Backoff):
+        for field in attrs.fields(cls):
+            if field.init:
+                assert f"| `{field.name}` |" in page, (cls.__name__, field.name)
+                assert field.name in _ABOUT, f"describe {cls.__name__}.{field.name} in _ABOUT"

@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from taskvisor.actors import InvalidData, InvalidSpec, Restart, TaskSpec, to_data
+from taskvisor.actors import InvalidData, InvalidSpec, Restart, RestartName, TaskSpec, to_data
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import MAX_SECONDS, in_seconds
 
@@ -51,7 +51,6 @@ __all__ = [
     "AutoShutdownName",
     "ChildSpec",
     "DynamicSupervisorSpec",
-    "RestartName",
     "StrategyName",
     "SupervisorShutdown",
     "SupervisorSpec",
@@ -69,8 +68,6 @@ SupervisorShutdown: TypeAlias = float | Literal["brutal", "infinity"]
 StrategyName: TypeAlias = Literal["one_for_one", "one_for_all", "rest_for_one"]
 #: The string values of ``AutoShutdown`` a spec takes in place of the enum.
 AutoShutdownName: TypeAlias = Literal["never", "any_significant", "all_significant"]
-#: The string values of ``Restart`` a supervisor spec takes in place of the enum.
-RestartName: TypeAlias = Literal["permanent", "transient", "temporary"]
 
 #: How many levels of supervisors a tree may have (the root is level 1). Deeper
 #: trees are refused when built, so nothing that walks a tree can run out of stack.
