@@ -26,8 +26,62 @@ def run(name: str) -> str:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"supervision_tree.py", "executor_service.py", "simulate_policy.py"}
+    tested = {
+        "supervision_tree.py",
+        "executor_service.py",
+        "simulate_policy.py",
+        "quickstart_tasks.py",  # the targets of quickstart.toml, run by its tests below
+    }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+    tree_files = {"quickstart.toml"}
+    assert {p.name for p in EXAMPLES.iterdir() if p.suffix in (".toml", ".json", ".yaml")} == (
+        tree_files
+    )
+
+
+def taskvisor(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``taskvisor`` console script of this venv from the repository root."""
+    script = Path(sys.executable).parent / "taskvisor"
+    return subprocess.run(
+        [str(script), *argv],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_quickstart_checks_clean() -> None:
+    done = taskvisor("check", "examples/quickstart.toml")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout
+        == "examples/quickstart.toml: OK: tree 'quickstart', 3 task(s), 0 supervisor(s)\n"
+    )
+
+
+@pytest.mark.slow
+def test_quickstart_runs_restarts_and_ends_by_itself() -> None:
+    """The README's first command: it returns by itself, exit 0, a restart in its log."""
+    done = taskvisor("run", "examples/quickstart.toml")
+    assert done.returncode == 0, done.stderr
+    log = done.stderr
+    for line in (
+        "WARNING taskvisor.tasks: quickstart/flaky: attempt 1 ended failed",
+        "RuntimeError: flaky: the first attempt fails on purpose",
+        "INFO taskvisor.supervision: quickstart: restarting flaky (restart 1 of 'flaky')",
+        "INFO quickstart: flaky: attempt 2 succeeded",
+        "INFO quickstart: batch: finished",
+        "quickstart: significant child 'batch' ended succeeded: shutting down",
+        "quickstart/worker: attempt 1 ended cancelled",
+        "INFO taskvisor.supervision: quickstart: tree stopped",
+        "INFO taskvisor.cli: quickstart: the tree shut itself down; exiting with 0",
+    ):
+        assert line in log, line
+    assert "worker: tick 0" in done.stdout  # the subprocess child's own output, inherited
+    assert "Traceback (most recent call last)" in log  # the flaky attempt's, logged
+    assert log.count("Traceback") == 1
 
 
 @pytest.mark.slow
