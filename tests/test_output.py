@@ -539,6 +539,28 @@ def test_a_tree_stops_a_child_with_its_stop_signal(tmp_path: Path) -> None:
     assert (run.phase, run.exit_code) == (TaskPhase.CANCELLED, 0)
 
 
+def test_a_child_that_ignores_its_stop_signal_is_killed_after_the_grace(tmp_path: Path) -> None:
+    code = (
+        "import signal, pathlib, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "pathlib.Path(sys.argv[1]).write_text('')\n"
+        "signal.pause()\n"
+    )
+    ready = tmp_path / "ready"
+    child = TaskSpec(
+        "deaf",
+        kind="subprocess",
+        command=[PY, "-c", code, str(ready)],
+        stop_signal="INT",
+        shutdown=0.2,
+    )
+    recorder = Recorder()
+    with Supervisor.start(SupervisorSpec("app", children=[child]), hooks=[recorder]) as tree:
+        assert wait_until(ready.exists, timeout=10)
+        tree.stop()
+    assert _attempts(recorder, "app/deaf") == [(TaskPhase.CANCELLED, -signal.SIGKILL)]
+
+
 # --------------------------------------------------------------------------- success_exit_codes
 
 
