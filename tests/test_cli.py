@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from tests.conftest import wait_until
 
 from taskvisor.cli import EXIT_GAVE_UP, EXIT_OK, EXIT_USAGE, JsonFormatter, main
-from taskvisor.cli._main import _run_tree
+from taskvisor.cli._main import _run_tree, _signals_noted
 from taskvisor.supervision import check_tree_file, load_tree_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,6 +274,67 @@ def test_the_json_formatter_adds_exception_text() -> None:
     assert out["message"] == "failed here"
     assert out["level"] == "ERROR"
     assert out["exc_info"].endswith("ValueError: bad")
+
+
+def test_the_json_formatter_adds_stack_text() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "here", (), None, sinfo="Stack")
+    assert json.loads(JsonFormatter().format(record))["stack_info"] == "Stack"
+
+
+def test_signals_while_the_tree_starts_are_noted_then_handlers_restored() -> None:
+    pending: list[int] = []
+    before = signal.getsignal(signal.SIGTERM)
+    with _signals_noted(pending):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert wait_until(lambda: pending == [signal.SIGTERM], 5)
+    assert signal.getsignal(signal.SIGTERM) is before
+    done: list[bool] = []
+
+    def elsewhere() -> None:  # not the main thread: no handler can be installed there
+        with _signals_noted(pending):
+            done.append(signal.getsignal(signal.SIGTERM) is before)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join(5)
+    assert done == [True]
+
+
+def test_a_signal_while_the_tree_starts_stops_it_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The target's module sends SIGTERM when it is imported, which the start does."""
+    write(
+        tmp_path / "early_cli_g.py",
+        """\
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+        def serve(ctx):
+            while not ctx.wait_cancelled(0.5):
+                pass
+        """,
+    )
+    tree = write(
+        tmp_path / "tree.toml",
+        """\
+        name = "app"
+
+        [[children]]
+        name = "a"
+        target = "early_cli_g:serve"
+        """,
+    )
+    from taskvisor.supervision._files import add_to_sys_path
+
+    add_to_sys_path(tmp_path)
+    caplog.set_level(logging.INFO, logger="taskvisor")
+    assert _run_tree(load_tree_file(tree), None) == EXIT_OK
+    assert "app: SIGTERM received while starting: stopping the tree in order" in caplog.messages
+    assert "app/a: attempt 1 ended cancelled" in caplog.text
 
 
 def test_run_of_a_tree_that_gives_up_prints_the_chain_and_exits_1(cli: Run, tmp_path: Path) -> None:

@@ -871,3 +871,19 @@ def test_spec_problems_reports_a_whole_tree_problem_when_every_node_is_fine() ->
         {"name": "app", "children": [{"name": "s", "children": [], "template": {}}]}
     )
     assert "either children (static) or a template (dynamic)" in str(problem)
+
+
+def test_a_field_without_a_default_always_differs() -> None:
+    from taskvisor.supervision._spec import _differs
+
+    assert _differs(TaskSpec, "name", "x")
+    assert not _differs(TaskSpec, "kind", "call")
+    assert _differs(TaskSpec, "shutdown", 5)  # an int is not the float default
+
+
+def test_spec_problems_stops_at_max_depth() -> None:
+    data: dict[str, Any] = {"name": "leaf", "target": "m:f"}
+    for i in range(MAX_DEPTH + 1):
+        data = {"name": f"s{i}", "children": [data]}
+    (problem,) = spec_problems(data)
+    assert str(problem).endswith("nesting deeper than 50 supervisors (MAX_DEPTH); flatten the tree")

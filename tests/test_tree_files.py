@@ -153,12 +153,15 @@ def test_yaml_aliases_are_expanded_once_and_keep_sharing(tmp_path: Path) -> None
     text = """\
 name: app
 children:
-  - &w {name: a, target: "m:f", kwargs: {who: "${WHO:-x}"}}
-  - {name: b, target: "m:f", kwargs: {who: "${WHO:-x}"}}
+  - {name: a, target: "m:f", kwargs: &who {who: "${WHO:-x}"}}
+  - {name: b, target: "m:f", kwargs: *who}
 """
     tree = read_tree_data(write(tmp_path, "t.yaml", text), environ={"WHO": "me"})
-    assert tree.data["children"][0]["kwargs"] == {"who": "me"}
+    first, second = tree.data["children"]
+    assert first["kwargs"] == {"who": "me"}
+    assert second["kwargs"] is first["kwargs"]  # still one mapping, expanded once
     assert tree.lines["children[1].kwargs"] == 4
+    assert tree.lines["children[0].kwargs.who"] == 3
 
 
 # --------------------------------------------------------------------------- lines
@@ -258,6 +261,55 @@ def test_a_file_that_does_not_parse_names_its_line(
     with pytest.raises(TreeFileError) as info:
         load_tree_file(path)
     assert str(info.value) == f"{path}{message}" or str(info.value).startswith(f"{path}{message}")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.json", "[" * 100_000 + "]" * 100_000),
+        ("deep.yaml", "[" * 100_000 + "]" * 100_000),
+        ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),
+    ],
+)
+def test_a_file_nested_too_deeply_to_parse_is_refused(tmp_path: Path, name: str, text: str) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(TreeFileError, match=r"invalid (JSON|YAML|TOML): nested too deeply"):
+        load_tree_file(path)
+
+
+def test_toml_lines_skip_multi_line_strings_and_follow_nested_tables(tmp_path: Path) -> None:
+    text = """\
+name = "app"
+labels = { note = "x" }
+
+[[children]]
+name = "a"
+target = "m:f"
+kwargs = { text = \"\"\"
+restart = "always"
+\"\"\" }
+
+[[children]]
+name = "sub"
+"quoted key" = 1
+
+[children.intensity]
+within = -1
+
+[[children.children]]
+name = "b"
+target = "m:f"
+'a.b' = 2
+"""
+    tree = read_tree_data(write(tmp_path, "t.toml", text))
+    assert "children[0].restart" not in tree.lines  # inside the multi-line string
+    assert tree.lines["children[1]"] == 11
+    assert tree.lines["children[1].quoted key"] == 13
+    assert tree.lines["children[1].intensity.within"] == 16
+    assert tree.lines["children[1].children[0].name"] == 19
+    assert tree.lines["children[1].children[0].a.b"] == 21
+    assert tree.line_of("children[1].children[0].kind") == 18
+    assert tree.line_of("nowhere.at.all") is None
 
 
 def test_a_file_that_cannot_be_read(tmp_path: Path) -> None:
@@ -402,6 +454,43 @@ def test_check_names_every_kind_target_and_command_problem(tmp_path: Path) -> No
         (57, "children[11].target: 'checked_tasks_a:VALUE' is not callable, got 3"),
     ]
     assert str(tmp_path) in sys.path  # targets import relative to the file's directory
+
+
+def test_check_leaves_wrongly_typed_fields_to_the_shape_check(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "t.json",
+        json.dumps(
+            {
+                "name": "app",
+                "children": [
+                    {"name": "a", "kind": 3, "target": "m:f"},
+                    {"name": "b", "target": 5},
+                    {"name": "c", "target": "json:dumps", "args": "x"},
+                    {"name": "d", "kind": "subprocess", "command": "ls"},
+                    {"name": "e", "target": "builtins:dict"},  # no signature: cannot tell
+                ],
+            }
+        ),
+    )
+    _, problems = check_tree_file(path)
+    assert [p.path for p in problems] == [
+        "children[0].kind",
+        "children[1].target",
+        "children[2].args",
+        "children[3].command",
+    ]
+
+
+def test_check_of_a_tree_nested_too_deeply(tmp_path: Path) -> None:
+    data: dict[str, Any] = {"name": "leaf", "target": "m:f"}
+    for i in range(60):
+        data = {"name": f"s{i}", "children": [data]}
+    _, problems = check_tree_file(write(tmp_path, "t.json", json.dumps(data)))
+    assert [p.text for p in problems] == [
+        "children[0]" + ".children[0]" * 49 + ": nesting deeper than 50 supervisors "
+        "(MAX_DEPTH); flatten the tree"
+    ]
 
 
 def test_check_of_a_good_tree_finds_nothing(tmp_path: Path) -> None:
@@ -576,6 +665,23 @@ def test_the_committed_reference_page_is_what_the_generator_writes() -> None:
         f"{PAGE} is out of date with the spec classes: regenerate it with "
         f"`.venv/bin/{REGENERATE}` from the repository root and commit it"
     )
+
+
+def test_the_generator_writes_the_page_from_the_repository_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from taskvisor.cli._reference import PAGE, main, tree_file_reference
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "examples" / "quickstart.toml").write_text(
+        (root / "examples" / "quickstart.toml").read_text()
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main() == 0
+    assert capsys.readouterr().out == f"wrote {PAGE}\n"
+    assert (tmp_path / PAGE).read_text() == tree_file_reference(root)
 
 
 def test_the_reference_lists_every_field_of_every_spec_class() -> None:

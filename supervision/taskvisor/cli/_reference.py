@@ -139,8 +139,6 @@ def _value(value: Any) -> str:
         return "`[" + ", ".join(_value(v).strip("`") for v in value) + "]`"
     if isinstance(value, dict):
         return "`{}`" if not value else f"`{value}`"
-    if isinstance(value, (Intensity, Backoff)):
-        return "see below"
     return f"`{value!r}`"
 
 
@@ -256,5 +254,5 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover - run as a script, tested through main()
     sys.exit(main())

@@ -42,7 +42,7 @@ import attrs
 
 from taskvisor.actors import KINDS, InvalidSpec, TargetImportError, resolve_target
 
-from ._spec import DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
+from ._spec import MAX_DEPTH, DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
 
 __all__ = [
     "FileFormat",
@@ -224,6 +224,8 @@ def _read_toml(file: str, text: str) -> tuple[Any, dict[str, int]]:
         line = int(found.group(1)) if found else None
         message = message[: found.start()] if found else message
         raise _file_error(file, f"invalid TOML: {message}", line) from None
+    except RecursionError:
+        raise _file_error(file, "invalid TOML: nested too deeply") from None
     return data, _toml_lines(text)
 
 
@@ -327,13 +329,16 @@ def _yaml_lines(root: Any) -> dict[str, int]:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        # Pushed last first, so a shared node is walked at its first place in the file.
         if isinstance(node, yaml.MappingNode):
-            for key, item in node.value:
+            for key, item in reversed(node.value):
                 where = _join(path, key.value)
                 lines.setdefault(where, key.start_mark.line + 1)
                 stack.append((item, where))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+            stack.extend(
+                (item, f"{path}[{i}]") for i, item in reversed(list(enumerate(node.value)))
+            )
     return lines
 
 
@@ -409,14 +414,14 @@ class _Expander:
             out = self.done[key] = []
             try:
                 out.extend(self.value(item, f"{path}[{i}]") for i, item in enumerate(value))
-            except RecursionError:
+            except RecursionError:  # pragma: no cover - the parsers refuse such depths first
                 return value  # too deep for a tree anyway: spec_from_data names it
         else:
             out = self.done[key] = {}
             try:
                 for k, item in value.items():
                     out[k] = self.value(item, _join(path, k))
-            except RecursionError:
+            except RecursionError:  # pragma: no cover - as above
                 return value
         return out
 
@@ -547,8 +552,8 @@ def _tasks(data: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
     stack: list[tuple[Any, str, int]] = [(data, path, 0)]
     while stack:
         node, where, depth = stack.pop()
-        if not isinstance(node, Mapping) or depth > 60:
-            continue
+        if not isinstance(node, Mapping) or depth > MAX_DEPTH:
+            continue  # too deep: the shape check names it
         if depth and "children" not in node and "template" not in node:
             found.append((where, node))
             continue
