@@ -97,7 +97,9 @@ def test_a_user_mistake_is_one_line_without_a_traceback(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- check
 
 
-def test_check_of_a_good_tree_prints_one_ok_line(cli: Run, tmp_path: Path) -> None:
+def test_check_of_a_good_tree_prints_one_ok_line(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path / "good_cli_a.py", "def work(ctx):\n    return 1\n")
     tree = write(
         tmp_path / "tree.toml",
@@ -113,11 +115,8 @@ def test_check_of_a_good_tree_prints_one_ok_line(cli: Run, tmp_path: Path) -> No
         template = { name = "w", kind = "subprocess", command = ["${PY}", "-V"] }
         """,
     )
-    os.environ["PY"] = sys.executable
-    try:
-        code, out, err = cli("check", str(tree))
-    finally:
-        del os.environ["PY"]
+    monkeypatch.setenv("PY", sys.executable)
+    code, out, err = cli("check", str(tree))
     assert (code, err) == (EXIT_OK, "")
     assert out == f"{tree}: OK: tree 'app', 2 task(s), 1 supervisor(s)\n"
 

@@ -33,7 +33,7 @@ def test_every_example_is_tested() -> None:
         "quickstart_tasks.py",  # the targets of quickstart.toml, run by its tests below
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
-    tree_files = {"quickstart.toml"}
+    tree_files = {"quickstart.toml", "quickstart_failures.toml"}
     assert {p.name for p in EXAMPLES.iterdir() if p.suffix in (".toml", ".json", ".yaml")} == (
         tree_files
     )
@@ -58,6 +58,19 @@ def test_quickstart_checks_clean() -> None:
     assert (
         done.stdout
         == "examples/quickstart.toml: OK: tree 'quickstart', 3 task(s), 0 supervisor(s)\n"
+    )
+
+
+def test_quickstart_failures_simulate_a_give_up() -> None:
+    done = taskvisor("simulate", "examples/quickstart.toml", "examples/quickstart_failures.toml")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "     0.500  fail     flaky: connection refused" in out
+    assert "     1.000  start    flaky (start #4)" in out
+    assert "     2.000  skipped  exit batch: the tree has stopped" in out
+    assert out.rstrip().splitlines()[-1] == (
+        "outcome: gave up: supervisor 'quickstart' at 1.25s "
+        "(reached max restart intensity: more than 3 restart(s) within 5s)"
     )
 
 

@@ -11,6 +11,13 @@ significant child under a supervisor whose ``auto_shutdown`` is ``never``.
 ``spec_from_data`` and ``spec_to_data`` convert between specs and the
 plain dicts and lists a YAML, JSON or TOML file holds; every error names
 its full path (``children[1].children[0].restart: ...``).
+``supervisor_spec_from_data`` and ``dynamic_supervisor_spec_from_data``
+return one kind each (so ``.children`` type-checks), ``spec_problems``
+lists every problem rather than the first, and ``spec_to_data`` writes
+only what differs from the defaults, never a None. In code, the enum
+fields take their string values too, typed as ``Literal`` s
+(``StrategyName``, ``AutoShutdownName``, ``RestartName``), so a type
+checker refuses ``strategy="one_for_everything"``.
 
 Inputs are bounded: times lie in ``[0, MAX_SECONDS]`` (10**8 s, about 3.2
 years, less than any timer's limit; ``"infinity"`` where OTP has it),
@@ -213,8 +220,10 @@ def _to_restart(value: Restart | RestartName) -> Restart:
 class SupervisorSpec:
     """A supervisor with a fixed list of children, started in order.
 
-    Only ``name`` may be given by position. ``children`` may be a list; it
-    is stored as a tuple. ``shutdown`` is how long this supervisor, when
+    Only ``name`` may be given by position. ``strategy``,
+    ``auto_shutdown`` and ``restart`` take an enum member or its string
+    value (``"one_for_all"``), stored as the enum. ``children`` may be a
+    list; it is stored as a tuple. ``shutdown`` is how long this supervisor, when
     stopped by its parent, may take: ``"infinity"`` (the default, as OTP's
     for a supervisor), a grace in seconds from 0 to ``MAX_SECONDS`` (10**8
     s), or ``"brutal"``.
@@ -578,7 +587,9 @@ def spec_from_data(data: Mapping[str, Any]) -> SupervisorSpec | DynamicSuperviso
     otherwise. Enum fields take their string values (``"one_for_all"``),
     ``intensity`` and ``backoff`` are mappings of their fields. Any input
     is safe: it is accepted or refused with ``InvalidSpec``, whatever its
-    types, sizes and nesting (see the module's bounds).
+    types, sizes and nesting (see the module's bounds). Its result is
+    either kind of supervisor; ``supervisor_spec_from_data`` and
+    ``dynamic_supervisor_spec_from_data`` return one kind each.
 
     Raises:
         InvalidSpec: naming the full path of the first problem, e.g.
