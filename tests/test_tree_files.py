@@ -708,3 +708,11 @@ def test_the_reference_lists_every_field_of_every_spec_class() -> None:
             if field.init:
                 assert f"| `{field.name}` |" in page, (cls.__name__, field.name)
                 assert field.name in _ABOUT, f"describe {cls.__name__}.{field.name} in _ABOUT"
+
+
+def test_yaml_keeps_unicode_line_breaks_and_other_characters(tmp_path: Path) -> None:
+    """PyYAML alone writes NEL raw in a quoted string and reads it back as a line break."""
+    spec = SupervisorSpec("app", labels={"\x85": "x\u2028y", "é": "ü\u2029"})
+    write_tree_file(spec, tmp_path / "t.yaml")
+    assert load_tree_file(tmp_path / "t.yaml") == spec
+    assert "é: " in (tmp_path / "t.yaml").read_text()  # other characters stay readable

@@ -668,8 +668,24 @@ def dump_tree(spec: SupervisorSpec | DynamicSupervisorSpec, fmt: FileFormat) -> 
         import yaml
     except ImportError:
         raise _file_error("(yaml)", f"writing YAML needs PyYAML: {YAML_HINT}") from None
-    text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+    class Dumper(yaml.SafeDumper):
+        """Double-quotes a string holding a Unicode line break, which it then escapes.
+
+        PyYAML writes NEL (U+0085) raw in a single-quoted string when
+        ``allow_unicode`` is on, and reads it back as a line break.
+        """
+
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = '"' if _UNICODE_BREAKS.search(value) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, represent_str)
+    text: str = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
     return text
+
+
+_UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
 
 
 def _escaped(value: Any) -> Any:
