@@ -688,9 +688,8 @@ def test_the_generator_writes_the_page_from_the_repository_root(
     root = Path(__file__).resolve().parent.parent
     (tmp_path / "examples").mkdir()
     (tmp_path / "docs").mkdir()
-    (tmp_path / "examples" / "quickstart.toml").write_text(
-        (root / "examples" / "quickstart.toml").read_text()
-    )
+    for name in ("quickstart.toml", "quickstart_failures.toml"):
+        (tmp_path / "examples" / name).write_text((root / "examples" / name).read_text())
     monkeypatch.chdir(tmp_path)
     assert main() == 0
     assert capsys.readouterr().out == f"wrote {PAGE}\n"

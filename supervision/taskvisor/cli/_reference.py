@@ -30,6 +30,8 @@ from taskvisor.supervision import (
     SupervisorSpec,
 )
 
+from . import _script
+
 __all__ = ["PAGE", "tree_file_reference"]
 
 #: Where the page lives, from the repository root.
@@ -174,6 +176,12 @@ def _table(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
     return lines
 
 
+def _described_module(doc: str) -> list[str]:
+    """A module docstring without its first line (the title), as Markdown."""
+    body = inspect.cleandoc(doc).partition("\n")[2].strip()
+    return [body.replace("``", "`"), ""]
+
+
 def _described(cls: type) -> list[str]:
     """The class docstring, without its Raises section, as Markdown."""
     text = inspect.cleandoc(cls.__doc__ or "")
@@ -215,7 +223,9 @@ returns its spec, `check_tree_file(path)` its problems and
   TOML values written as `key = value` under `[table]` and `[[array]]`
   headers.
 - **Writing**: only what differs from the defaults is written, and never a
-  null, so a file read and written again is unchanged.
+  null (a None inside a task's `args` or `kwargs` is the task's own data:
+  JSON and YAML write it, TOML cannot), so a file read and written again
+  is unchanged.
 
 The example the README runs, `examples/quickstart.toml`:
 
@@ -243,7 +253,11 @@ def tree_file_reference(root: Path | None = None) -> str:
     lines += ["## intensity and child_intensity", ""]
     lines += _described(Intensity) + _table(Intensity) + [""]
     lines += ["## backoff", ""]
-    lines += _described(Backoff) + _table(Backoff)
+    lines += _described(Backoff) + _table(Backoff) + [""]
+    lines += ["## Simulation scripts", ""]
+    lines += _described_module(_script.__doc__ or "")
+    lines += ["For example, `examples/quickstart_failures.toml`:", "", "```toml"]
+    lines += [(root / "examples" / "quickstart_failures.toml").read_text().rstrip(), "```"]
     return "\n".join(lines).rstrip() + "\n"
 
 
