@@ -18,7 +18,7 @@ from ._actor import (
 from ._base import BaseActor
 from ._bus import BusStats, EventBus, Subscriber, TaskHook
 from ._clock import Clock, ManualClock, SystemClock, Timer
-from ._context import Mailbox, Outcome, Request, TaskContext, TaskSink, UnexpectedMessage
+from ._context import Mailbox, Outcome, Request, TaskContext, TaskSink
 from ._convert import from_data, to_data
 from ._errors import (
     IllegalTransition,
@@ -33,6 +33,7 @@ from ._errors import (
     TaskCancelled,
     TaskFailedError,
     TaskvisorError,
+    UnexpectedMessage,
     UnknownTask,
     Unsupported,
     WaitTimeout,

@@ -10,24 +10,12 @@ from typing import Any, Protocol, TypeVar, overload
 
 import attrs
 
-from ._errors import TaskCancelled, TaskvisorError, WaitTimeout
+from ._errors import TaskCancelled, UnexpectedMessage, WaitTimeout
 from ._model import TaskPhase
 
-__all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink", "UnexpectedMessage"]
+__all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink"]
 
 _M = TypeVar("_M")
-
-
-class UnexpectedMessage(TaskvisorError, TypeError):
-    """Raised by ``ctx.receive(expect=T)`` when the next message is not a ``T``.
-
-    The message has been taken from the mailbox; it is ``received``. A
-    ``Request`` taken so is never answered unless the work answers it.
-    """
-
-    def __init__(self, text: str, received: object) -> None:
-        super().__init__(text)
-        self.received = received
 
 
 def _expected(message: object, expect: type[Any] | None) -> Any:

@@ -14,6 +14,7 @@ for callers that do not know taskvisor::
     │   ├── StoreLocked(StoreError)                   the store is owned by another live tree
     │   └── UnknownTask(StoreError, KeyError)         no record with that id
     ├── Unsupported(TaskvisorError, NotImplementedError)  a kind without that operation
+    ├── UnexpectedMessage(TaskvisorError, TypeError)  ``ctx.receive(expect=T)`` got no ``T``
     ├── SubmissionError(TaskvisorError, RuntimeError) a submission was rejected
     ├── TaskFailedError(TaskvisorError, RuntimeError) a task ended without a result
     ├── WaitTimeout(TaskvisorError, TimeoutError)     a wait ran out of time
@@ -48,6 +49,7 @@ __all__ = [
     "TaskCancelled",
     "TaskFailedError",
     "TaskvisorError",
+    "UnexpectedMessage",
     "UnknownTask",
     "Unsupported",
     "WaitTimeout",
@@ -258,3 +260,15 @@ def _repr_container(value: object, budget: int, depth: int) -> str:
     if closing == ")" and size == 1 and parts[-1] != "…":
         return f"({parts[0]},)"
     return opening + ", ".join(parts) + closing
+
+
+class UnexpectedMessage(TaskvisorError, TypeError):
+    """Raised by ``ctx.receive(expect=T)`` when the next message is not a ``T``.
+
+    The message has been taken from the mailbox; it is ``received``. A
+    ``Request`` taken so is never answered unless the work answers it.
+    """
+
+    def __init__(self, text: str, received: object) -> None:
+        super().__init__(text)
+        self.received = received
