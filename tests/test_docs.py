@@ -26,8 +26,8 @@ marker is an HTML comment on the line before the block (invisible on the site):
 - anything else is marked ``<!-- docs-test: skip <reason> -->``, saying why
   it is not run (it needs systemd, it installs from an index).
 
-Snippet lines (``--8<-- "path"``) are replaced by the file they name, as the
-site build does.
+Snippet lines (``--8<-- "path"``, or paths between two ``--8<--`` lines) are
+replaced by the files they name, as the site build does.
 """
 
 from __future__ import annotations
@@ -69,15 +69,21 @@ class Block:
 
 
 def _resolve(code: str) -> tuple[str, tuple[str, ...]]:
+    """Replace snippet lines by the files they name: ``--8<-- "path"``, or the block
+    form (paths, one a line, between two ``--8<--`` lines) that ruff leaves alone."""
     out, includes = [], []
+    in_block = False
     for line in code.splitlines(keepends=True):
         found = SNIPPET.match(line)
-        if found:
-            path = found["path"]
+        if line.strip() == "--8<--":
+            in_block = not in_block
+            continue
+        path = found["path"] if found else line.strip() if in_block else None
+        if path:
             includes.append(path)
             assert (ROOT / path).is_file(), f"snippet names a missing file: {path}"
             out.append((ROOT / path).read_text())
-        else:
+        elif not in_block:
             out.append(line)
     return "".join(out), tuple(includes)
 
