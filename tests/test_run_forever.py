@@ -307,3 +307,37 @@ def test_a_permanent_one_shot_job_gives_up_with_the_fix_in_the_reason() -> None:
         tree.wait(30)
     assert "'once' is PERMANENT and its work returned normally" in str(caught.value)
     assert "restart='transient'" in str(caught.value)
+
+
+@pytest.mark.parametrize("auto", ["any_significant", "all_significant"])
+def test_a_resumed_tree_whose_significant_children_ended_shuts_itself_down(
+    tmp_path: Path, auto: str
+) -> None:
+    from taskvisor.actors import SqliteStore
+
+    ran: list[str] = []
+
+    def job(ctx: object, name: str) -> str:
+        ran.append(name)
+        return name
+
+    spec = SupervisorSpec(
+        "resumed",
+        children=[
+            TaskSpec(name="a", target=job, args=["a"], restart="transient", significant=True),
+            TaskSpec(name="b", target=job, args=["b"], restart="temporary", significant=True),
+            TaskSpec(name="idle", target=lambda ctx: ctx.wait_cancelled()),
+        ],
+        auto_shutdown=auto,
+    )
+    path = tmp_path / "store.db"
+    with SqliteStore(path) as store:
+        tree = Supervisor.start(spec, store=store)
+        tree.wait(30)
+    first = sorted(ran)
+    assert "a" in first
+    with SqliteStore(path) as store:
+        tree = Supervisor.start(spec, store=store)
+        tree.wait(30)  # ends by itself: a and b ended for good in the first life
+        assert not tree.running
+    assert sorted(ran) == first  # neither ran again

@@ -52,6 +52,7 @@ from taskvisor.actors import Event, InvalidData, Restart, TaskPhase, TaskSpec
 
 from ._errors import Failure
 from ._policy import (
+    AutoShutdown,
     ChildExit,
     ChildInfo,
     Decision,
@@ -625,6 +626,27 @@ class Node:
         self.plan = None
         self._plan_done(plan)
 
+    def _shut_down_if_restored_ended(self) -> None:
+        """Apply ``auto_shutdown`` at once to significant children that ended in a previous life.
+
+        A tree resumed from a store does not run a significant child that had
+        ended for good (``Boot.restored``); it shuts down as it would have
+        when that child ended, instead of running on with nothing to wait for.
+        """
+        auto = self.policy.auto_shutdown
+        if auto is AutoShutdown.NEVER:
+            return
+        significant = [c for c in self.children.values() if c.info.significant]
+        ended = [c for c in significant if c.status == ENDED]
+        if not ended or (auto is AutoShutdown.ALL_SIGNIFICANT and len(ended) < len(significant)):
+            return
+        child = ended[-1]
+        active = tuple(c.id for c in reversed(self.children.values()) if c.status in _ACTIVE)
+        self.policy_state = self.policy_state._replace(shut_down=True)
+        self._emit(Decided(Shutdown(child.id, active), ChildExit(child.id, child.phase)))
+        self.exit = (TaskPhase.SUCCEEDED, "auto_shutdown", ())
+        self._exit_plan()
+
     def _advance(self, child: Child) -> None:
         """``child`` confirmed the step the plan waited for."""
         plan = self.plan
@@ -637,6 +659,7 @@ class Node:
         if then == "booted":
             self.status = RUNNING
             self._emit(ReportStarted(self.attempt))
+            self._shut_down_if_restored_ended()
         elif then == "exit":
             self._exited()
         elif then == "stopped":
