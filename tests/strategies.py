@@ -13,6 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from taskvisor.actors import (
+    STOP_SIGNALS,
     ObjectMeta,
     Restart,
     Task,
@@ -129,7 +130,24 @@ def task_specs(draw: st.DrawFn, kind: str | None = None) -> TaskSpec:
     if kind == "subprocess":
         shell = draw(st.booleans())
         command = [draw(st.text(min_size=1, max_size=20))] if shell else draw(command_lines)
-        return TaskSpec(command=command, shell=shell, **common)
+        stdout = draw(st.sampled_from(["inherit", "prefix", "null", "out.log"]))
+        stderr = draw(st.sampled_from(["inherit", "prefix", "null", "stdout", "err.log"]))
+        output: dict[str, Any] = {}
+        if stdout.endswith(".log") or stderr.endswith(".log"):
+            output["output_max_bytes"] = draw(st.integers(min_value=0, max_value=2**30))
+            output["output_backups"] = draw(st.integers(min_value=0, max_value=20))
+        return TaskSpec(
+            command=command,
+            shell=shell,
+            stdout=stdout,
+            stderr=stderr,
+            stop_signal=draw(st.sampled_from(STOP_SIGNALS)),
+            success_exit_codes=draw(
+                st.lists(st.integers(min_value=0, max_value=255), min_size=1, max_size=4)
+            ),
+            **output,
+            **common,
+        )
     return TaskSpec(
         target=draw(targets),
         args=draw(st.lists(json_values, max_size=3)),
