@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from taskvisor.actors import Event, TaskContext, TaskHook, TaskPhase, TaskStatus
+from taskvisor.actors import Event, Outcome, TaskContext, TaskHook, TaskPhase, TaskStatus
 
 
 class Recorder(TaskHook):
@@ -144,3 +144,18 @@ RAISED: list[type[BaseException]] = [
     GeneratorExit,
     Custom,
 ]
+
+
+class Sink:
+    """Collects what an executor reports (the task actor's part, without an actor)."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.done = threading.Event()
+
+    def progress(self, value: Any) -> None:
+        pass
+
+    def finished(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.done.set()

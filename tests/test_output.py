@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import wait_until
-from helpers import Recorder
+from helpers import Recorder, Sink
 from taskvisor.actors import (
     AttemptFinished,
     InvalidSpec,
@@ -38,21 +38,6 @@ from taskvisor.supervision import Supervisor, SupervisorSpec
 
 PY = sys.executable
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX processes")
-
-
-class Sink:
-    """Collects what an executor reports (the task actor's part, without an actor)."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[Outcome] = []
-        self.done = threading.Event()
-
-    def progress(self, value: Any) -> None:
-        pass
-
-    def finished(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-        self.done.set()
 
 
 class Lines(logging.Handler):

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import wait_until
+from helpers import Sink
 from taskvisor.actors import (
     ExecutorService,
     Outcome,
@@ -61,21 +62,6 @@ def live_members(pgid: int) -> list[int]:
         if pgrp == pgid and state != b"Z":
             found.append(int(entry))
     return found
-
-
-class Sink:
-    """Collects what an executor reports (the task actor's part, without an actor)."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[Outcome] = []
-        self.done = threading.Event()
-
-    def progress(self, value: Any) -> None:
-        pass
-
-    def finished(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-        self.done.set()
 
 
 def start(executor: SubprocessExecutor, command: list[str], n: int = 1) -> tuple[TaskContext, Sink]:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pykka
@@ -118,6 +118,7 @@ __all__ = [
 logger = logging.getLogger("taskvisor.supervision")
 
 AnySupervisorSpec = SupervisorSpec | DynamicSupervisorSpec
+_H = TypeVar("_H", "TaskRef", "SupervisorHandle")
 
 #: Where a supervisor's restart history is kept in the store (before its path).
 _HISTORY_KEY = "restart-history:"
@@ -879,10 +880,7 @@ class SupervisorHandle:
             SupervisorError: ``not_found`` when there is no child at ``path``
                 or it is a supervisor, not a task.
         """
-        handle = self.child(path, timeout=timeout)
-        if not isinstance(handle, TaskRef):
-            raise SupervisorError("not_found", f"{path!r} is a supervisor, not a task")
-        return handle
+        return self._child_of(TaskRef, path, timeout, "a supervisor, not a task")
 
     def supervisor(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> SupervisorHandle:
         """Return the handle of the nested supervisor at ``path`` (see ``child()``).
@@ -891,9 +889,12 @@ class SupervisorHandle:
             SupervisorError: ``not_found`` when there is no child at ``path``
                 or it is a task, not a supervisor.
         """
+        return self._child_of(SupervisorHandle, path, timeout, "a task, not a supervisor")
+
+    def _child_of(self, kind: type[_H], path: str, timeout: float | None, otherwise: str) -> _H:
         handle = self.child(path, timeout=timeout)
-        if not isinstance(handle, SupervisorHandle):
-            raise SupervisorError("not_found", f"{path!r} is a task, not a supervisor")
+        if not isinstance(handle, kind):
+            raise SupervisorError("not_found", f"{path!r} is {otherwise}")
         return handle
 
 
