@@ -357,10 +357,88 @@ def test_run_of_a_tree_that_gives_up_prints_the_chain_and_exits_1(cli: Run, tmp_
     code, _, err = cli("run", str(tree))
     assert code == EXIT_GAVE_UP
     assert (
-        "taskvisor: supervisor 'app' gave up (reached max restart intensity: "
+        "ERROR taskvisor.cli: supervisor 'app' gave up (reached max restart intensity: "
         "more than 1 restart(s) within 60s); chain of failures, first cause first:\n"
         "  1. app: child 'broken' ended failed: exited with code 3"
     ) in err
+    code, _, err = cli("run", str(tree), "--log-format", "json")
+    assert code == EXIT_GAVE_UP
+    records = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    last = records[-1]
+    assert last["level"] == "ERROR"
+    assert last["message"].startswith("supervisor 'app' gave up")
+    assert "1. app: child 'broken' ended failed: exited with code 3" in last["message"]
+
+
+def test_json_log_lines_carry_the_output_extras(cli: Run, tmp_path: Path) -> None:
+    tree = write(
+        tmp_path / "tree.toml",
+        f"""\
+        name = "app"
+        auto_shutdown = "any_significant"
+
+        [[children]]
+        name = "p"
+        kind = "subprocess"
+        command = ["{sys.executable}", "-c", "print('hello from p')"]
+        stdout = "prefix"
+        restart = "temporary"
+        significant = true
+        """,
+    )
+    code, _, err = cli("run", str(tree), "--log-format", "json")
+    assert code == EXIT_OK
+    lines = [json.loads(line) for line in err.splitlines()]
+    output = [r for r in lines if r["logger"].startswith("taskvisor.output")]
+    assert output, lines
+    assert output[0]["message"] == "[app/p] hello from p"
+    assert output[0]["task_id"] == "app/p"
+    assert output[0]["stream"] == "stdout"
+
+
+def test_version(cli: Run) -> None:
+    code, out, _ = cli("--version")
+    assert code == EXIT_OK
+    assert out.startswith("taskvisor ")
+
+
+def test_run_on_a_store_another_live_tree_owns_exits_2(cli: Run, tmp_path: Path) -> None:
+    from taskvisor.actors import SqliteStore, TaskSpec
+    from taskvisor.supervision import Supervisor, SupervisorSpec
+
+    db = tmp_path / "owned.db"
+    tree = write(tmp_path / "t.toml", 'name = "app"\n')
+    spec = SupervisorSpec(
+        "owner", children=[TaskSpec("s", target=lambda ctx: ctx.wait_cancelled())]
+    )
+    with SqliteStore(db) as store, Supervisor.start(spec, store=store):
+        code, _, err = cli("run", str(tree), "--store", str(db))
+    assert code == EXIT_USAGE
+    assert "taskvisor: error: " in err
+    assert "owned by tree 'owner'" in err
+    assert "Traceback" not in err
+
+
+def test_check_names_an_output_file_whose_folder_is_missing(cli: Run, tmp_path: Path) -> None:
+    tree = write(
+        tmp_path / "t.toml",
+        f"""\
+        name = "app"
+
+        [[children]]
+        name = "p"
+        kind = "subprocess"
+        command = ["{sys.executable}", "-c", "pass"]
+        stdout = "{tmp_path}/no/such/dir/out.log"
+        stderr = "{tmp_path}/err.log"
+        """,
+    )
+    code, _, err = cli("check", str(tree))
+    assert code == EXIT_USAGE
+    assert "children[0].stdout: the folder" in err
+    assert "does not exist" in err
+    assert "children[0].stderr" not in err  # its folder exists
+    assert "1 problem; nothing started" in err
 
 
 def test_run_of_an_invalid_tree_starts_nothing_and_exits_2(cli: Run, tmp_path: Path) -> None:
@@ -480,6 +558,33 @@ target = "app.db:serve"
 name = "web"
 target = "app.web:serve"
 """
+
+
+def test_simulate_until_runs_the_clock_there_and_names_unplayed_events(
+    cli: Run, tmp_path: Path
+) -> None:
+    tree = write(tmp_path / "tree.toml", SIM_TREE)
+    script = write(
+        tmp_path / "script.toml",
+        """\
+        until = 12.0
+
+        [[events]]
+        at = 1.0
+        event = "restart_child"
+        child = "db"
+
+        [[events]]
+        at = 20.0
+        event = "fail"
+        child = "web"
+        """,
+    )
+    code, out, _ = cli("simulate", str(tree), str(script))
+    assert code == EXIT_OK
+    assert "not played: 1 script event(s) after until=12s" in out
+    assert out.rstrip().splitlines()[-1] == "outcome: running: the tree still runs at 12s"
+    assert "1.000  skipped  restart_child db: child 'db' is already there" in out  # as spelled
 
 
 def test_simulate_prints_the_timeline_and_who_gave_up(cli: Run, tmp_path: Path) -> None:

@@ -341,3 +341,30 @@ def test_a_resumed_tree_whose_significant_children_ended_shuts_itself_down(
         tree.wait(30)  # ends by itself: a and b ended for good in the first life
         assert not tree.running
     assert sorted(ran) == first  # neither ran again
+
+
+def test_a_grace_that_runs_out_is_logged_before_the_kill(log_lines: _Lines) -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    spec = SupervisorSpec(
+        "g",
+        children=[
+            TaskSpec(
+                "p",
+                kind="subprocess",
+                command=[sys.executable, "-c", stubborn],
+                shutdown=0.3,
+                stdout="prefix",
+            )
+        ],
+    )
+    with Supervisor.start(spec) as tree:
+        assert wait_until(lambda: any(m == "[g/p] ready" for _, m in log_lines.lines), 20)
+        tree.stop()  # the child ignores SIGTERM: its grace runs out
+    warnings = [m for lvl, m in log_lines.lines if lvl == logging.WARNING]
+    assert "g/p: attempt 1 did not stop within its 0.3s grace: killing it" in warnings
+    ended = [m for _, m in log_lines.lines if m.startswith("g/p: attempt 1 ended cancelled")]
+    assert ended
+    assert "exit code -9" in ended[0]

@@ -473,5 +473,5 @@ def test_the_summary_reads_well() -> None:
     ]:
         assert line in text.splitlines(), line
     running = simulate(spec, [])
-    assert "still running at 0s" in str(running)
+    assert "still running (last change at 0s)" in str(running)
     assert "  a: running, 1 start(s)" in str(running).splitlines()

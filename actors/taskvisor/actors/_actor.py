@@ -727,6 +727,12 @@ class TaskActor(BaseActor):
                 self._wind_down("timeout", brutal=False)
             return
         self.grace_timer = None
+        logger.warning(
+            "%s: attempt %d did not stop within its %ss grace: killing it",
+            self.task.id,
+            message.ctx.attempt,
+            self.task.spec.shutdown,
+        )
         self._kill(message.ctx)
 
     def _wind_down(self, reason: str, *, brutal: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import logging
 import signal
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from taskvisor.actors import InvalidSpec, SqliteStore, TaskvisorError
+from taskvisor.actors import InvalidSpec, SqliteStore, StoreLocked, TaskvisorError
 from taskvisor.supervision import (
     DynamicSupervisorSpec,
     Supervisor,
@@ -49,6 +50,8 @@ exit codes:
 """
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Attributes some taskvisor records carry (child output: ``task_id``, ``stream``).
+_EXTRAS = ("task_id", "stream")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger("taskvisor.cli")
 
@@ -70,6 +73,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in _EXTRAS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                out[key] = value
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -84,14 +91,25 @@ def _logging_to(stream: TextIO, level: str, fmt: str) -> Iterator[None]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     previous = root.level
+    pykka_logger = logging.getLogger("pykka")
+    pykka_previous = pykka_logger.level
     root.addHandler(handler)
     root.setLevel(level)
+    pykka_logger.setLevel(max(logging.INFO, logging.getLevelName(level)))  # its DEBUG is noise
     try:
         yield
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)
+        pykka_logger.setLevel(pykka_previous)
         handler.flush()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("taskvisor")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "(not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser(
@@ -245,6 +264,9 @@ def _run_tree(spec: SupervisorSpec | DynamicSupervisorSpec, store: SqliteStore |
     with _signals_noted(pending):
         try:
             tree = Supervisor.start(spec, store=store)
+        except StoreLocked as exc:  # nothing started: the store is another tree's
+            _error(str(exc))
+            return EXIT_USAGE
         except TaskvisorError as exc:
             _error(f"the tree {spec.name!r} could not start: {exc}")
             return EXIT_GAVE_UP
@@ -260,7 +282,7 @@ def _run_tree(spec: SupervisorSpec | DynamicSupervisorSpec, store: SqliteStore |
         logger.info("%s: running (SIGTERM or SIGINT stops the tree in order)", spec.name)
         signum = tree.run_forever()
     except SupervisorExhausted as exc:
-        print(f"taskvisor: {exc}", file=sys.stderr)
+        logger.error("%s", exc)  # one record: one JSON object with --log-format json
         return EXIT_GAVE_UP
     except KeyboardInterrupt:  # pragma: no cover - SIGINT between the two handlers (a race)
         tree.stop(None)
@@ -304,12 +326,17 @@ def _simulate(args: argparse.Namespace) -> int:
         _report(script.located(exc).found, args.script)
         return EXIT_USAGE
     print(sim)
+    until = script.until
+    late = [e for e in script.events if until is not None and e.at > until]
+    if late:
+        print(f"not played: {len(late)} script event(s) after until={until:g}s")
     if sim.gave_up:
         root = sim.chain[-1].supervisor if sim.chain else spec.name
         outcome = f"gave up: supervisor {root!r} at {sim.end:g}s ({sim.reason})"
     elif sim.shut_down:
         outcome = f"shut down: the root {spec.name!r} shut itself down at {sim.end:g}s"
     else:
-        outcome = f"running: the tree still runs at {sim.end:g}s"
+        at = sim.end if until is None else max(sim.end, until)
+        outcome = f"running: the tree still runs at {at:g}s"
     print(f"outcome: {outcome}")
     return EXIT_OK

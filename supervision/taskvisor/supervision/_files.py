@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from taskvisor.actors import KINDS, InvalidSpec, TargetImportError, resolve_target
+from taskvisor.actors._model import is_output_file
 
 from ._spec import MAX_DEPTH, DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
 
@@ -578,7 +579,7 @@ def _task_problems(task: Mapping[str, Any], path: str) -> list[str]:
             f"(valid kinds: {', '.join(sorted(KINDS))})"
         ]
     if kind == "subprocess":
-        return _command_problems(task, path)
+        return _command_problems(task, path) + _output_problems(task, path)
     target = task.get("target")
     if not isinstance(target, str):
         return []
@@ -641,6 +642,24 @@ def _command_problems(task: Mapping[str, Any], path: str) -> list[str]:
     if shutil.which(program, path=search) is None:
         return [f"{where}: program {program!r} not found on PATH"]
     return []
+
+
+def _output_problems(task: Mapping[str, Any], path: str) -> list[str]:
+    """Output files whose folder is missing or not writable (opened relative to the host's cwd)."""
+    problems = []
+    for stream in ("stdout", "stderr"):
+        mode = task.get(stream)
+        if not isinstance(mode, str) or not is_output_file(mode):
+            continue
+        folder = os.path.dirname(os.path.abspath(mode))
+        if not os.path.isdir(folder):
+            problems.append(
+                f"{_join(path, stream)}: the folder {folder!r} of the output file does not exist "
+                "(create it first; a relative path is relative to the working directory)"
+            )
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"{_join(path, stream)}: cannot write in the folder {folder!r}")
+    return problems
 
 
 # --------------------------------------------------------------------------- writing

@@ -245,7 +245,7 @@ class Simulation:
         elif self.shut_down:
             outcome = f"root shut down at {self.end:g}s"
         else:
-            outcome = f"still running at {self.end:g}s"
+            outcome = f"still running (last change at {self.end:g}s)"
         head = (
             f"simulation of {self.spec.name!r}: {len(self.script)} script events, "
             f"{len(self.decisions)} decisions, {outcome}"
@@ -283,7 +283,8 @@ def _describe(kind: str, args: tuple[Any, ...]) -> str:
         return f"{verb:<8} {event.child}"
     if kind == "skip":
         event, reason = args
-        return f"skipped  {type(event).__name__.lower()} {getattr(event, 'child', '')}: {reason}"
+        name = _API.get(type(event), type(event).__name__.lower())  # as scripts spell it
+        return f"skipped  {name} {getattr(event, 'child', '')}: {reason}"
     sup, decision = args
     if isinstance(decision, RestartChildren):
         text = f"{sup} restarts {_names(decision.restart)}"
