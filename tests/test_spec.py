@@ -887,3 +887,36 @@ def test_spec_problems_stops_at_max_depth() -> None:
         data = {"name": f"s{i}", "children": [data]}
     (problem,) = spec_problems(data)
     assert str(problem).endswith("nesting deeper than 50 supervisors (MAX_DEPTH); flatten the tree")
+
+
+def test_spec_problems_names_every_field_of_one_task_in_one_pass() -> None:
+    data = {
+        "name": "app",
+        "children": [
+            {
+                "kind": "subprocess",
+                "command": ["true"],
+                "stop_signal": "WINCH",
+                "success_exit_codes": [300],
+                "stderr": "stderr",
+                "output_backups": 2,
+            },
+            {"name": "a/b", "target": 7, "restart": "always"},
+            {"name": "k", "kind": "cal", "restart": "always"},
+        ],
+    }
+    found = [str(p).split(":", 1)[0] for p in spec_problems(data)]
+    assert sorted(found) == sorted(
+        [
+            "children[0].name",  # missing: a stand-in name lets the others be checked
+            "children[0].stop_signal",
+            "children[0].success_exit_codes",
+            "children[0].stderr",
+            "children[0].output_backups",
+            "children[1].name",
+            "children[1].target",
+            "children[1].restart",
+            "children[2].restart",  # a kind the shape allows (check knows the kinds)
+        ]
+    )
+    assert len(found) == len(set(found))  # each once

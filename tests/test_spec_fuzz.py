@@ -37,7 +37,7 @@ from taskvisor.supervision import (
     spec_from_data,
     spec_to_data,
 )
-from taskvisor.supervision._spec import MAX_DATA_DEPTH, MAX_DEPTH
+from taskvisor.supervision._spec import MAX_DATA_DEPTH, MAX_DEPTH, spec_problems
 
 #: A message starts with where the problem is: "(top level)" or a field path.
 _PATH = re.compile(r"^(\(top level\)|[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*): \S")
@@ -55,6 +55,7 @@ def check(data: Any) -> str | None:
         refused = exc
     else:
         assert isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec))
+        assert spec_problems(data) == []
         written = spec_to_data(spec)
         assert spec_to_data(spec_from_data(written)) == written
         return None
@@ -66,6 +67,9 @@ def check(data: Any) -> str | None:
     assert "Error" not in message.partition(": ")[2][:40], message[:200]
     field = refused.field
     assert field is None or message.startswith(field), (field, message[:200])
+    problems = spec_problems(data)  # what `taskvisor check` lists: never empty when refused
+    assert problems
+    assert all(len(str(p)) <= MAX_MESSAGE for p in problems)
     return message
 
 

@@ -681,7 +681,7 @@ def _collect(
         return
     is_supervisor = root or "children" in data or "template" in data
     if not is_supervisor:
-        _attempt(out, lambda: _task_from(data, path))
+        _task_problems(data, path, out)
         return
     if "children" in data and "template" in data:
         out.append(
@@ -713,6 +713,47 @@ def _collect(
         return
     for i, item in enumerate(raw):
         _collect(item, f"{where}[{i}]", depth + 1, out)
+
+
+#: Stand-ins for a task's required fields while its other fields are checked.
+_TASK_STAND_INS: dict[str, Any] = {"name": "x", "target": "os:getcwd", "command": ["true"]}
+
+
+def _task_problems(data: Mapping[str, Any], path: str, out: list[InvalidSpec]) -> None:
+    """Every field's problem in one task: each problem's field is set aside, and it is built again.
+
+    A required field (name, target, command) with a problem is replaced by
+    a stand-in; a wrong ``kind`` ends the search (every other field depends
+    on it), as does a problem that names no single field.
+    """
+    name = data.get("name")
+    if isinstance(name, str) and "/" in name:
+        out.append(
+            invalid(
+                _join(path, "name"),
+                "a child name cannot contain '/' (it separates path parts)",
+                name,
+            )
+        )
+    current = dict(data)
+    for _ in range(len(data) + 1):
+        try:
+            _task_from(current, path)
+        except InvalidSpec as exc:
+            out.append(exc)
+            prefix = _join(path, "")
+            text = str(exc)
+            field = text[len(prefix) :].split(":", 1)[0] if text.startswith(prefix) else ""
+            field = field.split(".", 1)[0].split("[", 1)[0]
+            stand_in = _TASK_STAND_INS.get(field)
+            if stand_in is not None and current.get(field) != stand_in:
+                current[field] = stand_in
+            elif field in current and field != "kind" and stand_in is None:
+                del current[field]
+            else:
+                return
+        else:
+            return
 
 
 def _attempt(out: list[InvalidSpec], build: Callable[[], object]) -> None:
