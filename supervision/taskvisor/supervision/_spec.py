@@ -649,9 +649,10 @@ _STAND_IN = {"name": "stand-in", "target": "stand.in:work", "restart": "temporar
 def spec_problems(data: Any) -> list[InvalidSpec]:
     """Return every problem ``spec_from_data`` would find in ``data``, not only the first.
 
-    Each supervisor's own fields and each child are checked apart, so one
-    problem per node is reported (the first of that node), every node
-    included; when no node has a problem, what only the whole tree can
+    Each supervisor's own fields and each child are checked apart, every
+    node included: a task's every field with a problem (each is set aside
+    and the task checked again), a supervisor's first own problem; when no
+    node has a problem, what only the whole tree can
     show (a duplicate child name, a significant child under ``auto_shutdown
     = "never"``, nesting too deep) is the one problem reported. An empty
     list means ``spec_from_data(data)`` succeeds.
