@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,25 +140,3 @@ def test_simulate_policy_shows_escalation() -> None:
     assert "skipped  timeout api: the tree has stopped" in out
     assert "gave up: True" in out
     assert "api        exhausted  starts=1 running=False" in out
-
-
-ROOT = EXAMPLES.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-
-
-def snippets() -> list[tuple[str, str]]:
-    found = []
-    for path in DOCUMENTS:
-        text = path.read_text()
-        for n, block in enumerate(re.findall(r"```python\n(.*?)```", text, re.DOTALL)):
-            found.append((f"{path.relative_to(ROOT)}#{n + 1}", block))
-    return found
-
-
-@pytest.mark.parametrize(("where", "code"), snippets(), ids=[w for w, _ in snippets()])
-def test_documented_code_runs(where: str, code: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, f"{where}:\n{done.stderr}"
-    assert done.stdout, f"{where} printed nothing"
