@@ -505,7 +505,10 @@ class TaskSpec:
       logger, stdout at INFO and stderr at WARNING, as ``[path] line``; a
       line longer than ``OUTPUT_LINE_MAX``, 64 KiB, is cut with a marker),
       ``"null"`` (discarded) or a file path (appended to, rotated by size;
-      a relative path is relative to the host's working directory).
+      a relative path is relative to the working directory of the process
+      that runs the tree, such as ``taskvisor run``: not to the tree file's
+      folder, as targets are, nor to the child's ``cwd``; the file's folder
+      must exist, and ``taskvisor check`` names one that does not).
       ``stderr`` may be ``"stdout"``: merged into stdout's destination (as
       supervisord's ``redirect_stderr``).
     - ``output_max_bytes``: the size in bytes at which an output file is
