@@ -63,7 +63,10 @@ _ABOUT: dict[str, str] = {
     "cwd": "The subprocess's working directory (not set: the host's).",
     "shell": "Run `command` (one string in the list) through the shell.",
     "timeout": "Seconds an attempt may run before it ends as a timeout (not set: no limit).",
-    "stdout": "Where a subprocess's standard output goes: inherit, prefix, null or a file path.",
+    "stdout": (
+        "Where a subprocess's standard output goes: inherit, prefix, null or a file path "
+        "(a relative path is relative to the working directory, not the tree file's folder)."
+    ),
     "stderr": "Where its standard error goes: as `stdout`, or `stdout` to merge them.",
     "output_max_bytes": "Rotate an output file at this size in bytes (0: never).",
     "output_backups": "How many rotated output files are kept.",
