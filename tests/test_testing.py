@@ -129,7 +129,9 @@ def test_the_example_property_is_not_vacuous() -> None:
     assert len(script) == 4
     sim = simulate(SPEC, script)
     assert sim.chain[-1].supervisor == "app"
-    assert sim.reason == "reached max restart intensity: more than 3 restart(s) within 10s"
+    assert sim.reason is not None
+    # The last end may be a normal exit of a PERMANENT child: then the reason adds the hint.
+    assert sim.reason.startswith("reached max restart intensity: more than 3 restart(s) within 10s")
 
 
 def _child_spec(spec: Specs, supervisor_path: str, child: str) -> Any:
