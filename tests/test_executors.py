@@ -681,3 +681,25 @@ def test_a_worker_thread_survives_a_base_exception_from_its_job(
     assert names == ["taskvisor-test-1"]
     assert any("raised" in r.getMessage() for r in caplog.records)
     pool.close(5)
+
+
+def test_an_object_with_an_async_call_runs_as_kind_async() -> None:
+    """The spec accepts such a target for kind 'async'; the executor runs it (one rule for both)."""
+    import threading
+
+    from taskvisor.supervision import Supervisor, SupervisorSpec
+
+    ran = threading.Event()
+
+    class Handler:
+        async def __call__(self, ctx: object) -> str:
+            ran.set()
+            return "done"
+
+    spec = SupervisorSpec(
+        "objs",
+        children=[TaskSpec("h", kind="async", target=Handler(), restart="transient")],
+    )
+    with Supervisor.start(spec) as tree:
+        assert ran.wait(10)
+        assert wait_until(lambda: tree.which_children()[0].phase is TaskPhase.SUCCEEDED, 10)

@@ -115,7 +115,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._context import Outcome, TaskContext
 from ._errors import TargetImportError, TaskCancelled, Unsupported
-from ._model import OUTPUT_LINE_MAX, Task, TaskPhase, TaskSpec, is_output_file
+from ._model import OUTPUT_LINE_MAX, Task, TaskPhase, TaskSpec, is_async_def, is_output_file
 from ._publish import logging_wanted
 
 __all__ = [
@@ -438,7 +438,8 @@ class CallExecutor(BaseExecutor):
         """Raises: TargetImportError: when the target cannot be imported, or is an async def."""
         spec = task.spec
         fn = resolve_target(spec.target, f"{spec.name}.target")
-        if inspect.iscoroutinefunction(fn):
+        # A callable target was checked when the spec was built; an import path only now.
+        if isinstance(spec.target, str) and is_async_def(fn):
             raise TargetImportError(
                 f"{spec.name}.target: {spec.target!r} is an async def, which kind 'call' "
                 "would call without awaiting: use kind='async'"
@@ -558,7 +559,7 @@ class AsyncExecutor(BaseExecutor):
         """Raises: TargetImportError: when the target cannot be imported or is not async."""
         spec = task.spec
         fn = resolve_target(spec.target, f"{spec.name}.target")
-        if not inspect.iscoroutinefunction(fn):
+        if isinstance(spec.target, str) and not is_async_def(fn):
             raise TargetImportError(
                 f"{spec.name}.target: an 'async' task needs a coroutine function (an async "
                 f"def), got {fn!r}: use kind='call' for a plain function"

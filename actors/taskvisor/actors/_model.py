@@ -457,8 +457,9 @@ def is_output_file(mode: str) -> bool:
     return mode not in _OUTPUT_MODES and mode != "stdout"
 
 
-def _is_async_def(target: object) -> bool:
-    """Whether calling ``target`` returns a coroutine: an ``async def`` (or a partial of one)."""
+def is_async_def(target: object) -> bool:
+    """Whether calling ``target`` returns a coroutine: an ``async def``, a partial of one, or
+    an object whose ``__call__`` is one (what kind ``async`` runs and kind ``call`` cannot)."""
     if inspect.iscoroutinefunction(target):
         return True
     call = getattr(type(target), "__call__", None)  # noqa: B004 - an instance's async __call__
@@ -595,14 +596,14 @@ class TaskSpec:
         target = self.target
         if target is None or isinstance(target, str):
             return  # an import path is checked when it is imported, at start
-        if self.kind == "call" and _is_async_def(target):
+        if self.kind == "call" and is_async_def(target):
             raise _fail(
                 "target",
                 f"{_callable_name(target)} is an async def, which kind 'call' would call "
                 "without awaiting: use kind='async'",
                 target,
             )
-        if self.kind == "async" and not _is_async_def(target):
+        if self.kind == "async" and not is_async_def(target):
             raise _fail(
                 "target",
                 f"kind 'async' runs an async def, and {_callable_name(target)} is not one: "

@@ -41,7 +41,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from taskvisor.actors import KINDS, InvalidSpec, TargetImportError, resolve_target
-from taskvisor.actors._model import is_output_file
+from taskvisor.actors._model import is_async_def, is_output_file
 
 from ._spec import MAX_DEPTH, DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
 
@@ -590,7 +590,7 @@ def _task_problems(task: Mapping[str, Any], path: str) -> list[str]:
         return [str(exc)]
     except (Exception, SystemExit) as exc:  # a module whose top level raises or exits
         return [f"{where}: importing {target!r} raised {type(exc).__name__}: {exc}"]
-    if kind == "call" and inspect.iscoroutinefunction(function):
+    if kind == "call" and is_async_def(function):
         return [
             f"{where}: {target!r} is an async def function but the task's kind is 'call' "
             '(it would return a coroutine that never runs): set kind = "async"'
