@@ -235,3 +235,29 @@ def test_a_kept_timer_thread_wakes_for_a_timer_due_before_the_one_it_waits_for()
     assert again.wait(5)
     clock.close()
     assert fired == ["soon", "later"]
+
+
+def test_the_cancel_flag_makes_its_event_only_for_a_waiter() -> None:
+    """An attempt's flag costs no ``threading.Event`` unless someone waits on it."""
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+    ctx.request_cancel()
+    assert ctx.cancelled
+    assert ctx._cancel._event is None  # nobody waited: none made
+    assert ctx.wait_cancelled(0)  # made now, already set
+
+
+def test_every_waiter_on_the_cancel_flag_wakes_once_it_is_set() -> None:
+    ctx = TaskContext("t", 1, Mailbox(), Sink())
+    woke: list[bool] = []
+    waiters = [
+        threading.Thread(target=lambda: woke.append(ctx.wait_cancelled(10))) for _ in range(4)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    assert not ctx.wait_cancelled(0.01)
+    ctx.request_cancel()
+    ctx.request_cancel()  # twice is once
+    for waiter in waiters:
+        waiter.join(10)
+    assert woke == [True] * 4
+    assert not any(waiter.is_alive() for waiter in waiters)

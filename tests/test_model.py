@@ -34,7 +34,7 @@ from taskvisor.actors import (
     now_ms,
     to_data,
 )
-from taskvisor.actors._model import MAX_SECONDS
+from taskvisor.actors._model import MAX_SECONDS, _make_updater, begun_run
 
 # The legal moves, written out from the design rather than taken from the code.
 TERMINAL = {"succeeded", "failed", "timeout", "cancelled", "exhausted"}
@@ -132,6 +132,11 @@ class TaskMachine(RuleBasedStateMachine):
         assert self.task.metadata.updated_at == self.updated_at
         assert self.task.metadata.created_at == 1_000
         assert self.task.spec.name == "job"
+        # Transitions copy without validating: every field kept is the one before.
+        meta = self.task.metadata
+        assert (meta.id, meta.name, meta.labels) == ("job-1", "job", {"team": "a"})
+        assert meta == attrs.evolve(meta)  # what the constructor would accept, unchanged
+        assert status == attrs.evolve(status)
 
 
 TestTaskMachine = TaskMachine.TestCase
@@ -676,3 +681,17 @@ def test_run_process_ids_are_checked(field: str, value: Any) -> None:
     expected = "an integer >= 0" if field == "process_started" else "a process id"
     with pytest.raises(InvalidData, match=rf"^{field}: expected {expected}"):
         TaskRun(attempt=1, **{field: value})
+
+
+@given(attempt=st.integers(1, 10**9), stamp=st.integers(0, 2**62))
+def test_a_task_actors_fresh_run_is_the_validated_one(attempt: int, stamp: int) -> None:
+    """``begun_run`` skips ``TaskRun.starting``'s checks, never its result."""
+    run = begun_run(attempt, stamp)
+    assert run == TaskRun.starting(attempt, now=stamp)
+    run.finish(TaskPhase.FAILED, "boom", 1, now=stamp + 1)
+    assert begun_run(attempt, stamp) == TaskRun.starting(attempt, now=stamp)  # none shared
+
+
+def test_an_updater_names_only_real_fields() -> None:
+    with pytest.raises(TypeError, match=r"TaskStatus has no field\(s\) \['phaze'\]"):
+        _make_updater(TaskStatus, ("phaze",))

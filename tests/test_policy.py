@@ -38,7 +38,7 @@ from taskvisor.supervision import (
     started,
     stopped,
 )
-from taskvisor.supervision._policy import MAX_MULTIPLIER, MAX_SECONDS, seconds
+from taskvisor.supervision._policy import MAX_MULTIPLIER, MAX_SECONDS, _window, seconds
 
 P, T, TEMP = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
 FAILED, SUCCEEDED, CANCELLED = TaskPhase.FAILED, TaskPhase.SUCCEEDED, TaskPhase.CANCELLED
@@ -934,3 +934,18 @@ class AgainstTheModel(RuleBasedStateMachine):
 
 AgainstTheModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
 test_decide_agrees_with_a_naive_model = AgainstTheModel.TestCase
+
+
+@given(
+    st.lists(st.floats(0, 1000, allow_nan=False), max_size=30).map(sorted),
+    st.floats(0, 2000, allow_nan=False),
+    st.floats(0, 500, allow_nan=False),
+)
+def test_window_keeps_exactly_the_restarts_inside_it(
+    restarts: list[float], now: float, within: float
+) -> None:
+    """``_window`` (one copy, a fast path when nothing leaves) against the plain filter."""
+    now = max([now, *restarts])  # time never goes back
+    threshold = now - within
+    expected = (*(r for r in restarts if r >= threshold), now)
+    assert _window(tuple(restarts), now, within) == expected

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, get_args
 
 import pykka
 import pytest
@@ -39,8 +39,8 @@ from taskvisor.supervision import (
     SupervisorExhausted,
     SupervisorSpec,
 )
-from taskvisor.supervision._node import StopNode
-from taskvisor.supervision._supervisor import SupervisorRef, _Api, _Stop
+from taskvisor.supervision._node import Command, StopNode
+from taskvisor.supervision._supervisor import _COMMANDS, SupervisorRef, _Api, _Stop
 
 
 def child(name: str, **extra: Any) -> TaskSpec:
@@ -244,3 +244,9 @@ def test_a_timer_callback_that_raises_is_an_event_and_the_timers_go_on() -> None
     (failed,) = [e for e in recorder.events if isinstance(e, CallbackFailed)]
     assert failed.error == "SystemExit: bug in a callback"
     assert "broken" in failed.callback
+
+
+def test_the_shell_carries_out_every_command_of_its_node() -> None:
+    """One entry per command type: a command the table missed would raise KeyError in a
+    live supervisor (its crash), though ``simulate()`` knows it."""
+    assert set(_COMMANDS) == set(get_args(Command))

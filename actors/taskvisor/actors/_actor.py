@@ -45,6 +45,7 @@ from ._model import (
     TaskRecord,
     TaskRun,
     TaskState,
+    begun_run,
     bound_text,
     now_ms,
     replace,
@@ -208,11 +209,6 @@ class _Deadline:
 @attrs.frozen
 class _Cancel:
     pass
-
-
-@attrs.frozen
-class _VerdictMessage:
-    verdict: Verdict
 
 
 @attrs.frozen
@@ -537,7 +533,7 @@ class TaskActor(BaseActor):
         sink.bind(ctx)
         self.ctx, self.state, self.end_reason, self.pending = ctx, _RUNNING, None, None
         self.brutal = self.terminate_final = False
-        run = TaskRun.starting(attempt, now=stamp)
+        run = begun_run(attempt, stamp)
         self.runs.append(run)
         self._record_start(closed, stamp)
         if event is not None:
@@ -633,9 +629,9 @@ class TaskActor(BaseActor):
                 error,
             )
 
-    def _on_verdict(self, message: _VerdictMessage) -> None:
-        if self.state == _AWAITING and message.verdict.attempt == self.task.status.attempt:
-            self._apply(message.verdict)
+    def _on_verdict(self, verdict: Verdict) -> None:
+        if self.state == _AWAITING and verdict.attempt == self.task.status.attempt:
+            self._apply(verdict)
 
     def _apply(self, verdict: Verdict) -> None:
         outcome = self.pending
@@ -910,7 +906,7 @@ _HANDLERS: dict[type, Callable[[TaskActor, Any], Any]] = {
     _Progress: TaskActor._on_progress,
     _Deadline: TaskActor._on_deadline,
     _Cancel: TaskActor._on_cancel,
-    _VerdictMessage: TaskActor._on_verdict,
+    Verdict: TaskActor._on_verdict,
     _Restart: TaskActor._on_restart,
     _Resume: TaskActor._on_resume,
     _Terminate: TaskActor._on_terminate,
@@ -1017,7 +1013,7 @@ class TaskRef:
 
     def verdict(self, verdict: Verdict) -> None:
         """Answer an ``AttemptEnded`` notice."""
-        _tell_quietly(self._ref.tell, _VerdictMessage(verdict))
+        _tell_quietly(self._ref.tell, verdict)
 
     def cancel(self) -> None:
         """Ask the current attempt to wind down (a pending task ends at once)."""

@@ -48,6 +48,47 @@ class TaskSink(Protocol):
         ...
 
 
+class Flag(Protocol):
+    """What ``Mailbox.get`` asks of a cancel flag (``threading.Event`` has it)."""
+
+    def is_set(self) -> bool: ...
+
+
+class _CancelFlag:
+    """Set once, never cleared; its ``threading.Event`` is made only when someone waits.
+
+    Every attempt has one and few wait on it (``wait_cancelled``): making an
+    ``Event`` (with its ``Condition``) for each attempt was a measurable part
+    of a restart (``benchmarks/bench_supervision.py``).
+    """
+
+    __slots__ = ("_event", "_lock", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        with self._lock:
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+                if self._set:
+                    event.set()
+        return event.wait(timeout)
+
+
 class Mailbox:
     """A task's inbox: thread-safe, kept across restarts (like an Akka mailbox)."""
 
@@ -68,13 +109,14 @@ class Mailbox:
             with contextlib.suppress(RuntimeError):  # that loop has closed since
                 loop.call_soon_threadsafe(_wake, future)
 
-    def get(self, timeout: float | None = None, cancel: threading.Event | None = None) -> Any:
+    def get(self, timeout: float | None = None, cancel: Flag | None = None) -> Any:
         """Take the oldest item, waiting up to ``timeout`` seconds.
 
         Args:
             timeout: seconds to wait at most; None (the default) waits until
                 an item arrives or ``cancel`` is set.
-            cancel: an event that ends the wait with ``TaskCancelled``.
+            cancel: a flag (``threading.Event`` or alike) whose setting ends
+                the wait with ``TaskCancelled``; whoever sets it calls ``wake()``.
 
         Raises:
             WaitTimeout: when nothing arrives in time.
@@ -203,7 +245,7 @@ class TaskContext:
         self.attempt = attempt
         self.mailbox = mailbox
         self.sink = sink
-        self._cancel = threading.Event()
+        self._cancel = _CancelFlag()
         #: Executor-private state of this attempt (a thread, a process, a future).
         self.handle: Any = None
         self.pid: int | None = None

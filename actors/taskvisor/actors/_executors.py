@@ -273,17 +273,18 @@ def _format_chain(
     elif context is not None and not exc.__suppress_context__ and id(context) not in seen:
         _format_chain(context, lines, seen)
         lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
-    frames = list(traceback.walk_tb(exc.__traceback__))
-    if skip_first and len(frames) > 1:
-        frames = frames[1:]
-    if frames:
+    tb = exc.__traceback__
+    if skip_first and tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
         lines.append("Traceback (most recent call last):\n")
-    for frame, lineno in frames:
-        code = frame.f_code
+    while tb is not None:
+        code, lineno = tb.tb_frame.f_code, tb.tb_lineno
         lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
         source = linecache.getline(code.co_filename, lineno).strip()
         if source:
             lines.append(f"    {source}\n")
+        tb = tb.tb_next
     lines.append(_exception_line(exc))
 
 

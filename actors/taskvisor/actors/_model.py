@@ -134,10 +134,31 @@ def _make_copier(cls: type) -> Callable[[Any, dict[str, Any]], Any]:
     body = "".join(
         f"    _set(new, {n!r}, changes[{n!r}] if {n!r} in changes else inst.{n})\n" for n in names
     )
-    source = f"def copy(inst, changes):\n    new = _new(cls)\n{body}    return new\n"
+    return _compile_copy(cls, "inst, changes", body)
+
+
+def _make_updater(cls: type, changed: tuple[str, ...]) -> Callable[..., Any]:
+    """Build ``update(inst, *values)``: a copy of ``inst`` with the fields ``changed`` set
+    to ``values``, in that order, skipping validators and converters.
+
+    ``replace`` for the few copies a restart makes (a transition's status and
+    metadata, a fresh run), with no dictionary of changes to build and read.
+    """
+    names = [a.name for a in attrs.fields(cls)]
+    unknown = set(changed) - set(names)
+    if unknown:
+        raise TypeError(f"{cls.__qualname__} has no field(s) {sorted(unknown)}")
+    body = "".join(
+        f"    _set(new, {n!r}, {'value_' + n if n in changed else 'inst.' + n})\n" for n in names
+    )
+    return _compile_copy(cls, ", ".join(["inst", *(f"value_{n}" for n in changed)]), body)
+
+
+def _compile_copy(cls: type, params: str, body: str) -> Callable[..., Any]:
+    source = f"def copy({params}):\n    new = _new(cls)\n{body}    return new\n"
     scope: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
     exec(compile(source, f"<taskvisor copy {cls.__qualname__}>", "exec"), scope)
-    copier: Callable[[Any, dict[str, Any]], Any] = scope["copy"]
+    copier: Callable[..., Any] = scope["copy"]
     return copier
 
 
@@ -152,6 +173,8 @@ def stamp_ms(now: int | None) -> int:
     Raises:
         InvalidData: when ``now`` is not an integer (milliseconds since the epoch).
     """
+    if type(now) is int:  # the common case first
+        return now
     if now is None:
         return now_ms()
     if isinstance(now, bool) or not isinstance(now, int):
@@ -174,7 +197,7 @@ def bound_text(text: str | None, limit: int = ERROR_TEXT_MAX) -> str | None:
     ``"\n… N characters cut …\n"``. A value that is not a string is returned
     as it is, for the type checks that follow to name it.
     """
-    if not isinstance(text, str) or len(text) <= limit:
+    if text is None or not isinstance(text, str) or len(text) <= limit:
         return text
     widest = f"\n… {len(text):,} characters cut …\n"
     keep = max(0, limit - len(widest))
@@ -675,7 +698,8 @@ class ObjectMeta:
 
     def bumped(self, now: int) -> ObjectMeta:
         """Return the next version of this metadata, stamped ``now``."""
-        return replace(self, resource_version=self.resource_version + 1, updated_at=now)
+        bumped: ObjectMeta = _bump_meta(self, self.resource_version + 1, now)
+        return bumped
 
 
 @attrs.frozen(kw_only=True)
@@ -687,6 +711,13 @@ class TaskStatus:
     #: The latest attempt's error, cut to ``ERROR_TEXT_MAX`` characters.
     error: str | None = attrs.field(default=None, converter=bound_text)
     exit_code: int | None = None
+
+
+#: The copies a transition makes (no validation: the values are the model's own).
+_bump_meta = _make_updater(ObjectMeta, ("resource_version", "updated_at"))
+#: A new attempt's status, and an ended attempt's.
+_start_status = _make_updater(TaskStatus, ("phase", "attempt", "error", "exit_code"))
+_end_status = _make_updater(TaskStatus, ("phase", "error", "exit_code"))
 
 
 @attrs.define(kw_only=True)
@@ -731,13 +762,8 @@ class Task:
                 f"while attempt {self.status.attempt} is {self.status.phase.value}"
             )
         stamp = stamp_ms(now)
-        self.status = replace(
-            self.status,
-            phase=TaskPhase.RUNNING,
-            attempt=self.status.attempt + 1,
-            error=None,
-            exit_code=None,
-        )
+        attempt = self.status.attempt + 1
+        self.status = _start_status(self.status, TaskPhase.RUNNING, attempt, None, None)
         self.metadata = self.metadata.bumped(stamp)
 
     def transition_finished(
@@ -766,9 +792,7 @@ class Task:
                 f"task {self.id!r}: cannot move from {self.status.phase.value!r} to {phase.value!r}"
             )
         stamp = stamp_ms(now)
-        self.status = replace(
-            self.status, phase=phase, error=bound_text(error), exit_code=exit_code
-        )
+        self.status = _end_status(self.status, phase, bound_text(error), exit_code)
         self.metadata = self.metadata.bumped(stamp)
 
 
@@ -859,6 +883,21 @@ class TaskRun:
         _set(self, "error", bound_text(error))
         _set(self, "exit_code", exit_code)
         _set(self, "finished_at", stamp)
+
+
+#: What every run is when it begins: running, not ended, no process yet.
+_FRESH_RUN = TaskRun(attempt=1)
+_begin_run = _make_updater(TaskRun, ("attempt", "started_at"))
+
+
+def begun_run(attempt: int, stamp: int) -> TaskRun:
+    """``TaskRun.starting(attempt, now=stamp)`` without validation, for a task actor.
+
+    ``attempt`` and ``stamp`` are the actor's own (a task's next attempt
+    number, ``now_ms()``): a restart makes one run and should not check them.
+    """
+    run: TaskRun = _begin_run(_FRESH_RUN, attempt, stamp)
+    return run
 
 
 # --------------------------------------------------------------------------- records

@@ -217,9 +217,8 @@ def _quiet(tell: Callable[[Any], None], message: Any) -> None:
 # ------------------------------------------------------------------------------ messages
 
 
-@attrs.frozen
-class _In:
-    input: Input
+#: The node inputs other actors, timers and ports tell a supervisor as they are.
+_TOLD_INPUTS = frozenset({Boot, ChildStarted, ChildEnded, ChildTerminated, TimerFired, Settle})
 
 
 @attrs.frozen
@@ -267,13 +266,13 @@ class _ChildOwner:
         self._child_id = child_id
 
     def attempt_began(self, notice: AttemptBegan) -> None:
-        _quiet(self._tell, _In(ChildStarted(self._child_id, notice.attempt, notice.pid)))
+        _quiet(self._tell, ChildStarted(self._child_id, notice.attempt, notice.pid))
 
     def attempt_ended(self, notice: AttemptEnded) -> Verdict | None:
         ended = ChildEnded(
             self._child_id, notice.attempt, notice.phase, notice.error, notice.started
         )
-        _quiet(self._tell, _In(ended))
+        _quiet(self._tell, ended)
         return None
 
     def task_done(self, snapshot: TaskSnapshot) -> None:
@@ -337,8 +336,8 @@ class SupervisorActor(BaseActor):
         if kind is _Query:
             return self._query(message)  # its errors go back to the asker
         try:
-            if kind is _In:
-                self._step(message.input)
+            if kind in _TOLD_INPUTS:
+                self._step(message)
             elif kind is _Stop:
                 self.stop_seq = message.seq
                 self._step(message.request)
@@ -427,26 +426,7 @@ class SupervisorActor(BaseActor):
 
     def _execute(self, commands: Iterable[Command]) -> None:
         for command in commands:
-            if isinstance(command, StartChild):
-                self._start_child(command)
-            elif isinstance(command, TerminateChild):
-                self._terminate_child(command)
-            elif isinstance(command, SettleChild):
-                self._settle_child(command)
-            elif isinstance(command, Publish):
-                self._publish(command.event)
-            elif isinstance(command, Reply):
-                self._reply(command)
-            elif isinstance(command, StartTimer):
-                self._start_timer(command)
-            elif isinstance(command, ForgetChild):
-                self._forget_child(command.child)
-            elif isinstance(command, Decided):
-                self._log_decision(command)
-            elif isinstance(command, PersistHistory):
-                self._persist_history(command.state)
-            else:  # ReportStarted, ReportEnded, ReportStopped
-                self.report(command, self.stop_seq)
+            _COMMANDS[type(command)](self, command)
 
     def _publish(self, event: Event) -> None:
         bus = self.runtime.bus
@@ -498,7 +478,7 @@ class SupervisorActor(BaseActor):
             try:
                 port = self._create(command.spec)
             except ChildStartError as exc:
-                self._tell(_In(ChildEnded(command.child, 1, TaskPhase.FAILED, exc.error, False)))
+                self._tell(ChildEnded(command.child, 1, TaskPhase.FAILED, exc.error, False))
                 return
             if isinstance(port, TaskRef):
                 port.begin()
@@ -511,7 +491,7 @@ class SupervisorActor(BaseActor):
 
     def _terminate_child(self, command: TerminateChild) -> None:
         port = self.ports.get(command.child)
-        done = _In(ChildTerminated(command.child, command.seq))
+        done = ChildTerminated(command.child, command.seq)
         if port is None:
             self._tell(done)
         elif isinstance(port, TaskRef):
@@ -558,7 +538,7 @@ class SupervisorActor(BaseActor):
             port.stop_node(-1, brutal=False, final=True)
 
     def _start_timer(self, command: StartTimer) -> None:
-        message = _In(TimerFired(command.token))
+        message = TimerFired(command.token)
         tell = self.actor_ref.tell
         self.clock.call_later(command.delay, lambda: _quiet(tell, message))
 
@@ -576,25 +556,27 @@ class SupervisorActor(BaseActor):
 
     def _log_decision(self, command: Decided) -> None:
         decision, exit_ = command.decision, command.exit
-        if isinstance(decision, RestartChildren) and logging_wanted(logger, logging.INFO):
-            child = self.node.children.get(exit_.child)
-            restarts = child.restarts if child is not None else 1  # already counted
-            logger.info(
-                "%s: restarting %s (restart %d of %r)%s",
-                self.path,
-                ", ".join(decision.restart) or "nothing",
-                restarts,
-                exit_.child,
-                f" after {decision.delay:.3f}s" if decision.delay else "",
-            )
-        elif isinstance(decision, Shutdown) and logging_wanted(logger, logging.INFO):
-            logger.info(
-                "%s: significant child %r ended %s: shutting down (auto_shutdown=%s)",
-                self.path,
-                exit_.child,
-                exit_.phase.value,
-                self.node.spec.auto_shutdown.value,
-            )
+        if isinstance(decision, RestartChildren):
+            if logging_wanted(logger, logging.INFO):
+                child = self.node.children.get(exit_.child)
+                restarts = child.restarts if child is not None else 1  # already counted
+                logger.info(
+                    "%s: restarting %s (restart %d of %r)%s",
+                    self.path,
+                    ", ".join(decision.restart) or "nothing",
+                    restarts,
+                    exit_.child,
+                    f" after {decision.delay:.3f}s" if decision.delay else "",
+                )
+        elif isinstance(decision, Shutdown):
+            if logging_wanted(logger, logging.INFO):
+                logger.info(
+                    "%s: significant child %r ended %s: shutting down (auto_shutdown=%s)",
+                    self.path,
+                    exit_.child,
+                    exit_.phase.value,
+                    self.node.spec.auto_shutdown.value,
+                )
         elif isinstance(decision, GiveUp):
             logger.error(
                 "%s: giving up: %s; last failure: %r ended %s: %s",
@@ -673,6 +655,27 @@ class SupervisorActor(BaseActor):
 _RUNNING_STATES = frozenset({CHILD_RUNNING, CHILD_STARTING, TERMINATING})
 
 
+def _report_command(actor: SupervisorActor, command: Any) -> None:
+    actor.report(command, actor.stop_seq)
+
+
+#: How a supervisor carries out each command of its node.
+_COMMANDS: dict[type, Callable[[SupervisorActor, Any], None]] = {
+    StartChild: SupervisorActor._start_child,
+    TerminateChild: SupervisorActor._terminate_child,
+    SettleChild: SupervisorActor._settle_child,
+    Publish: lambda actor, command: actor._publish(command.event),
+    Reply: SupervisorActor._reply,
+    StartTimer: SupervisorActor._start_timer,
+    ForgetChild: lambda actor, command: actor._forget_child(command.child),
+    Decided: SupervisorActor._log_decision,
+    PersistHistory: lambda actor, command: actor._persist_history(command.state),
+    ReportStarted: _report_command,
+    ReportEnded: _report_command,
+    ReportStopped: _report_command,
+}
+
+
 def _row(child: Any) -> ChildRow:
     status = child.status
     running = status in _RUNNING_STATES
@@ -709,7 +712,7 @@ def _child_report(tell: Callable[[Any], None], name: str) -> Report:
             )
         else:
             message = ChildTerminated(name, seq)
-        _quiet(tell, _In(message))
+        _quiet(tell, message)
 
     return report
 
@@ -917,17 +920,17 @@ class _SupervisorPort(SupervisorHandle):
         return cls(SupervisorActor.start(spec, path, runtime, report), path)
 
     def boot(self) -> None:
-        _quiet(self.ref.tell, _In(Boot()))
+        _quiet(self.ref.tell, Boot())
 
     def settle(self, *, final: bool) -> None:
-        _quiet(self.ref.tell, _In(Settle(final)))
+        _quiet(self.ref.tell, Settle(final))
 
     def stop_node(self, seq: int, *, brutal: bool, final: bool) -> None:
         try:
             self.ref.tell(_Stop(seq, StopNode(final=final, brutal=brutal)))
         except pykka.ActorDeadError:
             if self.parent is not None:
-                _quiet(self.parent.tell, _In(ChildTerminated(self.name, seq)))
+                _quiet(self.parent.tell, ChildTerminated(self.name, seq))
 
     def stop_soon(self) -> None:
         self.ref.stop(block=False)
