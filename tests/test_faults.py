@@ -39,6 +39,7 @@ from taskvisor.actors import (
     RUNS_KEPT,
     AttemptFinished,
     AttemptStarted,
+    CallExecutor,
     Event,
     InvalidSpec,
     ManualClock,
@@ -47,6 +48,7 @@ from taskvisor.actors import (
     SqliteStore,
     StoreError,
     SystemClock,
+    Task,
     TaskActor,
     TaskContext,
     TaskFinished,
@@ -680,6 +682,42 @@ def test_fault12_a_child_waiting_out_its_backoff_is_restarting_with_its_attempt_
     assert wait_until(lambda: ref.which_children()[1].status == "running")
     b = ref.which_children()[1]
     assert (b.running, b.attempt, b.restarts) == (True, 2, 1)
+
+
+def test_fault12_a_restarted_child_is_starting_until_its_attempt_has_begun(
+    trees: list[SupervisorRef],
+) -> None:
+    """Rows never call an attempt running before it began: a restart in place is
+    "starting" while its start is under way, and one that cannot start never runs."""
+    gate = threading.Event()
+
+    class Gated(CallExecutor):
+        def start(self, task: Task, ctx: TaskContext) -> None:
+            if ctx.attempt == 2:  # hold the restart's start, then fail it
+                gate.wait(10)
+                raise RuntimeError("cannot start attempt 2")
+            super().start(task, ctx)
+
+    executor = Gated()
+    spec = SupervisorSpec("app", children=[task("b")], intensity=Intensity(5, 60))
+    ref = Supervisor.start(spec, executors={"call": executor})
+    trees.append(ref)
+    try:
+        assert ref.child("b").ask("crash") == "crashing"
+        assert wait_until(lambda: ref.which_children()[0].attempt == 2)
+        row = ref.which_children()[0]
+        assert (row.status, row.attempt, row.restarts) == ("starting", 2, 1)
+        gate.set()
+        assert wait_until(lambda: ref.which_children()[0].attempt == 3)
+        assert wait_until(lambda: ref.which_children()[0].status == "running")
+        row = ref.which_children()[0]
+        assert (row.attempt, row.restarts) == (3, 2)
+        assert row.error is not None
+        assert "cannot start attempt 2" in row.error
+    finally:
+        gate.set()
+        ref.stop(timeout=10)
+        executor.close(5)
 
 
 # ------------------------------------------------------------------------------ fault 13

@@ -39,6 +39,7 @@ from taskvisor.supervision import (
     AutoShutdown,
     Backoff,
     DynamicSupervisorSpec,
+    Ignore,
     Intensity,
     RestartChildren,
     Strategy,
@@ -80,7 +81,6 @@ class Actor:
     attempts: int = 0
     #: messages to the node, in order; ["start", attempt] is a start whose outcome is open
     outbox: deque[Any] = attrs.Factory(deque)
-    quiet: bool = False  # the open start is a restart in place: success sends nothing
 
 
 class World:
@@ -139,10 +139,9 @@ class World:
         assert actor.state == "awaiting", f"{command} but the actor is {actor.state}"
         assert command.attempt == actor.attempts, f"{command} but the actor ran {actor.attempts}"
         if command.then == "restart":
-            # A restart in place tells nothing when it begins (the node counts it
-            # begun); only a start that fails is told, as the attempt's end.
+            # A restart in place: the actor begins the next attempt and tells
+            # the node like any start (begun, or could not begin).
             self.begin(actor)
-            actor.quiet = True
         else:
             actor.state = "idle" if command.then == "hold" else "done"
 
@@ -156,13 +155,9 @@ class World:
                 actor.id, last[1], FAILED, "could not start", started=False
             )
             actor.state = "awaiting"
-        elif actor.quiet:
-            actor.outbox.pop()
-            actor.state = "running"
         else:
             actor.outbox[-1] = ChildStarted(actor.id, last[1])
             actor.state = "running"
-        actor.quiet = False
 
     def terminate(self, command: n.TerminateChild) -> None:
         actor = self.actors.get(command.child)
@@ -178,14 +173,11 @@ class World:
         actor.outbox.append(ChildEnded(actor.id, actor.attempts, phase, f"ended {phase.value}"))
 
     def take(self, actor: Actor) -> Any:
-        """The next message of ``actor`` to the node, or None when there is none after all
-        (an open restart in place that succeeds tells nothing)."""
+        """The next message of ``actor`` to the node."""
         message = actor.outbox.popleft()
         if isinstance(message, list):  # the open start succeeds
             actor.outbox.appendleft(message)
             self.resolve(actor, fail=False)
-            if not actor.outbox:
-                return None
             message = actor.outbox.popleft()
         return message
 
@@ -298,6 +290,11 @@ class Model:
             self.answer_start(kid)
             if kid.created:
                 self.emit("forget", kid.id)
+            # Its unread news dies with it: a new kid of the same name starts afresh.
+            news = (ChildStarted, ChildEnded, ChildTerminated)
+            self.mailbox = deque(
+                e for e in self.mailbox if not (isinstance(e, news) and e.child == kid.id)
+            )
 
     def reply(self, call: int, error: str | None = None) -> None:
         self.emit("reply", call, error or "ok")
@@ -486,10 +483,7 @@ class Model:
         for k in again:
             k.started_at, k.done = now + delay, False
         if not to_stop and not dropped and again == [kid] and delay <= 0:
-            self.start(kid)  # alone, at once: no plan
-            # The child begins its next attempt as it closes the last one: the
-            # node counts it running at once (a start that fails ends it as failed).
-            kid.status, kid.phase = "running", RUNNING
+            self.start(kid)  # alone, at once: no plan; starting until it confirms
             return
         kid.status = "down"
         self.run(self.restarting(to_stop, dropped, again, delay))
@@ -900,6 +894,10 @@ class NodeMachine(RuleBasedStateMachine):
                 if isinstance(decision, RestartChildren):
                     group = set(decision.restart) | set(decision.terminate)
                     self.open_epoch(group, pending=set(decision.restart))
+                elif isinstance(decision, Ignore):
+                    # Nothing follows from it: what comes next in this step is a
+                    # deferred call's or input's own work.
+                    self.epoch = None
                 else:
                     self.open_epoch(None)
             elif kind in (n.ReportStarted, n.ReportEnded, n.ReportStopped, n.StartTimer):
@@ -1415,3 +1413,24 @@ def test_a_failed_start_is_decided_after_the_plan_under_way() -> None:
     drive.settle()
     assert drive.node.status == n.EXITED  # gave up: two restarts within 5 s
     assert replies(drive) == [1]
+
+
+def test_a_deleted_childs_unread_end_is_not_taken_by_the_child_added_under_its_name() -> None:
+    """Found by the state machine: an end deferred while a plan ran, from a child deleted
+    and added again (same id, attempts counted from 1) before the end was read, gave the
+    new child up as exhausted. The node drops a forgotten child's unread news."""
+    spec = SupervisorSpec("sup", intensity=Intensity(0, 5.0), children=[task("a"), task("b")])
+    drive = Driver(spec)
+    drive.step(Boot())
+    drive.settle()
+    drive.call("terminate_child", "a")  # busy until "a" has stopped
+    drive.call("terminate_child", "b")  # these wait behind it, in order
+    drive.call("delete_child", "b")
+    drive.call("start_child", task("b"), (), {}, None)  # a new "b", attempt 1 again
+    drive.world.end(drive.world.actors["b"], FAILED)  # the old "b" ends...
+    drive.step(drive.world.take(drive.world.actors["b"]))  # ...and waits behind the calls
+    drive.settle()
+
+    assert drive.node.status == n.RUNNING  # not given up over the old "b"
+    assert drive.node.children["b"].status == n.CHILD_RUNNING
+    assert replies(drive) == [1, 2, 3, 4]

@@ -511,9 +511,7 @@ class TaskActor(BaseActor):
         if message.reply is not None:
             message.reply.reply(self.start_error)
 
-    def _start_attempt(
-        self, closed: _Closed | None = None, event: Event | None = None, *, notify: bool = True
-    ) -> None:
+    def _start_attempt(self, closed: _Closed | None = None, event: Event | None = None) -> None:
         """Start the next attempt; ``closed`` is the previous run, closed but not yet recorded.
 
         The bookkeeping (persist, publish the previous run's end and
@@ -521,8 +519,7 @@ class TaskActor(BaseActor):
         the work runs as soon as this thread lets go. Work that cannot start
         ends the attempt as failed, reported to the owner like any end (a
         restart that follows comes by message, never by recursion). The
-        owner hears ``attempt_began`` unless ``notify`` is False (it counted
-        the attempt as begun when it asked for it) and there is no pid to tell.
+        owner hears ``attempt_began`` once the work has begun.
         """
         task = self.task
         stamp = now_ms()
@@ -562,7 +559,7 @@ class TaskActor(BaseActor):
         if not self.ever_started:
             self.ever_started = True
             self._publish(TaskStarted(task.id, at=stamp))
-        if self.began is not None and (notify or ctx.pid is not None):
+        if self.began is not None:
             self.began(AttemptBegan(task.id, attempt, ctx.pid))
 
     def _on_progress(self, message: _Progress) -> None:
@@ -642,7 +639,7 @@ class TaskActor(BaseActor):
         if not final and not verdict.hold and delay <= 0 and not self.restart_by_message:
             # Restart now: hand the work over before recording the closed run.
             closed = self._close(outcome, verdict.phase, final=False, record=False)
-            self._start_attempt(closed, verdict.event, notify=False)
+            self._start_attempt(closed, verdict.event)
             return
         self._close(outcome, verdict.phase, final=final)
         if verdict.event is not None:

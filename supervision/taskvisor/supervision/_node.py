@@ -711,9 +711,6 @@ class Node:
         child = self.children.get(event.child)
         if child is None:
             return
-        if child.status == CHILD_RUNNING and event.attempt == child.attempt:
-            child.pid = event.pid  # a restart in place, already counted as running
-            return
         if child.status != CHILD_STARTING:
             return
         child.status = CHILD_RUNNING
@@ -844,8 +841,9 @@ class Node:
         alone = decision.restart == (child.id,) and not decision.terminate and not decision.drop
         if alone and delay <= 0:
             # The child closes its run and begins the next attempt at once: it
-            # runs from now on (an attempt that cannot begin ends as failed).
-            child.status, child.phase, child.since = CHILD_RUNNING, TaskPhase.RUNNING, self._now
+            # is starting until it confirms (ChildStarted), or reports that the
+            # attempt could not begin (ChildEnded, started=False).
+            child.status, child.since = CHILD_STARTING, self._now
             child.attempt += 1
             self._settle(child, event, None, "restart", notice)
             return
@@ -1113,7 +1111,16 @@ class Node:
         self._answer_start(child)
         if child.created:
             self._emit(ForgetChild(cid))
+        if self.deferred:
+            # What the forgotten child told and the node has not read yet is
+            # about it alone: a child added later under the same id (attempts
+            # counted from 1 again) must not take that as its own.
+            self.deferred = deque(e for e in self.deferred if not _is_news_of(e, cid))
 
+
+def _is_news_of(event: Input, cid: str) -> bool:
+    """Whether ``event`` is something child ``cid`` told about itself."""
+    return isinstance(event, (ChildStarted, ChildEnded, ChildTerminated)) and event.child == cid
 
 #: What the node does with each kind of input.
 _INPUTS: dict[type, Callable[[Node, Any], None]] = {

@@ -155,11 +155,15 @@ class ChildRow:
         attempt: how many attempts it has begun; unchanged while it waits
             out a restart delay.
         restart: its restart type.
-        status: ``running``, ``starting``, ``terminating``, ``restarting``
-            (waiting out a restart delay, OTP's ``restarting``), ``pending``
-            (defined, not running) or ``ended`` (not restarted).
+        status: ``running``, ``starting`` (an attempt, a restart's
+            included, is being started and has not yet begun: one that
+            cannot begin never shows as running), ``terminating``,
+            ``restarting`` (waiting out a restart delay, OTP's
+            ``restarting``), ``pending`` (defined, not running) or
+            ``ended`` (not restarted).
         restarts: how many restarts of it were decided.
-        error: the latest attempt's error, if any.
+        error: the error of the latest attempt that ended with one (while a
+            later attempt runs, the one before it), or None.
         since: when it entered ``status``, on the tree's clock (seconds).
         pid: the process id of a running ``subprocess`` child.
     """
