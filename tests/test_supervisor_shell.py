@@ -39,6 +39,7 @@ from taskvisor.supervision import (
     SupervisorExhausted,
     SupervisorSpec,
 )
+from taskvisor.supervision import _supervisor as supervisor_module
 from taskvisor.supervision._node import Command, StopNode
 from taskvisor.supervision._supervisor import _COMMANDS, SupervisorRef, _Api, _Stop
 
@@ -250,3 +251,29 @@ def test_the_shell_carries_out_every_command_of_its_node() -> None:
     """One entry per command type: a command the table missed would raise KeyError in a
     live supervisor (its crash), though ``simulate()`` knows it."""
     assert set(_COMMANDS) == set(get_args(Command))
+
+
+def test_a_restart_in_place_wakes_the_supervisor_once_and_its_row_still_says_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call task restarted in place does not report that its attempt began (one thread
+    wake-up per restart saved: ``benchmarks/bench_supervision.py``); ``which_children``
+    asks the task instead, so the row of a begun attempt says running all the same."""
+    began: list[int] = []
+    real = supervisor_module._ChildOwner.attempt_began
+
+    def counted(owner: Any, notice: Any) -> None:
+        began.append(notice.attempt)
+        real(owner, notice)
+
+    monkeypatch.setattr(supervisor_module._ChildOwner, "attempt_began", counted)
+    spec = SupervisorSpec("app", children=[child("w")], intensity=Intensity(10, 60))
+    with Supervisor.start(spec) as tree:
+        ref = tree.task("w")
+        for attempt in (1, 2, 3):
+            assert ref.ask("where", timeout=10) == (attempt, "where")
+            row = tree.which_children()[0]
+            assert (row.status, row.attempt, row.running) == ("running", attempt, True)
+            if attempt < 3:
+                assert ref.ask("crash", timeout=10) == "crashing"
+    assert began == [1]  # only the first start, which the supervisor waits for

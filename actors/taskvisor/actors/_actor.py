@@ -234,6 +234,11 @@ class _Snapshot:
 
 
 @attrs.frozen
+class _AttemptState:
+    pass
+
+
+@attrs.frozen
 class _SaveAgain:
     pass
 
@@ -511,15 +516,20 @@ class TaskActor(BaseActor):
         if message.reply is not None:
             message.reply.reply(self.start_error)
 
-    def _start_attempt(self, closed: _Closed | None = None, event: Event | None = None) -> None:
+    def _start_attempt(
+        self, closed: _Closed | None = None, event: Event | None = None, *, notify: bool = True
+    ) -> None:
         """Start the next attempt; ``closed`` is the previous run, closed but not yet recorded.
 
         The bookkeeping (persist, publish the previous run's end and
         ``event``) comes first and the hand-over of the work last, so that
         the work runs as soon as this thread lets go. Work that cannot start
         ends the attempt as failed, reported to the owner like any end (a
-        restart that follows comes by message, never by recursion). The
-        owner hears ``attempt_began`` once the work has begun.
+        restart that follows comes by message, never by recursion). Once the
+        work has begun the owner hears ``attempt_began``, unless ``notify``
+        is False and there is no pid to tell: a restart in place, whose
+        owner asks when it needs to know (``TaskRef.attempt_state``) rather
+        than be woken at each restart.
         """
         task = self.task
         stamp = now_ms()
@@ -559,7 +569,7 @@ class TaskActor(BaseActor):
         if not self.ever_started:
             self.ever_started = True
             self._publish(TaskStarted(task.id, at=stamp))
-        if self.began is not None:
+        if self.began is not None and (notify or ctx.pid is not None):
             self.began(AttemptBegan(task.id, attempt, ctx.pid))
 
     def _on_progress(self, message: _Progress) -> None:
@@ -639,7 +649,7 @@ class TaskActor(BaseActor):
         if not final and not verdict.hold and delay <= 0 and not self.restart_by_message:
             # Restart now: hand the work over before recording the closed run.
             closed = self._close(outcome, verdict.phase, final=False, record=False)
-            self._start_attempt(closed, verdict.event)
+            self._start_attempt(closed, verdict.event, notify=False)
             return
         self._close(outcome, verdict.phase, final=final)
         if verdict.event is not None:
@@ -802,6 +812,11 @@ class TaskActor(BaseActor):
     def _on_snapshot(self, _message: _Snapshot) -> TaskSnapshot:
         return self._snapshot(done=self.state == _DONE)
 
+    def _on_attempt_state(self, _message: _AttemptState) -> tuple[int, bool, int | None]:
+        ctx = self.ctx
+        began = self.state == _RUNNING and ctx is not None  # handlers run one at a time
+        return self.task.status.attempt, began, ctx.pid if began and ctx is not None else None
+
     def _snapshot(self, *, done: bool) -> TaskSnapshot:
         return TaskSnapshot(
             task=replace(self.task),
@@ -908,6 +923,7 @@ _HANDLERS: dict[type, Callable[[TaskActor, Any], Any]] = {
     _Resume: TaskActor._on_resume,
     _Terminate: TaskActor._on_terminate,
     _Snapshot: TaskActor._on_snapshot,
+    _AttemptState: TaskActor._on_attempt_state,
     _SaveAgain: TaskActor._on_save_again,
 }
 
@@ -1038,6 +1054,19 @@ class TaskRef:
         request = Request(message)
         self.deliver(request)
         return request.wait(timeout)
+
+    def attempt_state(self) -> pykka.Future[tuple[int, bool, int | None]]:
+        """Ask, without waiting, for ``(attempt, began, pid)``: the latest attempt's
+        number, whether its work has begun and still runs, and its process id.
+
+        The answer comes once the actor has finished what it was doing, so an
+        attempt being started is either begun or ended by then. The future
+        raises ``pykka.ActorDeadError`` when the actor has stopped.
+        """
+        future: pykka.Future[tuple[int, bool, int | None]] = self._ref.ask(
+            _AttemptState(), block=False
+        )
+        return future
 
     def snapshot(self, timeout: float | None = 10.0) -> TaskSnapshot:
         """Return a consistent copy of the task's state.

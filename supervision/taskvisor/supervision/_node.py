@@ -1122,6 +1122,7 @@ def _is_news_of(event: Input, cid: str) -> bool:
     """Whether ``event`` is something child ``cid`` told about itself."""
     return isinstance(event, (ChildStarted, ChildEnded, ChildTerminated)) and event.child == cid
 
+
 #: What the node does with each kind of input.
 _INPUTS: dict[type, Callable[[Node, Any], None]] = {
     ChildEnded: Node._on_ended,

@@ -59,7 +59,7 @@ from taskvisor.actors import (
     resume_record,
 )
 from taskvisor.actors._actor import _ClosingInbox
-from taskvisor.actors._base import ActorThreads
+from taskvisor.actors._base import ActorThreads, deadline_in
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import bound_text
 from taskvisor.actors._publish import logging_wanted
@@ -157,7 +157,8 @@ class ChildRow:
         restart: its restart type.
         status: ``running``, ``starting`` (an attempt, a restart's
             included, is being started and has not yet begun: one that
-            cannot begin never shows as running), ``terminating``,
+            cannot begin never shows as running; see ``which_children``),
+            ``terminating``,
             ``restarting`` (waiting out a restart delay, OTP's
             ``restarting``), ``pending`` (defined, not running) or
             ``ended`` (not restarted).
@@ -637,7 +638,15 @@ class SupervisorActor(BaseActor):
         name = message.name
         node = self.node
         if name == "which_children":
-            return [_row(c) for c in node.children.values()]
+            rows = [_row(c) for c in node.children.values()]
+            # A task restarted in place does not report that its attempt began
+            # (that would wake this thread at each restart): the asker asks it.
+            starting = {
+                c.id: port
+                for c in node.children.values()
+                if c.status == CHILD_STARTING and isinstance(port := self.ports.get(c.id), TaskRef)
+            }
+            return rows, starting
         if name == "count_children":
             children = list(node.children.values())
             sups = sum(1 for c in children if c.is_supervisor)
@@ -678,6 +687,32 @@ _COMMANDS: dict[type, Callable[[SupervisorActor, Any], None]] = {
     ReportEnded: _report_command,
     ReportStopped: _report_command,
 }
+
+
+#: How long ``which_children`` waits, at most, for tasks to say whether their
+#: attempt began; one that has not answered by then is still starting it.
+CONFIRM_WAIT = 0.5
+
+
+def _confirm_started(
+    rows: list[ChildRow], starting: dict[str, TaskRef], deadline: float
+) -> list[ChildRow]:
+    """Rows of ``starting`` tasks whose attempt has begun, turned to ``running``."""
+    asked = {cid: port.attempt_state() for cid, port in starting.items()}
+    attempts = {row.id: row.attempt for row in rows}
+    until = min(deadline, time.monotonic() + CONFIRM_WAIT)
+    begun: dict[str, int | None] = {}  # the pid of each task whose attempt began
+    for cid, future in asked.items():
+        try:
+            attempt, began, pid = future.get(timeout=max(0.0, until - time.monotonic()))
+        except (pykka.Timeout, pykka.ActorDeadError):
+            continue  # still starting (or gone): its row says so
+        if began and attempt == attempts.get(cid):
+            begun[cid] = pid
+    return [
+        attrs.evolve(row, status="running", pid=begun[row.id]) if row.id in begun else row
+        for row in rows
+    ]
 
 
 def _row(child: Any) -> ChildRow:
@@ -833,11 +868,24 @@ class SupervisorHandle:
     def which_children(self, *, timeout: float | None = CALL_TIMEOUT) -> list[ChildRow]:
         """Return one row per child, in start order.
 
+        A task restarted in place does not tell its supervisor that its new
+        attempt began (that would cost a thread wake-up per restart): while
+        the supervisor counts it ``starting``, this asks the task, waiting
+        ``CONFIRM_WAIT`` seconds (0.5) at most, and shows it ``running`` if
+        its attempt has begun. A task busy starting its attempt for longer
+        stays ``starting``.
+
         Raises:
             SupervisorError: ``stopped``.
             WaitTimeout: when the supervisor does not answer in time.
         """
-        rows: list[ChildRow] = self._ask("which_children", timeout=timeout)
+        deadline = deadline_in(timeout, CALL_TIMEOUT)
+        answer: tuple[list[ChildRow], dict[str, TaskRef]] = self._ask(
+            "which_children", timeout=timeout
+        )
+        rows, starting = answer
+        if starting:
+            rows = _confirm_started(rows, starting, deadline)
         return rows
 
     def count_children(self, *, timeout: float | None = CALL_TIMEOUT) -> dict[str, int]:
