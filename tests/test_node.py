@@ -289,7 +289,8 @@ class Model:
     def terminate(self, kid: Kid) -> None:
         self.answer_start(kid)
         kid.seq += 1
-        kid.stopped_run = kid.active
+        if kid.status != "terminating":  # a second terminate: what the first found holds
+            kid.stopped_run = kid.active
         kid.status, kid.token = "terminating", 0
         self.emit("terminate", kid.id)
 
@@ -1450,3 +1451,22 @@ def test_a_deleted_childs_unread_end_is_not_taken_by_the_child_added_under_its_n
     assert drive.node.status == n.RUNNING  # not given up over the old "b"
     assert drive.node.children["b"].status == n.CHILD_RUNNING
     assert replies(drive) == [1, 2, 3, 4]
+
+
+def test_a_child_that_exhausted_the_budget_stays_exhausted_through_a_second_stop() -> None:
+    """Found by a fresh user: the tree gave up (the child's run closed EXHAUSTED), its
+    final settle began ending the child for good, a stop came on top, and the row
+    turned to pending/cancelled as if an attempt had been stopped."""
+    spec = SupervisorSpec("sup", intensity=Intensity(0, 5.0), children=[task("a")])
+    drive = Driver(spec)
+    drive.step(Boot())
+    drive.settle()
+    drive.world.end(drive.world.actors["a"], FAILED)
+    drive.step(drive.world.take(drive.world.actors["a"]))  # gives up
+    assert drive.node.status == n.EXITED
+    drive.step(Settle(final=True))  # the parent ends it: finalize "a"
+    drive.step(StopNode(final=True))  # and a stop arrives meanwhile
+    drive.settle()
+
+    a = drive.node.children["a"]
+    assert (a.status, a.phase) == (n.ENDED, TaskPhase.EXHAUSTED)

@@ -27,6 +27,7 @@ from taskvisor.actors import (
     Task,
     TaskContext,
     TaskPhase,
+    TaskRef,
     TaskSpec,
     WaitTimeout,
     default_executors,
@@ -267,6 +268,14 @@ def test_a_restart_in_place_wakes_the_supervisor_once_and_its_row_still_says_run
         real(owner, notice)
 
     monkeypatch.setattr(supervisor_module._ChildOwner, "attempt_began", counted)
+    asked: list[str] = []
+    real_state = TaskRef.attempt_state
+
+    def counted_state(ref: TaskRef) -> Any:
+        asked.append(ref.id)
+        return real_state(ref)
+
+    monkeypatch.setattr(TaskRef, "attempt_state", counted_state)
     spec = SupervisorSpec("app", children=[child("w")], intensity=Intensity(10, 60))
     with Supervisor.start(spec) as tree:
         ref = tree.task("w")
@@ -276,4 +285,44 @@ def test_a_restart_in_place_wakes_the_supervisor_once_and_its_row_still_says_run
             assert (row.status, row.attempt, row.running) == ("running", attempt, True)
             if attempt < 3:
                 assert ref.ask("crash", timeout=10) == "crashing"
+
+        # What the task said was passed on to the supervisor: it stops asking.
+        def asks_again() -> bool:
+            before = len(asked)
+            assert tree.which_children()[0].status == "running"
+            return len(asked) > before
+
+        assert wait_until(lambda: not asks_again())
     assert began == [1]  # only the first start, which the supervisor waits for
+    assert asked.count("app/w") >= 2  # each restart in place was asked about
+
+
+def test_a_confirmation_of_an_earlier_attempt_does_not_confirm_the_one_starting() -> None:
+    """What ``which_children`` passes on is checked against the attempt still starting."""
+    gate = threading.Event()
+
+    class Gated(CallExecutor):
+        def start(self, task: Task, ctx: TaskContext) -> None:
+            if ctx.attempt == 3:
+                gate.wait(10)  # attempt 3 is starting until the test lets it
+            super().start(task, ctx)
+
+    executor = Gated()
+    spec = SupervisorSpec("app", children=[child("w")], intensity=Intensity(10, 60))
+    tree = Supervisor.start(spec, executors={"call": executor})
+    try:
+        ref = tree.task("w")
+        assert ref.ask("crash", timeout=10) == "crashing"
+        assert ref.ask("where", timeout=10) == (2, "where")
+        assert ref.ask("crash", timeout=10) == "crashing"
+        assert wait_until(lambda: tree.which_children()[0].attempt == 3)
+        tree._actor().tell(supervisor_module._Confirmed("w", 2, None))  # stale news
+        row = tree.which_children()[0]
+        assert (row.status, row.attempt) == ("starting", 3)
+        gate.set()
+        assert ref.ask("where", timeout=10) == (3, "where")
+        assert wait_until(lambda: tree.which_children()[0].status == "running")
+    finally:
+        gate.set()
+        tree.stop(timeout=10)
+        executor.close(5)

@@ -813,9 +813,11 @@ class TaskActor(BaseActor):
         return self._snapshot(done=self.state == _DONE)
 
     def _on_attempt_state(self, _message: _AttemptState) -> tuple[int, bool, int | None]:
+        # Handlers run one at a time: an attempt being started has begun or failed by now.
+        began = self.state != _PENDING and self.start_error is None
         ctx = self.ctx
-        began = self.state == _RUNNING and ctx is not None  # handlers run one at a time
-        return self.task.status.attempt, began, ctx.pid if began and ctx is not None else None
+        pid = ctx.pid if self.state == _RUNNING and ctx is not None else None
+        return self.task.status.attempt, began, pid
 
     def _snapshot(self, *, done: bool) -> TaskSnapshot:
         return TaskSnapshot(
@@ -1047,6 +1049,12 @@ class TaskRef:
     def ask(self, message: Any, timeout: float | None = 10.0) -> Any:
         """Deliver a ``Request`` carrying ``message`` and wait for the work's reply.
 
+        The request waits in the mailbox, across restarts, until an attempt
+        takes it. An attempt that takes it and ends without replying (it
+        raised) leaves the asker waiting until ``timeout``, as an Akka ask
+        to an actor that fails: reply before raising when the asker should
+        know (``request.reply("crashing")``).
+
         Raises:
             WaitTimeout: when no reply comes within ``timeout`` seconds.
             Unsupported: when the task's kind takes no messages.
@@ -1057,7 +1065,8 @@ class TaskRef:
 
     def attempt_state(self) -> pykka.Future[tuple[int, bool, int | None]]:
         """Ask, without waiting, for ``(attempt, began, pid)``: the latest attempt's
-        number, whether its work has begun and still runs, and its process id.
+        number, whether its work began (it may have ended since), and the
+        process id of a subprocess attempt that still runs.
 
         The answer comes once the actor has finished what it was doing, so an
         attempt being started is either begun or ended by then. The future

@@ -604,7 +604,8 @@ class Node:
             if step[0] == "finalize":
                 self._answer_start(child)
                 child.seq += 1
-                child.was_active = child.status in _ACTIVE
+                if child.status != TERMINATING:  # a second terminate keeps what the first found
+                    child.was_active = child.status in _ACTIVE
                 child.status = TERMINATING
                 child.token = 0
                 self._emit(TerminateChild(child.id, child.seq, step[2], True))
@@ -691,7 +692,8 @@ class Node:
     def _terminate(self, child: Child, *, brutal: bool, final: bool) -> None:
         self._answer_start(child)
         child.seq += 1
-        child.was_active = True
+        if child.status != TERMINATING:  # a second terminate keeps what the first found
+            child.was_active = True
         child.status = TERMINATING
         child.token = 0
         self._emit(TerminateChild(child.id, child.seq, brutal, final))

@@ -151,7 +151,8 @@ class ChildRow:
         id: the child's id.
         kind: ``"worker"`` or ``"supervisor"``.
         running: whether an attempt runs (or is being started or stopped).
-        phase: the latest attempt's phase (``RUNNING`` while it runs).
+        phase: ``RUNNING`` while an attempt starts or runs, else how the
+            latest attempt ended.
         attempt: how many attempts it has begun; unchanged while it waits
             out a restart delay.
         restart: its restart type.
@@ -224,6 +225,15 @@ def _quiet(tell: Callable[[Any], None], message: Any) -> None:
 
 #: The node inputs other actors, timers and ports tell a supervisor as they are.
 _TOLD_INPUTS = frozenset({Boot, ChildStarted, ChildEnded, ChildTerminated, TimerFired, Settle})
+
+
+@attrs.frozen
+class _Confirmed:
+    """A task restarted in place said its attempt ``attempt`` began (``which_children``)."""
+
+    child: str
+    attempt: int
+    pid: int | None
 
 
 @attrs.frozen
@@ -343,6 +353,8 @@ class SupervisorActor(BaseActor):
         try:
             if kind in _TOLD_INPUTS:
                 self._step(message)
+            elif kind is _Confirmed:
+                self._confirmed(message)
             elif kind is _Stop:
                 self.stop_seq = message.seq
                 self._step(message.request)
@@ -355,6 +367,13 @@ class SupervisorActor(BaseActor):
         return None
 
     # ------------------------------------------------------------------- inputs
+
+    def _confirmed(self, message: _Confirmed) -> None:
+        """A task restarted in place told ``which_children`` that its attempt began."""
+        child = self.node.children.get(message.child)
+        if child is None or child.status != CHILD_STARTING or child.attempt != message.attempt:
+            return  # it moved on since (ended, restarted again, or forgotten)
+        self._step(ChildStarted(message.child, message.attempt, message.pid))
 
     def _step(self, event: Input) -> None:
         if type(event) is Boot and not self.booted:
@@ -695,9 +714,17 @@ CONFIRM_WAIT = 0.5
 
 
 def _confirm_started(
-    rows: list[ChildRow], starting: dict[str, TaskRef], deadline: float
+    rows: list[ChildRow],
+    starting: dict[str, TaskRef],
+    deadline: float,
+    supervisor: pykka.ActorRef[SupervisorActor],
 ) -> list[ChildRow]:
-    """Rows of ``starting`` tasks whose attempt has begun, turned to ``running``."""
+    """Rows of ``starting`` tasks whose attempt has begun, turned to ``running``.
+
+    The supervisor is told what its tasks said (it takes it as their
+    ``ChildStarted`` if that attempt is still starting), so that it asks no
+    more until their next restart.
+    """
     asked = {cid: port.attempt_state() for cid, port in starting.items()}
     attempts = {row.id: row.attempt for row in rows}
     until = min(deadline, time.monotonic() + CONFIRM_WAIT)
@@ -709,6 +736,7 @@ def _confirm_started(
             continue  # still starting (or gone): its row says so
         if began and attempt == attempts.get(cid):
             begun[cid] = pid
+            _quiet(supervisor.tell, _Confirmed(cid, attempt, pid))
     return [
         attrs.evolve(row, status="running", pid=begun[row.id]) if row.id in begun else row
         for row in rows
@@ -871,9 +899,11 @@ class SupervisorHandle:
         A task restarted in place does not tell its supervisor that its new
         attempt began (that would cost a thread wake-up per restart): while
         the supervisor counts it ``starting``, this asks the task, waiting
-        ``CONFIRM_WAIT`` seconds (0.5) at most, and shows it ``running`` if
-        its attempt has begun. A task busy starting its attempt for longer
-        stays ``starting``.
+        ``CONFIRM_WAIT`` seconds (0.5) at most, shows it ``running`` if its
+        attempt has begun, and passes the answer on to the supervisor, so
+        that it is asked once per restart. A task busy starting its attempt
+        for longer stays ``starting``. Rows show what the supervisor knows:
+        an attempt that has just ended shows until its end has reached it.
 
         Raises:
             SupervisorError: ``stopped``.
@@ -885,7 +915,7 @@ class SupervisorHandle:
         )
         rows, starting = answer
         if starting:
-            rows = _confirm_started(rows, starting, deadline)
+            rows = _confirm_started(rows, starting, deadline, self._actor())
         return rows
 
     def count_children(self, *, timeout: float | None = CALL_TIMEOUT) -> dict[str, int]:
