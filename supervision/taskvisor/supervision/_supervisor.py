@@ -159,9 +159,8 @@ class ChildRow:
         status: ``running``, ``starting`` (an attempt, a restart's
             included, is being started and has not yet begun: one that
             cannot begin never shows as running; see ``which_children``),
-            ``terminating``,
-            ``restarting`` (waiting out a restart delay, OTP's
-            ``restarting``), ``pending`` (defined, not running) or
+            ``terminating``, ``restarting`` (waiting out a restart delay,
+            OTP's ``restarting``), ``pending`` (defined, not running) or
             ``ended`` (not restarted).
         restarts: how many restarts of it were decided.
         error: the error of the latest attempt that ended with one (while a
