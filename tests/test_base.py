@@ -197,3 +197,22 @@ def test_close_is_one_deadline_and_leaves_busy_threads_to_end(
         release.set()
     assert "still busy at the close deadline" in caplog.text
     assert wait_until(lambda: threads.size == 0)
+
+
+def test_a_latch_opens_once_for_every_waiter_and_setting_it_again_changes_nothing() -> None:
+    latch = Latch()
+    assert not latch.is_set()
+    assert not latch.wait(0.01)
+    woke: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woke.append(latch.wait(10))) for _ in range(4)]
+    for waiter in waiters:
+        waiter.start()
+    setters = [threading.Thread(target=latch.set) for _ in range(4)]  # at once, from 4 threads
+    for setter in setters:
+        setter.start()
+    for thread in (*setters, *waiters):
+        thread.join(10)
+    assert woke == [True] * 4
+    assert latch.is_set()
+    latch.set()
+    assert latch.wait(0)

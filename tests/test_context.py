@@ -237,13 +237,23 @@ def test_a_kept_timer_thread_wakes_for_a_timer_due_before_the_one_it_waits_for()
     assert fired == ["soon", "later"]
 
 
-def test_the_cancel_flag_makes_its_event_only_for_a_waiter() -> None:
-    """An attempt's flag costs no ``threading.Event`` unless someone waits on it."""
+def test_the_cancel_flag_makes_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attempt's cancel flag is a ``Latch``: making a ``threading.Event`` (with its
+    ``Condition``) for every attempt was a measurable part of a restart."""
+    made: list[object] = []
+    real = threading.Event
+
+    def counted() -> threading.Event:
+        made.append(None)
+        return real()
+
+    monkeypatch.setattr(threading, "Event", counted)
     ctx = TaskContext("t", 1, Mailbox(), Sink())
+    assert not ctx.wait_cancelled(0)
     ctx.request_cancel()
     assert ctx.cancelled
-    assert ctx._cancel._event is None  # nobody waited: none made
-    assert ctx.wait_cancelled(0)  # made now, already set
+    assert ctx.wait_cancelled(0)
+    assert made == []
 
 
 def test_every_waiter_on_the_cancel_flag_wakes_once_it_is_set() -> None:

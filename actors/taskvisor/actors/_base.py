@@ -209,17 +209,33 @@ def _log_quietly(message: str) -> None:
 
 
 class Latch:
-    """A one-shot signal on a bare lock: much cheaper to create than ``threading.Event``."""
+    """A one-shot signal on a bare lock: much cheaper to create than ``threading.Event``.
 
-    __slots__ = ("_lock",)
+    Set once, never cleared; ``set()`` again changes nothing. Any number of
+    threads may wait on it.
+    """
+
+    __slots__ = ("_lock", "_open")
+
+    #: Makes ``set()`` once-only between threads (setting is rare: one lock for all).
+    _setting = threading.Lock()
 
     def __init__(self) -> None:
+        self._open = False
         self._lock = threading.Lock()
         self._lock.acquire()
 
     def set(self) -> None:
-        """Open the latch (once)."""
+        """Open the latch; later calls do nothing."""
+        with Latch._setting:
+            if self._open:
+                return
+            self._open = True
         self._lock.release()
+
+    def is_set(self) -> bool:
+        """Whether the latch is open."""
+        return self._open
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the latch is open, at most ``timeout`` seconds; return whether it is.

@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 import attrs
 
+from ._base import Latch
 from ._errors import TaskCancelled, UnexpectedMessage, WaitTimeout
 from ._model import TaskPhase
 
@@ -52,41 +53,6 @@ class Flag(Protocol):
     """What ``Mailbox.get`` asks of a cancel flag (``threading.Event`` has it)."""
 
     def is_set(self) -> bool: ...
-
-
-class _CancelFlag:
-    """Set once, never cleared; its ``threading.Event`` is made only when someone waits.
-
-    Every attempt has one and few wait on it (``wait_cancelled``): making an
-    ``Event`` (with its ``Condition``) for each attempt was a measurable part
-    of a restart (``benchmarks/bench_supervision.py``).
-    """
-
-    __slots__ = ("_event", "_lock", "_set")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._event: threading.Event | None = None
-        self._lock = threading.Lock()
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        with self._lock:
-            self._set = True
-            event = self._event
-        if event is not None:
-            event.set()
-
-    def wait(self, timeout: float | None) -> bool:
-        with self._lock:
-            event = self._event
-            if event is None:
-                event = self._event = threading.Event()
-                if self._set:
-                    event.set()
-        return event.wait(timeout)
 
 
 class Mailbox:
@@ -245,7 +211,9 @@ class TaskContext:
         self.attempt = attempt
         self.mailbox = mailbox
         self.sink = sink
-        self._cancel = _CancelFlag()
+        #: Set once when the attempt is asked to stop: a ``Latch``, not a
+        #: ``threading.Event``, since every attempt makes one and few wait on it.
+        self._cancel = Latch()
         #: Executor-private state of this attempt (a thread, a process, a future).
         self.handle: Any = None
         self.pid: int | None = None
