@@ -602,13 +602,7 @@ class Node:
             if child is None:
                 continue
             if step[0] == "finalize":
-                self._answer_start(child)
-                child.seq += 1
-                if child.status != TERMINATING:  # a second terminate keeps what the first found
-                    child.was_active = child.status in _ACTIVE
-                child.status = TERMINATING
-                child.token = 0
-                self._emit(TerminateChild(child.id, child.seq, step[2], True))
+                self._terminate(child, brutal=step[2], final=True)
                 plan.waiting = child.id
                 return
             if step[0] == "terminate":
@@ -690,10 +684,11 @@ class Node:
             self._emit(Reply(waiting[0], child.id))
 
     def _terminate(self, child: Child, *, brutal: bool, final: bool) -> None:
+        """Stop ``child`` (an ended one too, with ``final``: its actor ends for good)."""
         self._answer_start(child)
         child.seq += 1
         if child.status != TERMINATING:  # a second terminate keeps what the first found
-            child.was_active = True
+            child.was_active = child.status in _ACTIVE
         child.status = TERMINATING
         child.token = 0
         self._emit(TerminateChild(child.id, child.seq, brutal, final))
@@ -842,9 +837,10 @@ class Node:
                 restarted.restarts += 1
         alone = decision.restart == (child.id,) and not decision.terminate and not decision.drop
         if alone and delay <= 0:
-            # The child closes its run and begins the next attempt at once: it
-            # is starting until it confirms (ChildStarted), or reports that the
-            # attempt could not begin (ChildEnded, started=False).
+            # The child closes its run and begins the next attempt at once. It
+            # is starting until known to have begun (a ChildStarted: a
+            # subprocess's pid, or what which_children learned from the task),
+            # or until it reports that it could not begin (ChildEnded, started=False).
             child.status, child.since = CHILD_STARTING, self._now
             child.attempt += 1
             self._settle(child, event, None, "restart", notice)
