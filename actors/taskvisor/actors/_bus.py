@@ -9,8 +9,9 @@ Guarantees:
 - a hook that raises anything, ``BaseException`` included (``SystemExit``,
   ``KeyboardInterrupt``, ``GeneratorExit``), is logged with its traceback
   on the ``taskvisor.events`` logger, counted in ``stats().errors`` and
-  reported to the other subscribers as a ``HookFailed`` event; its
-  delivery thread keeps delivering;
+  reported to the other subscribers as a ``HookFailed`` event (not once
+  ``stop()`` began: failures on the final drain are logged and counted
+  only); its delivery thread keeps delivering;
 - ``stop(timeout)`` is one overall deadline: it delivers what was
   published until then, and abandons (and reports) a hook still busy at
   the deadline instead of waiting for it.
