@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import types
 
 import pytest
 
@@ -15,6 +16,7 @@ from taskvisor.actors import (
     TaskvisorError,
     UnexpectedMessage,
     WaitTimeout,
+    _context,
 )
 from taskvisor.actors._context import Mailbox, Request, TaskContext
 
@@ -44,6 +46,104 @@ def test_a_blocked_receive_wakes_on_a_message_from_another_thread() -> None:
     box = Mailbox()
     threading.Timer(0.02, box.put, ("late",)).start()
     assert box.get(5) == "late"
+
+
+@pytest.mark.parametrize("timeout", [1e10, float("inf")])
+def test_a_receive_with_a_very_long_timeout_waits_for_the_message(timeout: float) -> None:
+    # Longer than threading's own maximum wait: taken in steps, never an OverflowError.
+    box = Mailbox()
+    threading.Timer(0.02, box.put, ("late",)).start()
+    assert box.get(timeout) == "late"
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan")])
+def test_a_receive_with_no_time_to_wait_looks_once(timeout: float) -> None:
+    box = Mailbox()
+    with pytest.raises(WaitTimeout):
+        box.get(timeout)
+    box.put("there")
+    assert box.get(timeout) == "there"
+
+
+def test_many_receivers_and_senders_take_every_message_exactly_once() -> None:
+    box = Mailbox()
+    got: list[int] = []
+    lock = threading.Lock()
+    receivers, per_receiver = 6, 300
+
+    def receive() -> None:
+        for _ in range(per_receiver):
+            item = box.get(10)
+            with lock:
+                got.append(item)
+
+    def send(start: int) -> None:
+        for i in range(start, start + per_receiver):
+            box.put(i)
+
+    threads = [threading.Thread(target=receive) for _ in range(receivers)]
+    threads += [threading.Thread(target=send, args=(k * per_receiver,)) for k in range(receivers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == list(range(receivers * per_receiver))
+    assert len(box) == 0
+
+
+def test_a_message_put_just_as_a_receive_times_out_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The race made certain: the receiver's wait runs out at the very moment a
+    # put hands it the message (the put took the receiver's wake). The receiver
+    # must take that message; giving up would leave it in the box with no one
+    # woken for it.
+    box = Mailbox()
+
+    class RunsOutAsAPutLands:
+        def __init__(self) -> None:
+            self.held = False
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if not self.held:
+                self.held = True  # the receiver takes its own lock first
+                return True
+            box.put("landed")  # while it waits: the put takes this receiver's wake...
+            return False  # ...and the wait runs out all the same
+
+        def release(self) -> None:
+            pass
+
+    fake = types.SimpleNamespace(Lock=RunsOutAsAPutLands)
+    monkeypatch.setattr(_context, "threading", fake)
+    assert box.get(0.001) == "landed"
+    assert len(box) == 0
+
+
+def test_cancel_wakes_every_blocked_receiver_and_a_later_message_still_arrives() -> None:
+    box = Mailbox()
+    cancel = threading.Event()
+    outcomes: list[str] = []
+
+    def receive() -> None:
+        try:
+            box.get(10, cancel)
+        except TaskCancelled:
+            outcomes.append("cancelled")
+
+    threads = [threading.Thread(target=receive) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.02)
+    cancel.set()
+    box.wake()
+    for t in threads:
+        t.join(5)
+    assert outcomes == ["cancelled"] * 3
+    # A receiver of a later attempt (its own flag) is not disturbed by an old wake.
+    threading.Timer(0.02, box.put, ("next",)).start()
+    box.wake()
+    assert box.get(5, threading.Event()) == "next"
 
 
 def test_cancel_wakes_a_blocked_receive() -> None:

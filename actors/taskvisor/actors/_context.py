@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
+import time
 from collections import deque
 from typing import Any, Protocol, TypeVar, overload
 
 import attrs
 
-from ._base import Latch
+from ._base import MAX_WAIT, Latch
 from ._errors import TaskCancelled, UnexpectedMessage, WaitTimeout
 from ._model import TaskPhase
 
@@ -56,21 +58,35 @@ class Flag(Protocol):
 
 
 class Mailbox:
-    """A task's inbox: thread-safe, kept across restarts (like an Akka mailbox)."""
+    """A task's inbox: thread-safe, kept across restarts (like an Akka mailbox).
 
-    __slots__ = ("_cond", "_items", "_waiters")
+    A receiver that finds it empty sleeps on a lock of its own, which the
+    next ``put`` releases: the receiver blocks within a few steps of looking,
+    and a reply sent just before (``Request.reply``, then ``receive`` again)
+    leaves the asker's thread the interpreter at once (``threading.Condition``
+    takes several times as many steps to go to sleep).
+    """
+
+    __slots__ = ("_items", "_lock", "_sleepers", "_waiters")
 
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        #: Locks of the threads asleep in ``get``, oldest first; each is held
+        #: until a ``put`` (or ``wake``) releases it.
+        self._sleepers: deque[threading.Lock] = deque()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def put(self, item: Any) -> None:
         """Add ``item`` and wake one waiting receiver."""
-        with self._cond:
+        with self._lock:
             self._items.append(item)
-            self._cond.notify()
-            waiters, self._waiters = self._waiters, []
+            sleeper = self._sleepers.popleft() if self._sleepers else None
+            waiters = self._waiters
+            if waiters:
+                self._waiters = []
+        if sleeper is not None:
+            sleeper.release()
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed since
                 loop.call_soon_threadsafe(_wake, future)
@@ -88,24 +104,33 @@ class Mailbox:
             WaitTimeout: when nothing arrives in time.
             TaskCancelled: when ``cancel`` is set while waiting.
         """
-        with self._cond:
-            if not self._items:
-                if cancel is None:
-                    ready = self._cond.wait_for(lambda: bool(self._items), timeout)
-                else:
-                    ready = self._cond.wait_for(
-                        lambda: bool(self._items) or cancel.is_set(), timeout
-                    )
-                    if not self._items and cancel.is_set():
-                        raise TaskCancelled("the attempt was cancelled while receiving")
-                if not ready:
+        deadline = math.inf
+        if timeout is not None:
+            deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                if cancel is not None and cancel.is_set():
+                    raise TaskCancelled("the attempt was cancelled while receiving")
+                left = deadline - time.monotonic() if timeout is not None else MAX_WAIT
+                if left <= 0:
                     raise WaitTimeout(f"no message within {timeout}s")
-            return self._items.popleft()
+                sleeper = threading.Lock()
+                sleeper.acquire()
+                self._sleepers.append(sleeper)
+            if not sleeper.acquire(timeout=min(left, MAX_WAIT)):
+                with self._lock, contextlib.suppress(ValueError):
+                    self._sleepers.remove(sleeper)  # unless a put or wake took it meanwhile
+            # Look again: an item (one a put brought as the wait ran out included),
+            # a cancel, or the deadline decides.
 
     def wake(self) -> None:
         """Wake every waiting receiver (to notice a cancellation)."""
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            sleepers, self._sleepers = self._sleepers, deque()
+        for sleeper in sleepers:
+            sleeper.release()
 
     async def get_async(self, timeout: float | None = None) -> Any:
         """Take the oldest item without blocking the event loop.
@@ -121,7 +146,7 @@ class Mailbox:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            with self._cond:
+            with self._lock:
                 if self._items:
                     return self._items.popleft()
                 future: asyncio.Future[None] = loop.create_future()
@@ -136,11 +161,11 @@ class Mailbox:
                     self._forget(loop, future)
 
     def _forget(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
-        with self._cond, contextlib.suppress(ValueError):
+        with self._lock, contextlib.suppress(ValueError):
             self._waiters.remove((loop, future))
 
     def __len__(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._items)
 
 
