@@ -25,7 +25,7 @@ import attrs
 import pykka
 import pykka.messages
 
-from ._base import ActorThreads, BaseActor, Latch
+from ._base import ActorThreads, BaseActor, Latch, wait_timeout
 from ._bus import EventBus
 from ._clock import Clock, SystemClock, Timer
 from ._context import Mailbox, Outcome, Request, TaskContext
@@ -1085,7 +1085,7 @@ class TaskRef:
         """
         try:
             result: TaskSnapshot = self._ref.ask(  # type: ignore[assignment]
-                _Snapshot(), timeout=timeout
+                _Snapshot(), timeout=wait_timeout(timeout)
             )
         except pykka.Timeout:
             raise WaitTimeout(f"task {self.id!r} did not answer within {timeout}s") from None
@@ -1124,6 +1124,7 @@ class TaskRef:
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the actor (after ``terminate``) and wait until its loop has ended."""
+        timeout = wait_timeout(timeout)
         try:
             self._ref.stop(block=True, timeout=timeout)
         except pykka.Timeout:  # pragma: no cover - the actor thread never blocks

@@ -11,6 +11,7 @@ import functools
 import itertools
 import logging
 import math
+import numbers
 import queue
 import threading
 import time
@@ -22,7 +23,19 @@ import pykka
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
 
-__all__ = ["MAX_WAIT", "ActorCrash", "ActorThreads", "BaseActor", "Latch", "join_until"]
+__all__ = [
+    "MAX_WAIT",
+    "ActorCrash",
+    "ActorThreads",
+    "BaseActor",
+    "Latch",
+    "deadline_in",
+    "deadline_of",
+    "join_until",
+    "seconds_of",
+    "time_left",
+    "wait_timeout",
+]
 
 logger = logging.getLogger("taskvisor")
 
@@ -47,15 +60,59 @@ def join_until(thread: threading.Thread, deadline: float) -> bool:
     return True
 
 
+def seconds_of(timeout: object) -> float:
+    """A timeout given to a public call, as seconds in ``[0, inf]``.
+
+    NaN and a negative number count as 0 (look once, do not wait); a number
+    too large for a float (an int like ``10**400``) counts as inf.
+
+    Raises:
+        TypeError: when ``timeout`` is not a real number.
+    """
+    if not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout: expected seconds (a number, or None), got {timeout!r:.80}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        return math.inf
+    return seconds if seconds > 0 else 0.0  # NaN is not > 0 either
+
+
+def wait_timeout(timeout: object) -> float | None:
+    """A public wait's ``timeout`` as ``threading`` and pykka take it: None or finite seconds.
+
+    None stays None (no bound). NaN and a negative number count as 0 (look
+    once); inf, and anything beyond ``threading.TIMEOUT_MAX`` (about 292
+    years), is no bound: None.
+
+    Raises:
+        TypeError: when ``timeout`` is not a number.
+    """
+    if timeout is None:
+        return None
+    seconds = seconds_of(timeout)
+    return None if seconds >= threading.TIMEOUT_MAX else seconds
+
+
+def deadline_of(timeout: object) -> float | None:
+    """The monotonic deadline of a public wait's ``timeout`` (None: no bound), as
+    ``wait_timeout`` reads it."""
+    seconds = wait_timeout(timeout)
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (never negative); None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def deadline_in(timeout: float | None, default: float) -> float:
     """Return the monotonic deadline ``timeout`` seconds from now (``None``: ``default``).
 
-    NaN counts as 0 (no wait); a negative timeout too; inf is no deadline.
+    NaN counts as 0 (no wait); a negative timeout too; inf (or an int too
+    large for a float) is no deadline.
     """
-    seconds = default if timeout is None else timeout
-    if math.isnan(seconds) or seconds <= 0:
-        return time.monotonic()
-    return time.monotonic() + seconds
+    return time.monotonic() + seconds_of(default if timeout is None else timeout)
 
 
 class ActorCrash(Exception):
@@ -247,9 +304,8 @@ class Latch:
                 self._lock.release()
                 return True
             return False
-        if timeout is None:
-            timeout = math.inf
-        deadline = time.monotonic() + max(0.0, timeout)
+        timeout = math.inf if timeout is None else seconds_of(timeout)
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if self._lock.acquire(timeout=max(0.0, min(left, MAX_WAIT))):

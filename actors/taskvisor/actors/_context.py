@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 import attrs
 
-from ._base import MAX_WAIT, Latch
+from ._base import MAX_WAIT, Latch, seconds_of, wait_timeout
 from ._errors import TaskCancelled, UnexpectedMessage, WaitTimeout
 from ._model import TaskPhase
 
@@ -104,9 +104,7 @@ class Mailbox:
             WaitTimeout: when nothing arrives in time.
             TaskCancelled: when ``cancel`` is set while waiting.
         """
-        deadline = math.inf
-        if timeout is not None:
-            deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
+        deadline = math.inf if timeout is None else time.monotonic() + seconds_of(timeout)
         while True:
             with self._lock:
                 if self._items:
@@ -144,7 +142,7 @@ class Mailbox:
             WaitTimeout: when nothing arrives in time.
         """
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + seconds_of(timeout)
         while True:
             with self._lock:
                 if self._items:
@@ -206,7 +204,8 @@ class Request:
         Raises:
             WaitTimeout: when no answer came in time.
         """
-        if not self._ready.acquire(timeout=-1 if timeout is None else timeout):
+        seconds = wait_timeout(timeout)
+        if not self._ready.acquire(timeout=-1 if seconds is None else seconds):
             raise WaitTimeout(f"no reply to {self.message!r} within {timeout}s")
         ok, value = self._answer[0]
         if ok:

@@ -113,6 +113,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from ._base import deadline_of, time_left, wait_timeout
 from ._context import Outcome, TaskContext
 from ._errors import TargetImportError, TaskCancelled, Unsupported
 from ._model import OUTPUT_LINE_MAX, Task, TaskPhase, TaskSpec, is_async_def, is_output_file
@@ -310,14 +311,6 @@ def _exception_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- cancellation
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
 def _cancelled_outcome(exc: BaseException, ctx: TaskContext) -> Outcome:
     """The outcome of work that ended with a cancellation exception.
 
@@ -417,14 +410,14 @@ class _WorkerPool:
 
     def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Stop every worker; join them (not the abandoned ones) within ``timeout`` s overall."""
-        deadline = _deadline(timeout)
+        deadline = deadline_of(timeout)
         with self._lock:
             workers = [*self._workers.values(), *self._idle]
             self._workers, self._idle = {}, []
         for worker in workers:
             worker.stop()
         for worker in workers:
-            worker.thread.join(_left(deadline))
+            worker.thread.join(time_left(deadline))
 
 
 class CallExecutor(BaseExecutor):
@@ -590,7 +583,8 @@ class AsyncExecutor(BaseExecutor):
         Coroutines still running when half of ``timeout`` has passed (they
         ignore cancellation) are given up: the loop stops without them.
         """
-        deadline = _deadline(timeout)
+        timeout = wait_timeout(timeout)
+        deadline = deadline_of(timeout)
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
@@ -612,7 +606,7 @@ class AsyncExecutor(BaseExecutor):
             loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
         except RuntimeError:  # pragma: no cover - the loop closed already
             return
-        thread.join(_left(deadline))
+        thread.join(time_left(deadline))
         if thread.is_alive():
             logger.warning("the taskvisor event loop did not stop within %ss", timeout)
             return
@@ -1550,7 +1544,7 @@ class SubprocessExecutor(BaseExecutor):
         SIGKILLed process ends at once, so its waiter reaps it well within.
         The executor can be used again after (it starts its threads anew).
         """
-        deadline = _deadline(timeout)
+        deadline = deadline_of(timeout)
         with self._lock:
             self._closing = True
             spawns, spawner = self._spawns, self._spawner
@@ -1558,23 +1552,23 @@ class SubprocessExecutor(BaseExecutor):
         try:
             if spawns is not None and spawner is not None:
                 spawns.put(None)
-                spawner.join(_left(deadline))  # spawns queued before close end here
+                spawner.join(time_left(deadline))  # spawns queued before close end here
             with self._lock:
                 children = list(self._children.values())
             for child in children:
                 child.signal(signal.SIGKILL)
-            self._pool.close(_left(deadline))
+            self._pool.close(time_left(deadline))
             with self._lock:
                 left = list(self._children.values())
             for child in left:  # a waiter did not get to it in time: reap it here
                 child.signal(signal.SIGKILL)
                 _wait_exited(child.pid)
                 self._forget(child)
-                left_s = _left(deadline)
+                left_s = time_left(deadline)
                 _finish_output(child, _DRAIN_TIMEOUT if left_s is None else left_s)
             guard, self._guard = self._guard, None
             if guard is not None:
-                guard.close(_left(deadline))
+                guard.close(time_left(deadline))
         finally:
             with self._lock:
                 self._closing = False

@@ -12,7 +12,6 @@ import itertools
 import logging
 import socket
 import threading
-import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
@@ -22,7 +21,7 @@ from typing import Any
 import attrs
 
 from ._actor import AttemptEnded, TaskRef, TaskSnapshot, Verdict
-from ._base import ActorThreads
+from ._base import ActorThreads, deadline_of, time_left, wait_timeout
 from ._bus import EventBus, Subscriber
 from ._clock import Clock, SystemClock
 from ._errors import (
@@ -119,10 +118,10 @@ def close_shared(
     event. ``timeout`` (seconds, None for no bound) is one deadline for all
     of it, not a bound per step.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = deadline_of(timeout)
 
     def left() -> float | None:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        return time_left(deadline)
 
     threads.close(left())
     real_clock.close(left())
@@ -175,7 +174,7 @@ class TaskHandle:
         Raises:
             WaitTimeout: when it has not ended within ``timeout`` seconds.
         """
-        if not self._done.wait(timeout):
+        if not self._done.wait(wait_timeout(timeout)):
             raise WaitTimeout(f"task {self.id!r} still running after {timeout}s")
         assert self._final is not None
         return self._final.task
@@ -514,10 +513,10 @@ class ExecutorService:
         all the same; work that cannot be killed (a thread) is abandoned and
         logged. Safe to call more than once.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_of(timeout)
 
         def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
+            return time_left(deadline)
 
         with self._lock:
             self._closing = True

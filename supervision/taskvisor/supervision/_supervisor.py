@@ -59,7 +59,7 @@ from taskvisor.actors import (
     resume_record,
 )
 from taskvisor.actors._actor import _ClosingInbox
-from taskvisor.actors._base import ActorThreads, deadline_in
+from taskvisor.actors._base import ActorThreads, deadline_in, wait_timeout
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import bound_text
 from taskvisor.actors._publish import logging_wanted
@@ -812,6 +812,7 @@ class SupervisorHandle:
         raise NotImplementedError
 
     def _call(self, name: str, *args: Any, timeout: float | None = CALL_TIMEOUT) -> Any:
+        timeout = wait_timeout(timeout)
         request = Request(name)
         try:
             self._actor().tell(_Api(name, args, request))
@@ -825,6 +826,7 @@ class SupervisorHandle:
             ) from None
 
     def _ask(self, name: str, *args: Any, timeout: float | None = CALL_TIMEOUT) -> Any:
+        timeout = wait_timeout(timeout)
         try:
             return self._actor().ask(_Query(name, args), timeout=timeout)
         except pykka.ActorDeadError:
@@ -1098,7 +1100,7 @@ class SupervisorRef(SupervisorHandle):
             SupervisorExhausted: when the root gave up; carries the chain of failures.
             WaitTimeout: when it still runs after ``timeout`` seconds.
         """
-        if not self._released.wait(timeout):
+        if not self._released.wait(wait_timeout(timeout)):
             state = "still running" if self.running else "still stopping"
             raise WaitTimeout(f"supervisor {self.path!r} {state} after {timeout}s")
         end = self._end
@@ -1119,6 +1121,7 @@ class SupervisorRef(SupervisorHandle):
         an actor) it starts the stop and returns at once, since waiting there
         would wait on itself. A tree that ended by itself returns at once.
         """
+        timeout = wait_timeout(timeout)
         self._begin_stop(timeout)
         if threading.current_thread().name.startswith("taskvisor-"):
             return
@@ -1304,6 +1307,7 @@ class Supervisor:
             StoreError: when the store is closed, or owned by another live
                 tree (``StoreLocked``, naming the owner).
         """
+        timeout = wait_timeout(timeout)
         if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
             raise SupervisorError(
                 "bad_spec",
