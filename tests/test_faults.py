@@ -72,6 +72,7 @@ from taskvisor.supervision import (
     SupervisorSpec,
     spec_from_data,
 )
+from taskvisor.supervision import _supervisor as supervisor_module
 
 try:  # the error a second owner gets; a StoreError either way
     from taskvisor.actors import StoreLocked  # type: ignore[attr-defined]
@@ -1335,6 +1336,58 @@ def test_stop_is_idempotent_and_safe_from_any_thread() -> None:
         bounded(lambda: ref.stop(timeout=0), 5)
     bounded(ref.wait, 5)
     assert not ref.running
+
+
+@pytest.mark.parametrize("broken", ["stop_node", "clock.close"])
+def test_a_stop_that_breaks_part_way_still_kills_and_releases_everything(
+    broken: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fault injection inside the stop itself: the root can never be told to
+    # stop, or closing the timer thread fails once. The stop logs it, kills
+    # what is left and releases every thread and process; the tree counts as
+    # stopped.
+    before = set(threading.enumerate())
+    spec = SupervisorSpec(
+        "app",
+        children=[task("a"), TaskSpec(name="p", kind="subprocess", command=["sleep", "300"])],
+    )
+    ref = Supervisor.start(spec)
+    pid = ref.which_children()[1].pid
+    assert pid is not None
+    if broken == "stop_node":
+
+        def refuse(*_args: Any, **_kwargs: Any) -> None:
+            raise RuntimeError("injected: the root cannot be told to stop")
+
+        monkeypatch.setattr(supervisor_module._SupervisorPort, "stop_node", refuse)
+    else:
+        clock = ref._runtime.real_clock
+        close = clock.close
+        calls = []
+
+        def close_once_broken(timeout: float | None = 10.0) -> None:
+            calls.append(timeout)
+            if len(calls) == 1:
+                raise RuntimeError("injected: the timer thread cannot be closed")
+            close(timeout)
+
+        monkeypatch.setattr(clock, "close", close_once_broken)
+    with caplog.at_level(logging.ERROR, logger="taskvisor"):
+        bounded(lambda: ref.stop(timeout=10), 20)
+    assert "stopping the tree failed: killing what is left" in caplog.text
+    assert not ref.running
+    bounded(lambda: ref.wait(5), 10)
+    assert wait_until(lambda: library_threads(before) == [])
+    assert wait_until(lambda: not _alive(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[1].split()[0] != "Z"
 
 
 def stop_own_tree(ctx: TaskContext, holder: dict[str, Any], returned: threading.Event) -> str:

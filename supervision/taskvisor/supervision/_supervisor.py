@@ -17,6 +17,7 @@ thread and process is gone when it returns.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import signal
@@ -59,7 +60,7 @@ from taskvisor.actors import (
     resume_record,
 )
 from taskvisor.actors._actor import _ClosingInbox
-from taskvisor.actors._base import ActorThreads, deadline_in, wait_timeout
+from taskvisor.actors._base import ActorThreads, deadline_in, time_left, wait_timeout
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import bound_text
 from taskvisor.actors._publish import logging_wanted
@@ -1196,13 +1197,22 @@ class SupervisorRef(SupervisorHandle):
         return received[0] if received else None
 
     def _kill_children(self) -> None:
-        """Kill every child at once (brutal), process groups included; never waits."""
+        """Kill every child at once (brutal), process groups included; never waits.
+
+        Every task is told even when the root (or another task) cannot be.
+        """
+        tell: list[Callable[[], Any]] = []
         port = self._port
         if port is not None:
-            port.stop_node(0, brutal=True, final=True)
+            tell.append(lambda: port.stop_node(0, brutal=True, final=True))
         for other in self._runtime.all_ports():
             if isinstance(other, TaskRef):
-                other.terminate(brutal=True, final=True)
+                tell.append(functools.partial(other.terminate, brutal=True, final=True))
+        for kill in tell:
+            try:
+                kill()
+            except Exception:
+                logger.exception("%s: could not kill a child", self.path)
 
     def _begin_stop(self, timeout: float | None) -> None:
         with self._lock:
@@ -1219,10 +1229,40 @@ class SupervisorRef(SupervisorHandle):
         try:
             self._shut_down(deadline)
         except BaseException:
-            logger.exception("%s: stopping the tree failed", self.path)
+            logger.exception("%s: stopping the tree failed: killing what is left", self.path)
+            self._last_resort(deadline)
         finally:
             self._began.set()
             self._released.set()
+
+    def _last_resort(self, deadline: float | None) -> None:
+        """After a stop that broke: kill every child, stop every actor, close what they shared.
+
+        Each step is tried even when the one before it failed, within what is
+        left of the deadline; actors told to stop end by themselves after it.
+        """
+        runtime = self._runtime
+
+        def stop_actors() -> None:
+            for other in runtime.all_ports():
+                other.stop_soon()
+            if self._port is not None:
+                self._port.stop_soon()
+
+        def close() -> None:
+            close_shared(
+                runtime.threads,
+                runtime.real_clock,
+                runtime.executors,
+                runtime.bus,
+                time_left(deadline),
+            )
+
+        for step in (self._kill_children, stop_actors, close):
+            try:
+                step()
+            except BaseException:
+                logger.exception("%s: a step of the last-resort stop failed", self.path)
 
     def _shut_down(self, deadline: float | None) -> None:
         def left(reserve: float = 0.0) -> float | None:
