@@ -13,6 +13,7 @@ instead of hanging the suite.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -1467,6 +1468,30 @@ def test_a_tree_that_gave_up_released_its_threads_and_processes_before_any_stop(
         bounded(ref.stop, 5, "stop() after the tree gave up")
     with pytest.raises(SupervisorExhausted):  # every later waiter gets the same answer
         bounded(lambda: ref.wait(timeout=1), 5)
+
+
+async def swallows_every_cancel(ctx: TaskContext) -> None:
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(100)
+
+
+@pytest.mark.parametrize("timeout", [30.0, None])
+def test_a_coroutine_that_keeps_swallowing_cancels_is_abandoned_after_its_grace_on_stop(
+    timeout: float | None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Once its grace is over the coroutine is given up; closing the event loop
+    # must not wait for it again (it used to wait half the deadline, and
+    # forever with no deadline). What asyncio says of it goes to our logger.
+    before = set(threading.enumerate())
+    spec = SupervisorSpec(
+        "app",
+        children=[TaskSpec(name="a", kind="async", target=swallows_every_cancel, shutdown=0.2)],
+    )
+    ref = Supervisor.start(spec)
+    bounded(lambda: ref.stop(timeout), 10, "stop")
+    assert library_threads(before) == []
+    assert "Task was destroyed" not in capfd.readouterr().err
 
 
 def test_stop_with_a_call_that_ignores_cancellation_returns_by_its_deadline() -> None:

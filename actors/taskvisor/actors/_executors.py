@@ -109,6 +109,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -506,6 +507,8 @@ class AsyncExecutor(BaseExecutor):
         self._jobs: deque[Callable[[], None]] = deque()
         self._wake_lock = threading.Lock()
         self._wake_pending = False
+        #: Coroutines given up by ``kill`` (touched on the loop thread only).
+        self._abandoned: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
 
     def _send(self, loop: asyncio.AbstractEventLoop, job: Callable[[], None]) -> None:
         """Run ``job`` on the loop, after every job sent before it.
@@ -540,6 +543,7 @@ class AsyncExecutor(BaseExecutor):
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
+                loop.set_exception_handler(_loop_error)
                 ready = threading.Event()
                 self._thread = threading.Thread(
                     target=_serve_loop, args=(loop, ready), name="taskvisor-async", daemon=True
@@ -570,8 +574,15 @@ class AsyncExecutor(BaseExecutor):
                 self._send(loop, functools.partial(_cancel_spawned, ctx))
 
     def kill(self, task: Task, ctx: TaskContext) -> bool:
-        """Cancel the coroutine once more and give it up; returns False (it cannot be killed)."""
+        """Cancel the coroutine once more and give it up; returns False (it cannot be killed).
+
+        ``close()`` does not wait for it again: it had its grace.
+        """
         self.cancel(task, ctx)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing runs there
+                self._send(loop, functools.partial(_abandon, self._abandoned, ctx))
         return False
 
     def deliver(self, task: Task, message: Any, ctx: TaskContext) -> None:
@@ -581,7 +592,8 @@ class AsyncExecutor(BaseExecutor):
         """Cancel what still runs, stop the loop and join its thread, within ``timeout`` s.
 
         Coroutines still running when half of ``timeout`` has passed (they
-        ignore cancellation) are given up: the loop stops without them.
+        ignore cancellation) are given up: the loop stops without them. One
+        already given up (``kill``) is cancelled once more and not waited for.
         """
         timeout = wait_timeout(timeout)
         deadline = deadline_of(timeout)
@@ -592,10 +604,13 @@ class AsyncExecutor(BaseExecutor):
             return
         grace = None if timeout is None else timeout / 2
 
+        abandoned = self._abandoned
+
         async def shutdown() -> None:
             pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in pending:
                 t.cancel()
+            pending = [t for t in pending if t not in abandoned]
             if pending:
                 await asyncio.wait(pending, timeout=grace)
             with contextlib.suppress(Exception):
@@ -638,6 +653,17 @@ def _cancelled_unstarted(task: asyncio.Task[None], ctx: TaskContext) -> None:
     """Report a coroutine cancelled before its first step: ``_arun`` never ran to say so."""
     if task.cancelled():
         _report(ctx, _cancelled_outcome(asyncio.CancelledError("before its first step"), ctx))
+
+
+def _abandon(abandoned: weakref.WeakSet[asyncio.Task[None]], ctx: TaskContext) -> None:
+    if isinstance(ctx.handle, asyncio.Task):
+        abandoned.add(ctx.handle)
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What the loop reports (an abandoned coroutine destroyed pending, say): on our logger."""
+    exc = context.get("exception")
+    logger.warning("taskvisor event loop: %s", context.get("message", "an error"), exc_info=exc)
 
 
 def _cancel_spawned(ctx: TaskContext) -> None:
