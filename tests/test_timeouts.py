@@ -33,7 +33,8 @@ from taskvisor.supervision import Supervisor, SupervisorSpec
 
 FOREVER = [math.inf, 1e10, 10**400]  # each waits without a bound
 FOREVER_IDS = ["inf", "1e10", "10**400"]
-NO_WAIT = [0, -1, -0.5, math.nan]  # each looks once
+NO_WAIT = [0, -1, -0.5, math.nan, -(10**400), -math.inf]  # each looks once
+NO_WAIT_IDS = ["0", "-1", "-0.5", "nan", "-10**400", "-inf"]
 
 
 def serve(ctx: TaskContext) -> None:
@@ -54,6 +55,7 @@ def serve(ctx: TaskContext) -> None:
         (math.inf, math.inf, None),
         (1e10, 1e10, None),  # beyond threading.TIMEOUT_MAX
         (10**400, math.inf, None),  # too large for a float
+        (-(10**400), 0.0, 0.0),  # too large for a float, and negative: looks once
         (None, None, None),
     ],
 )
@@ -94,7 +96,7 @@ def test_waits_of_the_pieces_take_a_timeout_without_a_bound(forever: float) -> N
     assert asyncio.run(receive_async()) == "later"
 
 
-@pytest.mark.parametrize("no_wait", NO_WAIT)
+@pytest.mark.parametrize("no_wait", NO_WAIT, ids=NO_WAIT_IDS)
 def test_waits_of_the_pieces_look_once_with_no_time_to_wait(no_wait: float) -> None:
     assert not Latch().wait(no_wait)
     with pytest.raises(WaitTimeout):
@@ -128,7 +130,7 @@ def test_a_tree_takes_a_timeout_without_a_bound_in_every_call(forever: float) ->
     tree.wait(timeout=forever)  # released: returns at once
 
 
-@pytest.mark.parametrize("no_wait", NO_WAIT)
+@pytest.mark.parametrize("no_wait", NO_WAIT, ids=NO_WAIT_IDS)
 def test_a_tree_looks_once_when_given_no_time_to_wait(no_wait: float) -> None:
     spec = SupervisorSpec("app", children=[TaskSpec(name="server", target=serve)])
     tree = Supervisor.start(spec)
@@ -169,3 +171,42 @@ def test_executors_close_with_a_timeout_without_a_bound(forever: float) -> None:
         loop.close(forever)
     finally:
         service.shutdown(10)
+
+
+def test_an_ask_with_a_timeout_that_is_not_a_number_delivers_nothing() -> None:
+    seen: list[object] = []
+
+    def record(ctx: TaskContext) -> None:
+        while True:
+            request = ctx.receive()
+            assert isinstance(request, Request)
+            seen.append(request.message)
+            request.reply("ok")
+
+    spec = SupervisorSpec("app", children=[TaskSpec(name="w", target=record)])
+    with Supervisor.start(spec) as tree:
+        ref = tree.task("w")
+        with pytest.raises(TypeError, match="timeout"):
+            ref.ask("charge the card", timeout="5")  # type: ignore[arg-type]
+        assert ref.ask("after", timeout=10) == "ok"
+    assert seen == ["after"]
+
+
+def test_an_ask_to_a_stopped_task_fails_at_once_and_a_nested_stop_names_itself() -> None:
+    spec = SupervisorSpec(
+        "app",
+        children=[
+            TaskSpec(name="w", target=serve),
+            SupervisorSpec("sub", children=[TaskSpec(name="x", target=serve)]),
+        ],
+    )
+    tree = Supervisor.start(spec)
+    try:
+        sub = tree.supervisor("sub")
+        with pytest.raises(WaitTimeout, match=r"supervisor 'app/sub' did not stop within 0\.0s"):
+            sub.stop(0)  # no time to wait: it goes on stopping all the same
+        ref = tree.task("w")
+    finally:
+        tree.stop(10)
+    with pytest.raises(WaitTimeout, match="has stopped"):
+        ref.ask("ping", timeout=None)  # None is no bound: it must not wait for nothing

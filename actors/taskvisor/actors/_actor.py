@@ -1037,6 +1037,9 @@ class TaskRef:
     def deliver(self, message: Any) -> None:
         """Put ``message`` in the task's mailbox, kept across restarts.
 
+        Fire and forget, like a tell: a message to a task whose actor has
+        stopped is never read (``ask`` fails at once instead).
+
         Raises:
             Unsupported: when the task's kind takes no messages.
         """
@@ -1056,9 +1059,14 @@ class TaskRef:
         know (``request.reply("crashing")``).
 
         Raises:
-            WaitTimeout: when no reply comes within ``timeout`` seconds.
+            WaitTimeout: when no reply comes within ``timeout`` seconds (None:
+                no bound), or at once when the task's actor has stopped.
             Unsupported: when the task's kind takes no messages.
+            TypeError: when ``timeout`` is not a number (nothing is delivered).
         """
+        timeout = wait_timeout(timeout)
+        if not self._ref.is_alive():
+            raise WaitTimeout(f"task actor {self.id!r} has stopped: no attempt will answer")
         request = Request(message)
         self.deliver(request)
         return request.wait(timeout)

@@ -63,8 +63,9 @@ def join_until(thread: threading.Thread, deadline: float) -> bool:
 def seconds_of(timeout: object) -> float:
     """A timeout given to a public call, as seconds in ``[0, inf]``.
 
-    NaN and a negative number count as 0 (look once, do not wait); a number
-    too large for a float (an int like ``10**400``) counts as inf.
+    NaN and a negative number count as 0 (look once, do not wait); a
+    positive number too large for a float (an int like ``10**400``) counts as
+    inf.
 
     Raises:
         TypeError: when ``timeout`` is not a real number.
@@ -73,8 +74,8 @@ def seconds_of(timeout: object) -> float:
         raise TypeError(f"timeout: expected seconds (a number, or None), got {timeout!r:.80}")
     try:
         seconds = float(timeout)
-    except OverflowError:
-        return math.inf
+    except OverflowError:  # an int too large for a float, either way
+        return 0.0 if timeout < 0 else math.inf
     return seconds if seconds > 0 else 0.0  # NaN is not > 0 either
 
 

@@ -1020,15 +1020,26 @@ class _SupervisorPort(SupervisorHandle):
         self.ref.stop(block=False)
 
     def stop(self, timeout: float | None = CALL_TIMEOUT) -> None:
-        """Stop this supervisor for good (its parent's ``terminate_child``)."""
+        """Stop this supervisor for good (its parent's ``terminate_child``).
+
+        Raises:
+            WaitTimeout: when it has not stopped within ``timeout`` seconds
+                (it goes on stopping).
+        """
         if self.parent is None:
             raise SupervisorError("not_found", f"{self.path!r} has no parent")
+        timeout = wait_timeout(timeout)
         request = Request("terminate_child")
         try:
             self.parent.tell(_Api("terminate_child", (self.name,), request))
         except pykka.ActorDeadError:
             return
-        request.wait(timeout)
+        try:
+            request.wait(timeout)
+        except WaitTimeout:
+            raise WaitTimeout(
+                f"supervisor {self.path!r} did not stop within {timeout}s (it goes on stopping)"
+            ) from None
 
 
 class SupervisorRef(SupervisorHandle):
