@@ -8,6 +8,7 @@ import threading
 import weakref
 from pathlib import Path
 
+import pykka
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -156,6 +157,32 @@ def test_shutdown_cancels_running_tasks_and_returns_when_all_is_gone(tmp_path: P
     ]
     # shutdown joined what it started: no taskvisor thread is left, at once
     assert [t.name for t in threading.enumerate() if t.name.startswith("taskvisor")] == []
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), 0.3])
+def test_a_shutdown_that_runs_out_of_time_still_ends_every_handle(timeout: float) -> None:
+    # A running task that does not end in time and one still queued: once
+    # shutdown returns, each handle is done (CANCELLED, saying why), its
+    # waiters return and status() answers at once.
+    release = threading.Event()
+    svc = ExecutorService(max_running=1)
+    running = svc.submit(TaskSpec(name="stubborn", target=stubborn, args=[release], shutdown=30))
+    queued = svc.submit(TaskSpec(name="queued", target=double, args=[2]))
+    assert wait_until(lambda: running.status().status.attempt == 1)
+    try:
+        svc.shutdown(timeout)
+        for handle, attempt in ((running, 1), (queued, 0)):
+            assert handle.done()
+            task = handle.wait(0)
+            assert task.status.phase is TaskPhase.CANCELLED
+            assert task.status.attempt == attempt
+            assert task.status.error  # why: given up at the deadline, or cancelled unstarted
+            assert handle.status().status.phase is TaskPhase.CANCELLED
+        assert "shut down before the task ended" in (running.wait(0).status.error or "")
+    finally:
+        release.set()  # the abandoned thread ends
+    # With no time to wait, the actors told to stop end by themselves, moments later.
+    assert wait_until(lambda: not pykka.ActorRegistry.get_all())
 
 
 def test_records_are_persisted_and_resume_skips_finished_work(tmp_path: Path) -> None:

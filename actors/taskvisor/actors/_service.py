@@ -41,6 +41,7 @@ from ._model import (
     TaskRun,
     TaskSpec,
     TaskState,
+    TaskStatus,
     now_ms,
     stamp_ms,
 )
@@ -141,10 +142,11 @@ class TaskHandle:
     which is released as soon as the task ends.
     """
 
-    __slots__ = ("__weakref__", "_begun", "_done", "_final", "_ref", "_seq", "id")
+    __slots__ = ("__weakref__", "_begun", "_done", "_final", "_ref", "_seq", "_task", "id")
 
     def __init__(self, service: ExecutorService, task: Task) -> None:
         self.id = task.id
+        self._task = task  # as submitted: what a handle given up at shutdown reports
         self._seq = 0  # submission order, set by the service
         self._ref: TaskRef | None = None
         self._final: TaskSnapshot | None = None
@@ -244,6 +246,23 @@ class TaskHandle:
     def _finished(self, snapshot: TaskSnapshot) -> None:
         self._final = snapshot
         self._done.set()
+
+    def _given_up(self) -> None:
+        """End a task the shutdown could not end in time (or never started): ``CANCELLED``.
+
+        Its waiters return; ``status()`` shows the attempt it had reached.
+        """
+        if self._done.is_set():
+            return
+        ref = self._ref
+        task = ref.task if ref is not None else self._task
+        status = TaskStatus(
+            phase=TaskPhase.CANCELLED,
+            attempt=task.status.attempt,
+            error="the service shut down before the task ended (given up at its deadline)",
+        )
+        final = attrs.evolve(task, status=status)
+        self._finished(TaskSnapshot(task=final, runs=(), output=None, done=True))
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.id!r} {'done' if self.done() else 'active'}>"
@@ -531,6 +550,10 @@ class ExecutorService:
         for ref in refs:  # every actor stops at once; closing their threads waits for all
             ref.stop_soon()
         close_shared(self._threads, self._real_clock, self.executors, self.bus, left())
+        with self._lock:  # queued ones, and those that did not end in time: their waiters return
+            unfinished = [h for h in self._handles.values() if not h.done()]
+        for handle in unfinished:
+            handle._given_up()
         release = getattr(self.store, "release", None)
         if callable(release):
             release()
