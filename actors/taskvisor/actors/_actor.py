@@ -1091,9 +1091,10 @@ class TaskRef:
         Raises:
             WaitTimeout: when the actor does not answer in time.
         """
+        timeout = wait_timeout(timeout)
         try:
             result: TaskSnapshot = self._ref.ask(  # type: ignore[assignment]
-                _Snapshot(), timeout=wait_timeout(timeout)
+                _Snapshot(), timeout=timeout
             )
         except pykka.Timeout:
             raise WaitTimeout(f"task {self.id!r} did not answer within {timeout}s") from None

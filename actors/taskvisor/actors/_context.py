@@ -104,7 +104,8 @@ class Mailbox:
             WaitTimeout: when nothing arrives in time.
             TaskCancelled: when ``cancel`` is set while waiting.
         """
-        deadline = math.inf if timeout is None else time.monotonic() + seconds_of(timeout)
+        seconds = None if timeout is None else seconds_of(timeout)
+        deadline = math.inf if seconds is None else time.monotonic() + seconds
         while True:
             with self._lock:
                 if self._items:
@@ -113,7 +114,7 @@ class Mailbox:
                     raise TaskCancelled("the attempt was cancelled while receiving")
                 left = deadline - time.monotonic() if timeout is not None else MAX_WAIT
                 if left <= 0:
-                    raise WaitTimeout(f"no message within {timeout}s")
+                    raise WaitTimeout(f"no message within {seconds}s")
                 sleeper = threading.Lock()
                 sleeper.acquire()
                 self._sleepers.append(sleeper)
@@ -142,7 +143,8 @@ class Mailbox:
             WaitTimeout: when nothing arrives in time.
         """
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + seconds_of(timeout)
+        seconds = None if timeout is None else seconds_of(timeout)
+        deadline = None if seconds is None else loop.time() + seconds
         while True:
             with self._lock:
                 if self._items:
@@ -153,7 +155,7 @@ class Mailbox:
             try:
                 await asyncio.wait_for(future, remaining)
             except TimeoutError:
-                raise WaitTimeout(f"no message within {timeout}s") from None
+                raise WaitTimeout(f"no message within {seconds}s") from None
             finally:
                 if not future.done() or future.cancelled():
                     self._forget(loop, future)
@@ -206,7 +208,7 @@ class Request:
         """
         seconds = wait_timeout(timeout)
         if not self._ready.acquire(timeout=-1 if seconds is None else seconds):
-            raise WaitTimeout(f"no reply to {self.message!r} within {timeout}s")
+            raise WaitTimeout(f"no reply to {self.message!r:.80} within {seconds}s")
         ok, value = self._answer[0]
         if ok:
             return value

@@ -176,7 +176,8 @@ class TaskHandle:
         Raises:
             WaitTimeout: when it has not ended within ``timeout`` seconds.
         """
-        if not self._done.wait(wait_timeout(timeout)):
+        timeout = wait_timeout(timeout)
+        if not self._done.wait(timeout):
             raise WaitTimeout(f"task {self.id!r} still running after {timeout}s")
         assert self._final is not None
         return self._final.task

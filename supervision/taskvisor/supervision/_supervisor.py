@@ -1112,7 +1112,8 @@ class SupervisorRef(SupervisorHandle):
             SupervisorExhausted: when the root gave up; carries the chain of failures.
             WaitTimeout: when it still runs after ``timeout`` seconds.
         """
-        if not self._released.wait(wait_timeout(timeout)):
+        timeout = wait_timeout(timeout)
+        if not self._released.wait(timeout):
             state = "still running" if self.running else "still stopping"
             raise WaitTimeout(f"supervisor {self.path!r} {state} after {timeout}s")
         end = self._end
