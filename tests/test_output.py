@@ -11,8 +11,10 @@ import itertools
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +246,35 @@ def test_file_output_rotates_at_the_size_limit_keeping_n_backups(
     assert Path(f"{log}.1").read_text() == "".join(line.format(i) for i in range(30, 40))
     assert Path(f"{log}.2").read_text() == "".join(line.format(i) for i in range(20, 30))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.log", "out.log.1", "out.log.2"]
+
+
+def test_an_output_path_that_is_not_a_regular_file_is_never_rotated(
+    executor: SubprocessExecutor, tmp_path: Path
+) -> None:
+    # A device (/dev/null) or a FIFO given as stdout is written to as it is:
+    # renaming it at the size limit would replace a device with a plain file.
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that the writer's open returns
+    read = bytearray()
+    try:
+        code = "for i in range(50): print(f'{i:03d}' + '.' * 96)"
+        _, sink, _ = run(executor, code, stdout=str(fifo), output_max_bytes=1000)
+        assert ended(sink).phase is TaskPhase.SUCCEEDED
+        while len(read) < 5000:
+            try:
+                chunk = os.read(reader, 65536)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if not chunk:
+                break
+            read += chunk
+    finally:
+        os.close(reader)
+    assert len(read) == 5000
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]
 
 
 def test_file_output_with_no_backups_starts_afresh(
@@ -615,6 +646,14 @@ def test_an_unlisted_exit_code_says_which_codes_count_as_success(
         ({"success_exit_codes": [256]}, "success_exit_codes: expected a non-empty list"),
         ({"success_exit_codes": 0}, "success_exit_codes: expected a non-empty list"),
         ({"output_max_bytes": -1}, "output_max_bytes: expected an integer >= 0"),
+        (
+            {"stdout": "/tmp/x.log", "output_backups": 1001},
+            "output_backups: expected an integer from 0 to 1000",
+        ),
+        (
+            {"stdout": "/tmp/x.log", "output_backups": 10**400},
+            "output_backups: expected an integer from 0 to 1000",
+        ),
         ({"output_backups": 2}, "output_backups: applies to an output file"),
         ({"output_max_bytes": 5, "stdout": "prefix"}, "output_max_bytes: applies to an output"),
     ],

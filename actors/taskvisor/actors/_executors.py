@@ -112,6 +112,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
+from stat import S_ISREG
 from typing import Any, Protocol, runtime_checkable
 
 from ._base import deadline_of, time_left, wait_timeout
@@ -1021,7 +1022,8 @@ class _OutputFile:
     """A child's output file: appended to, rotated when it would pass ``max_bytes``.
 
     Rotation keeps ``backups`` older files (``path.1`` the newest; 0 keeps
-    none: the file starts afresh). A file never grows past ``max_bytes``
+    none: the file starts afresh). A path that is not a regular file (a
+    device such as ``/dev/null``, a FIFO) is never rotated. A file never grows past ``max_bytes``
     (0: it is never rotated) and is cut after the last whole line that fits
     of what has been read; a line is split across two files only when it
     is longer than a file or when a read ended inside it.
@@ -1037,7 +1039,10 @@ class _OutputFile:
         self._max = max_bytes
         self._backups = backups
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
+        stat = os.fstat(self._fd)
+        self._size = stat.st_size
+        if not S_ISREG(stat.st_mode):  # a device, FIFO or socket: written to, never renamed
+            self._max = 0
 
     def _open(self, flags: int = 0) -> int:
         return os.open(

@@ -102,6 +102,8 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (
 OUTPUT_MAX_BYTES_DEFAULT = 10 * 1024 * 1024
 #: Default number of rotated output files kept (``out.log.1`` .. ``out.log.3``).
 OUTPUT_BACKUPS = 3
+#: The most rotated output files a task may keep (each rotation renames them all).
+OUTPUT_BACKUPS_MAX = 1000
 #: The longest line of child output, in bytes, logged whole by ``"prefix"``;
 #: a longer line is cut there, with a marker, and the rest of it dropped.
 OUTPUT_LINE_MAX = 64 * 1024
@@ -316,11 +318,18 @@ def _fail(
 
 
 def _at_least(
-    low: int, error: type[InvalidData] = InvalidData
+    low: int, error: type[InvalidData] = InvalidData, high: int | None = None
 ) -> Callable[[Any, attrs.Attribute[int], Any], None]:
+    wanted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
     def check(_inst: Any, attribute: attrs.Attribute[int], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise _fail(attribute.name, f"expected an integer >= {low}", value, error)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            raise _fail(attribute.name, f"expected {wanted}", value, error)
 
     return check
 
@@ -537,7 +546,7 @@ class TaskSpec:
       supervisord's ``redirect_stderr``).
     - ``output_max_bytes``: the size in bytes at which an output file is
       rotated (default ``OUTPUT_MAX_BYTES_DEFAULT``, 10 MiB; 0 never rotates);
-      ``output_backups``: how many rotated files are kept (default 3:
+      ``output_backups``: how many rotated files are kept (0 to 1000, default 3:
       ``out.log.1`` is the newest; 0 keeps none, the file starts afresh).
       Both need ``stdout`` or ``stderr`` to be a file.
     - ``stop_signal``: the signal sent to the child's process group for a
@@ -584,7 +593,9 @@ class TaskSpec:
         default=OUTPUT_MAX_BYTES_DEFAULT, validator=_at_least(0, InvalidSpec), kw_only=True
     )
     output_backups: int = attrs.field(
-        default=OUTPUT_BACKUPS, validator=_at_least(0, InvalidSpec), kw_only=True
+        default=OUTPUT_BACKUPS,
+        validator=_at_least(0, InvalidSpec, OUTPUT_BACKUPS_MAX),
+        kw_only=True,
     )
     stop_signal: signal.Signals = attrs.field(
         default=signal.SIGTERM, converter=_to_stop_signal, kw_only=True

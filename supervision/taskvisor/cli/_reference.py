@@ -69,7 +69,7 @@ _ABOUT: dict[str, str] = {
     ),
     "stderr": "Where its standard error goes: as `stdout`, or `stdout` to merge them.",
     "output_max_bytes": "Rotate an output file at this size in bytes (0: never).",
-    "output_backups": "How many rotated output files are kept.",
+    "output_backups": "How many rotated output files are kept (0 to 1000).",
     "stop_signal": "The signal a graceful stop sends to the subprocess's process group.",
     "success_exit_codes": "The exit codes that count as success.",
     "max_restarts": "How many restarts are allowed within the window.",
