@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from collections.abc import Callable
 
 import pykka
 import pytest
@@ -22,6 +23,7 @@ from taskvisor.actors import (
     AsyncExecutor,
     CallExecutor,
     ExecutorService,
+    InvalidSpec,
     Request,
     TaskContext,
     TaskSpec,
@@ -29,7 +31,7 @@ from taskvisor.actors import (
 )
 from taskvisor.actors._base import Latch, deadline_in, seconds_of, wait_timeout
 from taskvisor.actors._context import Mailbox
-from taskvisor.supervision import Supervisor, SupervisorSpec
+from taskvisor.supervision import Supervisor, SupervisorError, SupervisorSpec
 
 FOREVER = [math.inf, 1e10, 10**400]  # each waits without a bound
 FOREVER_IDS = ["inf", "1e10", "10**400"]
@@ -210,3 +212,68 @@ def test_an_ask_to_a_stopped_task_fails_at_once_and_a_nested_stop_names_itself()
         tree.stop(10)
     with pytest.raises(WaitTimeout, match="has stopped"):
         ref.ask("ping", timeout=None)  # None is no bound: it must not wait for nothing
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "bad", [_nested(10_000), "5", b"5", object()], ids=["nested", "str", "bytes", "object"]
+)
+def test_a_timeout_of_the_wrong_type_is_refused_by_every_kind_of_wait(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"^timeout: expected seconds"):
+        Latch().wait(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^timeout: expected seconds"):
+        Mailbox().get(bad)  # type: ignore[arg-type]
+    spec = SupervisorSpec("app", children=[TaskSpec(name="server", target=serve)])
+    with Supervisor.start(spec) as tree:
+        for call in (
+            lambda: tree.wait(bad),
+            lambda: tree.which_children(timeout=bad),
+            lambda: tree.task("server").ask("ping", timeout=bad),
+            lambda: tree._runtime.bus.stats(bad),
+        ):
+            with pytest.raises(TypeError, match=r"^timeout: expected seconds"):
+                call()
+        assert tree.task("server").ask("ping", timeout=10) == ("pong", 1)
+
+
+def test_a_child_id_of_the_wrong_kind_is_refused_and_the_tree_runs_on() -> None:
+    spec = SupervisorSpec("app", children=[TaskSpec(name="server", target=serve)])
+    with Supervisor.start(spec) as tree:
+        for bad in (_nested(10_000), 10**5000, None, b"server", ["server"]):
+            for call in (tree.terminate_child, tree.restart_child, tree.delete_child):
+                with pytest.raises(TypeError, match=r"^child_id: expected a child's name"):
+                    call(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"^path: expected a child's path"):
+                tree.child(bad)  # type: ignore[arg-type]
+        huge = "x" * 1_000_000
+        for call in (tree.terminate_child, tree.restart_child, tree.delete_child, tree.child):
+            with pytest.raises(SupervisorError, match="at most 255 characters") as caught:
+                call(huge)
+            assert len(str(caught.value)) < 300
+        assert tree.running
+        assert tree.task("server").ask("ping", timeout=10) == ("pong", 1)
+
+
+@pytest.mark.parametrize("make", [lambda n: TaskSpec(name=n, target=serve), SupervisorSpec])
+def test_a_name_is_at_most_255_characters(make: Callable[[str], object]) -> None:
+    make("x" * 255)
+    with pytest.raises(
+        InvalidSpec, match=r"^name: expected a name of at most 255 characters"
+    ) as caught:
+        make("x" * 256)
+    assert len(str(caught.value)) < 300
+
+
+def test_receive_refuses_an_expect_that_is_not_a_type_and_keeps_the_message() -> None:
+    box = Mailbox()
+    ctx = TaskContext("t", 1, box, None)  # type: ignore[arg-type]
+    box.put("kept")
+    with pytest.raises(TypeError, match=r"^expect: expected a type"):
+        ctx.receive(0, expect=5)  # type: ignore[call-overload]
+    assert ctx.receive(0) == "kept"

@@ -71,7 +71,9 @@ def seconds_of(timeout: object) -> float:
         TypeError: when ``timeout`` is not a real number.
     """
     if not isinstance(timeout, numbers.Real):
-        raise TypeError(f"timeout: expected seconds (a number, or None), got {timeout!r:.80}")
+        raise TypeError(
+            f"timeout: expected seconds (a number, or None), got a {type(timeout).__name__}"
+        )
     try:
         seconds = float(timeout)
     except OverflowError:  # an int too large for a float, either way
@@ -300,13 +302,13 @@ class Latch:
 
         ``None`` waits as long as it takes (callers bound it themselves).
         """
-        if timeout is not None and timeout <= MAX_WAIT:  # the common case: one wait
-            if self._lock.acquire(timeout=max(0.0, timeout)):
+        seconds = math.inf if timeout is None else seconds_of(timeout)
+        if seconds <= MAX_WAIT:  # the common case: one wait
+            if self._lock.acquire(timeout=seconds):
                 self._lock.release()
                 return True
             return False
-        timeout = math.inf if timeout is None else seconds_of(timeout)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + seconds
         while True:
             left = deadline - time.monotonic()
             if self._lock.acquire(timeout=max(0.0, min(left, MAX_WAIT))):

@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 import pykka
 
-from ._base import MAX_WAIT, BaseActor, join_until
+from ._base import MAX_WAIT, BaseActor, join_until, seconds_of
 from ._errors import InvalidData, SubmissionError, WaitTimeout
 from ._events import (
     Event,
@@ -519,8 +519,9 @@ class EventBus:
 
     def _ask(self, message: object, timeout: float, what: str) -> Any:
         """Ask the bus actor; ``None`` when it has stopped."""
+        timeout = seconds_of(timeout)
         try:
-            return self._ref.ask(message, timeout=min(max(0.0, timeout), MAX_WAIT))
+            return self._ref.ask(message, timeout=min(timeout, MAX_WAIT))
         except pykka.ActorDeadError:
             return None
         except pykka.Timeout:

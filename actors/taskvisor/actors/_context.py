@@ -21,6 +21,12 @@ __all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink"]
 _M = TypeVar("_M")
 
 
+def _check_expect(expect: object) -> None:
+    """Refuse an ``expect`` that is not a type before a message is taken for it."""
+    if expect is not None and not isinstance(expect, type):
+        raise TypeError(f"expect: expected a type (a class), got a {type(expect).__name__}")
+
+
 def _expected(message: object, expect: type[Any] | None) -> Any:
     if expect is not None and not isinstance(message, expect):
         raise UnexpectedMessage(
@@ -290,7 +296,9 @@ class TaskContext:
             TaskCancelled: when the attempt is cancelled while waiting.
             UnexpectedMessage: when ``expect`` is given and the message is
                 not an instance of it (the message is taken all the same).
+            TypeError: when ``expect`` is not a type (no message is taken).
         """
+        _check_expect(expect)
         return _expected(self.mailbox.get(timeout, self._cancel), expect)
 
     @overload
@@ -314,6 +322,7 @@ class TaskContext:
             UnexpectedMessage: when ``expect`` is given and the message is
                 not an instance of it.
         """
+        _check_expect(expect)
         return _expected(await self.mailbox.get_async(timeout), expect)
 
     def report(self, progress: Any) -> None:

@@ -344,6 +344,16 @@ def _check_name(_inst: object, attribute: attrs.Attribute[str], value: object) -
         )
 
 
+#: The longest name a child may have (as an Erlang atom).
+NAME_MAX = 255
+
+
+def _check_child_name(inst: object, attribute: attrs.Attribute[str], value: object) -> None:
+    _check_name(inst, attribute, value)
+    if len(value) > NAME_MAX:  # type: ignore[arg-type]
+        raise _fail(attribute.name, f"expected a name of at most {NAME_MAX} characters", value)
+
+
 def _to_kind(value: TaskKind | CustomKind) -> str:
     if not isinstance(value, str) or not value:
         raise _fail("kind", "expected a task kind name (call, async, subprocess)", value)
@@ -568,7 +578,7 @@ class TaskSpec:
             another kind.
     """
 
-    name: str = attrs.field(validator=_check_name)
+    name: str = attrs.field(validator=_check_child_name)
     kind: str = attrs.field(default="call", converter=_to_kind, kw_only=True)
     target: Callable[..., Any] | str | None = attrs.field(
         default=None,

@@ -40,7 +40,10 @@ REGENERATE = "python -m taskvisor.cli._reference"
 
 # What each field does, in one line (the class docstrings say more).
 _ABOUT: dict[str, str] = {
-    "name": "The child's name: letters, digits and `_.:@+-`, unique among its siblings.",
+    "name": (
+        "The child's name: letters, digits and `_.:@+-` (at most 255 characters), "
+        "unique among its siblings."
+    ),
     "strategy": "What a child's end does to its siblings (OTP restart strategies).",
     "intensity": "The restart budget: more restarts than this and the supervisor gives up.",
     "children": "The children, in start order: tasks and supervisors.",

@@ -39,7 +39,7 @@ import attrs
 
 from taskvisor.actors import InvalidData, InvalidSpec, Restart, RestartName, TaskSpec, to_data
 from taskvisor.actors._errors import shown
-from taskvisor.actors._model import MAX_SECONDS, in_seconds
+from taskvisor.actors._model import MAX_SECONDS, NAME_MAX, in_seconds
 
 from ._errors import invalid, prefixed
 from ._policy import (
@@ -94,6 +94,8 @@ def _check_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -
             "(not starting with punctuation)",
             value,
         )
+    if len(value) > NAME_MAX:
+        raise invalid(attribute.name, f"expected a name of at most {NAME_MAX} characters", value)
 
 
 def _to_shutdown(value: SupervisorShutdown) -> SupervisorShutdown:

@@ -62,7 +62,7 @@ from taskvisor.actors import (
 from taskvisor.actors._actor import _ClosingInbox
 from taskvisor.actors._base import ActorThreads, deadline_in, time_left, wait_timeout
 from taskvisor.actors._errors import shown
-from taskvisor.actors._model import bound_text
+from taskvisor.actors._model import NAME_MAX, bound_text
 from taskvisor.actors._publish import logging_wanted
 from taskvisor.actors._service import close_shared
 
@@ -875,7 +875,7 @@ class SupervisorHandle:
             SupervisorError: ``not_found``, ``stopped``.
             WaitTimeout: when the supervisor does not answer in time.
         """
-        self._call("terminate_child", child_id, timeout=timeout)
+        self._call("terminate_child", self._child_id(child_id), timeout=timeout)
 
     def restart_child(self, child_id: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
         """Start a terminated child again.
@@ -884,7 +884,7 @@ class SupervisorHandle:
             SupervisorError: ``not_found``, ``running``, ``restarting``, ``start_failed``.
             WaitTimeout: when the supervisor does not answer in time.
         """
-        self._call("restart_child", child_id, timeout=timeout)
+        self._call("restart_child", self._child_id(child_id), timeout=timeout)
 
     def delete_child(self, child_id: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
         """Forget a terminated child's spec.
@@ -893,7 +893,7 @@ class SupervisorHandle:
             SupervisorError: ``not_found``, ``running`` or ``restarting``.
             WaitTimeout: when the supervisor does not answer in time.
         """
-        self._call("delete_child", child_id, timeout=timeout)
+        self._call("delete_child", self._child_id(child_id), timeout=timeout)
 
     def which_children(self, *, timeout: float | None = CALL_TIMEOUT) -> list[ChildRow]:
         """Return one row per child, in start order.
@@ -943,19 +943,22 @@ class SupervisorHandle:
             WaitTimeout: when a supervisor on the way does not answer within
                 ``timeout`` seconds.
         """
+        if not isinstance(path, str):
+            raise TypeError(f"path: expected a child's path (a str), got {type(path).__name__}")
         handle: TaskRef | SupervisorHandle = self
         own = self.path.rpartition("/")[2]
         for depth, part in enumerate(path.split("/")):
             if not isinstance(handle, SupervisorHandle):
-                raise SupervisorError("not_found", f"{path!r}: {part!r} is below a task")
+                raise SupervisorError("not_found", f"{shown(path)}: {shown(part)} is below a task")
             try:
-                handle = handle._ask("child", part, timeout=timeout)
+                handle = handle._ask("child", handle._child_id(part, "path"), timeout=timeout)
             except SupervisorError as exc:
                 message = str(exc)
                 if depth == 0 and part == own and "/" in path:
                     rest = path.partition("/")[2]
                     message += (
-                        f"; paths are relative to the supervisor {self.path!r}: use child({rest!r})"
+                        f"; paths are relative to the supervisor {self.path!r}: "
+                        f"use child({shown(rest)})"
                     )
                 raise SupervisorError(exc.reason, message) from None
         return handle
@@ -978,10 +981,27 @@ class SupervisorHandle:
         """
         return self._child_of(SupervisorHandle, path, timeout, "a task, not a supervisor")
 
+    def _child_id(self, child_id: object, what: str = "child_id") -> str:
+        """Check a child's name given to a call, before it reaches the supervisor.
+
+        Raises:
+            TypeError: when it is not a str.
+            SupervisorError: ``not_found`` when it is longer than any name can be.
+        """
+        if not isinstance(child_id, str):
+            raise TypeError(f"{what}: expected a child's name (a str), got {shown(child_id)}")
+        if len(child_id) > NAME_MAX:
+            raise SupervisorError(
+                "not_found",
+                f"{self.path}: no child {shown(child_id)} (names have at most {NAME_MAX} "
+                "characters)",
+            )
+        return child_id
+
     def _child_of(self, kind: type[_H], path: str, timeout: float | None, otherwise: str) -> _H:
         handle = self.child(path, timeout=timeout)
         if not isinstance(handle, kind):
-            raise SupervisorError("not_found", f"{path!r} is {otherwise}")
+            raise SupervisorError("not_found", f"{shown(path)} is {otherwise}")
         return handle
 
 
