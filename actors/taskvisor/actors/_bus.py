@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import pykka
 
+from ._args import hooks_of
 from ._base import MAX_WAIT, BaseActor, join_until, seconds_of
 from ._errors import InvalidData, SubmissionError, WaitTimeout
 from ._events import (
@@ -385,7 +386,7 @@ class EventBus:
     """
 
     def __init__(self, subscribers: Iterable[Subscriber] = (), *, stop_timeout: float = 30.0):
-        initial = list(subscribers)
+        initial = hooks_of(subscribers, "hooks")
         self._stop_timeout = _budget(stop_timeout, 30.0, "EventBus(stop_timeout)")
         self._state = _State()
         self._ref = _BusActor.start(self._state, initial)

@@ -21,11 +21,13 @@ import heapq
 import itertools
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from ._args import finite_of
 from ._base import MAX_WAIT, deadline_in, join_until
 from ._errors import InvalidData
 
@@ -242,7 +244,9 @@ class ManualClock:
     """
 
     def __init__(self, start: float = 0.0, *, on_error: ErrorReporter | None = None) -> None:
-        self._now = start
+        self._now = finite_of(
+            start, "ManualClock(start)", low=-sys.float_info.max, high=sys.float_info.max
+        )
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from ._actor import AttemptEnded, TaskRef, TaskSnapshot, Verdict
+from ._args import clock_of, count_of, executors_of, hooks_of
 from ._base import ActorThreads, deadline_of, time_left, wait_timeout
 from ._bus import EventBus, Subscriber
 from ._clock import Clock, SystemClock
@@ -307,6 +308,10 @@ class ExecutorService:
 
     Raises:
         StoreLocked: when ``store`` is owned by another live tree or service.
+        TypeError: when an argument is of the wrong kind (``hooks`` a string,
+            ``clock`` not a clock, a count not an int), naming it.
+        InvalidData: when a count is out of range (``max_tasks`` and
+            ``max_running`` at least 1, ``keep_finished`` at least 0).
 
     Memory stays bounded however many tasks pass through: a finished
     task's actor, thread and executor state are released when it ends, and
@@ -331,16 +336,23 @@ class ExecutorService:
         keep_finished: int = 1000,
         name: str = "executor-service",
     ) -> None:
+        # Every argument is checked before anything is held or started.
+        hooks = hooks_of(hooks, "ExecutorService(hooks)")
+        clock = clock_of(clock, "ExecutorService(clock)")
+        given = executors_of(executors, "ExecutorService(executors)")
+        max_tasks = count_of(max_tasks, "ExecutorService(max_tasks)", low=1)
+        max_running = count_of(max_running, "ExecutorService(max_running)", low=1)
+        kept = count_of(keep_finished, "ExecutorService(keep_finished)", low=0, none=False)
         acquire = getattr(store, "acquire", None)
         if callable(acquire):
             acquire(name)  # one live owner per store; raises StoreLocked naming it
         self.bus = EventBus(hooks)
         self.store = store
         self.clock = clock
-        self.executors = dict(executors) if executors is not None else default_executors()
+        self.executors = given if given is not None else default_executors()
         self.max_tasks = max_tasks
         self.max_running = max_running
-        self.keep_finished = keep_finished
+        self.keep_finished = 0 if kept is None else kept
         self._lock = threading.Lock()
         self._handles: dict[str, TaskHandle] = {}  # unfinished tasks, in submission order
         self._refs: dict[str, TaskRef] = {}  # their actors

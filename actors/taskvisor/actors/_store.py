@@ -65,6 +65,7 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 import attrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._args import finite_of
 from ._convert import converter, from_data, to_data
 from ._errors import (
     IllegalTransition,
@@ -73,6 +74,7 @@ from ._errors import (
     StoreError,
     StoreLocked,
     UnknownTask,
+    shown,
 )
 from ._model import (
     ERROR_TEXT_MAX,
@@ -893,6 +895,10 @@ def _records(rows: Iterable[tuple[str, str, str | None]], where: str) -> builtin
     return out
 
 
+#: The longest ``SqliteStore(timeout)``: SQLite's busy timeout is a 32-bit count of ms.
+SQLITE_TIMEOUT_MAX = 2_147_483.0
+
+
 class SqliteStore:
     """A thread-safe, durable store in one SQLite file.
 
@@ -929,6 +935,12 @@ class SqliteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+            raise TypeError(f"SqliteStore(path): expected a str or a Path, got {shown(path)}")
+        if "\0" in os.fspath(path):
+            raise InvalidData(f"SqliteStore(path): a path holds no NUL byte, got {shown(path)}")
+        # SQLite counts its busy timeout in milliseconds, in a 32-bit int.
+        timeout = finite_of(timeout, "SqliteStore(timeout)", low=0.0, high=SQLITE_TIMEOUT_MAX)
         self._path = os.fspath(path)
         self._timeout = timeout
         self._lock = threading.Lock()

@@ -60,6 +60,7 @@ from taskvisor.actors import (
     resume_record,
 )
 from taskvisor.actors._actor import _ClosingInbox
+from taskvisor.actors._args import clock_of, executors_of, hooks_of
 from taskvisor.actors._base import ActorThreads, deadline_in, time_left, wait_timeout
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import NAME_MAX, bound_text
@@ -1378,6 +1379,8 @@ class Supervisor:
                 tree is stopped).
             StoreError: when the store is closed, or owned by another live
                 tree (``StoreLocked``, naming the owner).
+            TypeError: when ``hooks``, ``clock``, ``executors`` or ``store``
+                is of the wrong kind, naming it (nothing is started).
         """
         timeout = wait_timeout(timeout)
         if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
@@ -1385,6 +1388,17 @@ class Supervisor:
                 "bad_spec",
                 "spec: expected a SupervisorSpec or DynamicSupervisorSpec, "
                 f"got {type(spec).__name__}",
+            )
+        # Every argument is checked before anything is held or started.
+        hooks = hooks_of(hooks, "Supervisor.start(hooks)")
+        clock = clock_of(clock, "Supervisor.start(clock)")
+        executors = executors_of(executors, "Supervisor.start(executors)")
+        if store is not None and not all(
+            callable(getattr(store, method, None)) for method in ("get", "put")
+        ):
+            raise TypeError(
+                f"Supervisor.start(store): expected a TaskStore (such as SqliteStore), "
+                f"got {shown(store)}"
             )
         acquire = getattr(store, "acquire", None)
         if callable(acquire):

@@ -1,0 +1,149 @@
+"""Public constructors refuse arguments of the wrong kind or range, naming them, at once.
+
+A refused constructor leaves no thread and no file behind (the no-leak
+check runs after each test), and its message is short whatever was passed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskvisor.actors import (
+    ExecutorService,
+    InvalidData,
+    ManualClock,
+    SqliteStore,
+    TaskContext,
+    TaskSpec,
+)
+from taskvisor.supervision import Supervisor, SupervisorSpec
+
+
+def nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def work(ctx: TaskContext) -> None:
+    ctx.wait_cancelled(30)
+
+
+SPEC = SupervisorSpec("app", children=[TaskSpec(name="w", target=work)])
+
+WRONG_KIND = [
+    ({"hooks": "y" * 20_000}, "hooks): expected a list of hooks"),
+    ({"hooks": None}, "hooks): expected a list of hooks"),
+    ({"hooks": [1]}, "hooks): expected each hook to be a callable or a TaskHook"),
+    ({"clock": -1}, "clock): expected a Clock"),
+    ({"clock": "5"}, "clock): expected a Clock"),
+    ({"executors": "5"}, "executors): expected a mapping"),
+    ({"executors": {"call": "a"}}, "executors): expected kind names mapped to executors"),
+]
+
+
+@pytest.mark.parametrize(("given", "message"), WRONG_KIND)
+def test_a_service_refuses_arguments_of_the_wrong_kind(given: dict[str, Any], message: str) -> None:
+    before = threading.active_count()
+    with pytest.raises(TypeError, match=re.escape(message)) as caught:
+        ExecutorService(**given)
+    assert str(caught.value).startswith("ExecutorService(")
+    assert len(str(caught.value)) < 300
+    assert threading.active_count() == before
+
+
+@pytest.mark.parametrize(("given", "message"), [*WRONG_KIND, ({"store": 0}, "store): expected")])
+def test_a_tree_refuses_arguments_of_the_wrong_kind(given: dict[str, Any], message: str) -> None:
+    before = threading.active_count()
+    with pytest.raises(TypeError, match=re.escape(message)) as caught:
+        Supervisor.start(SPEC, **given)
+    assert str(caught.value).startswith("Supervisor.start(")
+    assert len(str(caught.value)) < 300
+    assert threading.active_count() == before
+
+
+@pytest.mark.parametrize(
+    ("given", "error", "message"),
+    [
+        ({"max_running": 0}, InvalidData, "max_running): expected an integer >= 1, got 0"),
+        ({"max_running": -1}, InvalidData, "max_running): expected an integer >= 1"),
+        ({"max_running": "5"}, TypeError, "max_running): expected an integer or None"),
+        ({"max_running": math.nan}, TypeError, "max_running): expected an integer or None"),
+        ({"max_tasks": 0}, InvalidData, "max_tasks): expected an integer >= 1"),
+        ({"max_tasks": -(10**5000)}, InvalidData, "max_tasks): expected an integer >= 1"),
+        ({"max_tasks": True}, TypeError, "max_tasks): expected an integer or None"),
+        ({"keep_finished": -1}, InvalidData, "keep_finished): expected an integer >= 0"),
+        ({"keep_finished": None}, TypeError, "keep_finished): expected an integer, got None"),
+        ({"keep_finished": "5"}, TypeError, "keep_finished): expected an integer"),
+    ],
+)
+def test_a_service_refuses_counts_out_of_range(
+    given: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)) as caught:
+        ExecutorService(**given)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_service_with_counts_in_range_runs() -> None:
+    with ExecutorService(max_running=1, max_tasks=2, keep_finished=0) as service:
+        assert service.submit(TaskSpec(name="t", target=lambda ctx: 7)).result(10) == 7
+
+
+@pytest.mark.parametrize(
+    ("start", "error"),
+    [
+        (math.nan, InvalidData),
+        (math.inf, InvalidData),
+        (-math.inf, InvalidData),
+        (10**400, InvalidData),
+        ("5", TypeError),
+        (None, TypeError),
+        (nested(10_000), TypeError),
+    ],
+)
+def test_a_manual_clock_starts_at_a_finite_time(start: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"^ManualClock\(start\): expected a number") as caught:
+        ManualClock(start)  # type: ignore[arg-type]
+    assert len(str(caught.value)) < 300
+    assert ManualClock(-5.5).now() == -5.5
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        (math.inf, InvalidData),
+        (math.nan, InvalidData),
+        (10**9, InvalidData),  # more milliseconds than SQLite's busy timeout can hold
+        (10**400, InvalidData),
+        (-1, InvalidData),
+        ("5", TypeError),
+        (None, TypeError),
+    ],
+)
+def test_a_sqlite_store_refuses_a_timeout_sqlite_cannot_keep(
+    timeout: object, error: type[Exception], tmp_path: Path
+) -> None:
+    path = tmp_path / "tasks.db"
+    with pytest.raises(error, match=r"^SqliteStore\(timeout\): expected a number"):
+        SqliteStore(path, timeout=timeout)  # type: ignore[arg-type]
+    assert not path.exists()  # refused before anything was created
+    SqliteStore(path, timeout=2_000_000).close()
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [(None, TypeError), (5, TypeError), (b"/tmp/x.db", TypeError), ("a\0b.db", InvalidData)],
+)
+def test_a_sqlite_store_refuses_a_path_that_is_not_one(
+    path: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=r"^SqliteStore\(path\)"):
+        SqliteStore(path)  # type: ignore[arg-type]
