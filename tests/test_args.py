@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,13 @@ from taskvisor.actors import (
     ExecutorService,
     InvalidData,
     ManualClock,
+    MemoryStore,
     SqliteStore,
     TaskContext,
+    TaskRecord,
     TaskSpec,
+    TaskState,
+    UnknownTask,
 )
 from taskvisor.supervision import Supervisor, SupervisorSpec
 
@@ -147,3 +152,40 @@ def test_a_sqlite_store_refuses_a_path_that_is_not_one(
 ) -> None:
     with pytest.raises(error, match=r"^SqliteStore\(path\)"):
         SqliteStore(path)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStore | SqliteStore]:
+    made = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "t.db")
+    yield made
+    made.close()
+
+
+@pytest.mark.parametrize("bad", [nested(10_000), 10**400, None, b"a", ["a"]])
+def test_store_methods_refuse_an_id_or_state_of_the_wrong_kind(
+    store: MemoryStore | SqliteStore, bad: object
+) -> None:
+    store.put(TaskRecord.new("a"))
+    calls = [
+        (lambda: store.get(bad), "task_id"),  # type: ignore[arg-type]
+        (lambda: store.delete(bad), "task_id"),  # type: ignore[arg-type]
+        (lambda: store.transition(bad, TaskState.RUNNING), "task_id"),  # type: ignore[arg-type]
+        (lambda: store.transition("a", bad), "state"),  # type: ignore[arg-type]
+        (lambda: store.list(state=bad if bad is not None else "x"), "state"),  # type: ignore[arg-type]
+        (lambda: store.get_state(bad), "key"),  # type: ignore[arg-type]
+        (lambda: store.put_state(bad, {}), "key"),  # type: ignore[arg-type]
+        (lambda: store.acquire(bad), "owner"),  # type: ignore[arg-type]
+    ]
+    for call, name in calls:
+        with pytest.raises(InvalidData, match=f"^{name}: expected ") as caught:
+            call()
+        assert len(str(caught.value)) < 300
+    record = store.get("a")
+    assert record is not None
+    assert record.state is TaskState.PENDING  # nothing changed
+
+
+def test_an_unknown_id_is_named_in_a_bounded_message(store: MemoryStore | SqliteStore) -> None:
+    with pytest.raises(UnknownTask) as caught:
+        store.transition("x" * 1_000_000, TaskState.RUNNING)
+    assert len(str(caught.value)) < 300

@@ -569,7 +569,24 @@ def _settle(record: TaskRecord, head: Mapping[str, Any]) -> None:
 
 
 def _unknown(task_id: str, where: str) -> UnknownTask:
-    return UnknownTask(f"{where}: no task {task_id!r}")
+    return UnknownTask(f"{where}: no task {shown(task_id)}")
+
+
+def _key(value: object, what: str = "task_id") -> str:
+    """A record's id (or a state's key) given to a store method: a str.
+
+    Raises:
+        InvalidData: naming ``what``, when it is not a str (as ``put_state`` does).
+    """
+    if not isinstance(value, str):
+        raise InvalidData(f"{what}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _state(value: object) -> None:
+    """Refuse a ``state`` that is not a ``TaskState`` (InvalidData, naming it)."""
+    if not isinstance(value, TaskState):
+        raise InvalidData(f"state: expected a TaskState, got {type(value).__name__}")
 
 
 def _state_text(key: Any, data: Any) -> str | None:
@@ -599,7 +616,7 @@ def _state_text(key: Any, data: Any) -> str | None:
 def _check_owner(owner: Any) -> str:
     if not isinstance(owner, str) or not owner:
         raise InvalidData(
-            f"owner: expected the owning tree's name (a non-empty string), got {owner!r}"
+            f"owner: expected the owning tree's name (a non-empty string), got {shown(owner)}"
         )
     return bound_text(owner, 200) or owner
 
@@ -710,6 +727,7 @@ class MemoryStore:
         Raises:
             StoreError: when the store is closed, or the record is damaged.
         """
+        _key(task_id)
         with self._lock:
             row = self._open_rows().get(task_id)
         return None if row is None else self._record(task_id, row)
@@ -720,6 +738,8 @@ class MemoryStore:
         Raises:
             StoreError: when the store is closed.
         """
+        if state is not None:
+            _state(state)
         with self._lock:
             rows = [
                 (row.created_at, task_id, row)
@@ -735,6 +755,7 @@ class MemoryStore:
         Raises:
             StoreError: when the store is closed.
         """
+        _key(task_id)
         with self._lock:
             return self._open_rows().pop(task_id, None) is not None
 
@@ -754,6 +775,8 @@ class MemoryStore:
                 ``state``; the stored record is left unchanged.
             StoreError: when the store is closed.
         """
+        _key(task_id)
+        _state(state)
         fields = _structure_changes(changes)
         with self._lock:
             rows = self._open_rows()
@@ -796,6 +819,7 @@ class MemoryStore:
         Raises:
             StoreError: when the store is closed.
         """
+        _key(key, "key")
         with self._lock:
             self._open_rows()
             text = self._states.get(key)
@@ -1264,6 +1288,7 @@ class SqliteStore:
         Raises:
             StoreError: when the store is closed, cannot read, or the record is damaged.
         """
+        _key(task_id)
         with self._lock:
             conn = self._connection()
             try:
@@ -1279,6 +1304,8 @@ class SqliteStore:
         Raises:
             StoreError: when the store is closed, cannot read, or a record is damaged.
         """
+        if state is not None:
+            _state(state)
         with self._lock:
             conn = self._connection()
             try:
@@ -1296,6 +1323,7 @@ class SqliteStore:
         Raises:
             StoreError: when the store is closed or cannot write.
         """
+        _key(task_id)
         with self._lock:
             conn = self._connection()
             self._memo.pop(task_id, None)
@@ -1333,6 +1361,8 @@ class SqliteStore:
                 ``state``; the stored record is left unchanged.
             StoreError: when the store is closed or cannot write.
         """
+        _key(task_id)
+        _state(state)
         fields = _structure_changes(changes)
         with self._lock:
             conn = self._connection()
@@ -1410,6 +1440,7 @@ class SqliteStore:
         Raises:
             StoreError: when the store is closed, cannot read, or the data is damaged.
         """
+        _key(key, "key")
         with self._lock:
             conn = self._connection()
             try:
