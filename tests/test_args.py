@@ -18,16 +18,18 @@ import pytest
 from taskvisor.actors import (
     ExecutorService,
     InvalidData,
+    InvalidSpec,
     ManualClock,
     MemoryStore,
     SqliteStore,
+    SubmissionError,
     TaskContext,
     TaskRecord,
     TaskSpec,
     TaskState,
     UnknownTask,
 )
-from taskvisor.supervision import Supervisor, SupervisorSpec
+from taskvisor.supervision import Supervisor, SupervisorSpec, dump_tree, simulate
 
 
 def nested(depth: int) -> list[object]:
@@ -189,3 +191,29 @@ def test_an_unknown_id_is_named_in_a_bounded_message(store: MemoryStore | Sqlite
     with pytest.raises(UnknownTask) as caught:
         store.transition("x" * 1_000_000, TaskState.RUNNING)
     assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("seed", [[1], {1: 2}, "5", 1.5, None, True])
+def test_simulate_refuses_a_seed_that_is_not_an_integer(seed: object) -> None:
+    with pytest.raises(InvalidSpec, match=r"^seed: expected an integer"):
+        simulate(SPEC, [], seed=seed)  # type: ignore[arg-type]
+    assert simulate(SPEC, [], seed=10**30).children  # any integer is a seed
+
+
+@pytest.mark.parametrize("fmt", ["xml", 5, None])
+def test_dump_tree_refuses_a_format_it_cannot_write(fmt: object) -> None:
+    spec = SupervisorSpec("app", children=[TaskSpec(name="w", target="os:getcwd")])
+    with pytest.raises(InvalidSpec, match=r"^fmt: expected 'toml', 'json' or 'yaml'"):
+        dump_tree(spec, fmt)  # type: ignore[arg-type]
+
+
+def test_a_service_names_a_long_duplicate_id_or_kind_in_a_bounded_message() -> None:
+    with ExecutorService() as service:
+        huge = "x" * 1_000_000
+        service.submit(TaskSpec(name="t", target=lambda ctx: ctx.wait_cancelled(30)), id=huge)
+        with pytest.raises(SubmissionError, match="duplicate task id") as caught:
+            service.submit(TaskSpec(name="t", target=lambda ctx: 1), id=huge)
+        assert len(str(caught.value)) < 300
+        with pytest.raises(KeyError) as missing:
+            service.get("y" * 1_000_000)
+        assert len(str(missing.value)) < 300

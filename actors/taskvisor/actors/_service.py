@@ -31,6 +31,7 @@ from ._errors import (
     SubmissionError,
     TaskFailedError,
     WaitTimeout,
+    shown,
 )
 from ._events import TaskAccepted, TaskFinished, TaskRejected
 from ._executors import TaskExecutor, default_executors, kill_stale_group
@@ -43,6 +44,7 @@ from ._model import (
     TaskSpec,
     TaskState,
     TaskStatus,
+    bound_text,
     now_ms,
     stamp_ms,
 )
@@ -394,11 +396,11 @@ class ExecutorService:
             if executor is None:
                 raise self._reject(
                     RejectReason.INVALID_SPEC,
-                    f"kind: no executor for task kind {spec.kind!r} "
+                    f"kind: no executor for task kind {shown(spec.kind)} "
                     f"(known: {', '.join(sorted(self.executors))})",
                 )
             if task_id in self._handles or task_id in self._finished:
-                raise self._reject(RejectReason.DUPLICATE_ID, f"duplicate task id {task_id!r}")
+                raise self._reject(RejectReason.DUPLICATE_ID, f"duplicate task id {shown(task_id)}")
             if self.max_tasks is not None and self._active >= self.max_tasks:
                 raise self._reject(
                     RejectReason.CAPACITY,
@@ -523,7 +525,7 @@ class ExecutorService:
             if handle is None:
                 handle = self._finished.get(task_id)
         if handle is None:
-            raise KeyError(task_id)
+            raise KeyError(bound_text(task_id, 200) if isinstance(task_id, str) else task_id)
         return handle
 
     def handles(self) -> list[TaskHandle]:

@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from taskvisor.actors import KINDS, InvalidSpec, TargetImportError, resolve_target
+from taskvisor.actors._errors import shown
 from taskvisor.actors._model import is_async_def, is_output_file
 
 from ._spec import MAX_DEPTH, DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
@@ -672,12 +673,15 @@ def dump_tree(spec: SupervisorSpec | DynamicSupervisorSpec, fmt: FileFormat) -> 
     ``load_tree_file`` of the text builds an equal spec.
 
     Raises:
-        InvalidSpec: when a target has no import path (a lambda), or (TOML)
-            a task's arguments hold a None, which TOML cannot hold.
+        InvalidSpec: when ``fmt`` is not a format, a target has no import
+            path (a lambda), or (TOML) a task's arguments hold a None, which
+            TOML cannot hold.
         TreeFileError: ``yaml`` without PyYAML installed.
     """
     from ._spec import spec_to_data
 
+    if fmt not in ("toml", "json", "yaml"):
+        raise InvalidSpec(f"fmt: expected 'toml', 'json' or 'yaml', got {shown(fmt)}")
     data = _escaped(spec_to_data(spec))
     if fmt == "toml":
         return toml_dumps(data)

@@ -711,7 +711,8 @@ def simulate(
     Raises:
         InvalidSpec: when ``spec`` is not a supervisor spec, ``script`` is not
             a list of script events, an event names a path that cannot exist
-            in ``spec``, or ``until`` is not a time from 0 to ``MAX_SECONDS``.
+            in ``spec``, ``until`` is not a time from 0 to ``MAX_SECONDS``, or
+            ``seed`` is not an integer.
     """
     if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
         raise InvalidSpec(
@@ -719,6 +720,8 @@ def simulate(
         )
     if until is not None:
         until = seconds("until", until)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidSpec(f"seed: expected an integer, got {shown(seed)}")
     given: object = script
     if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
         raise InvalidSpec(f"script: expected a list of script events, got {shown(given)}")
