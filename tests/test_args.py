@@ -22,6 +22,7 @@ from taskvisor.actors import (
     ManualClock,
     MemoryStore,
     SqliteStore,
+    StoreError,
     SubmissionError,
     TaskContext,
     TaskRecord,
@@ -29,7 +30,15 @@ from taskvisor.actors import (
     TaskState,
     UnknownTask,
 )
-from taskvisor.supervision import Supervisor, SupervisorSpec, dump_tree, simulate
+from taskvisor.supervision import (
+    DynamicSupervisorSpec,
+    Fail,
+    Supervisor,
+    SupervisorSpec,
+    dump_tree,
+    simulate,
+    spec_to_data,
+)
 
 
 def nested(depth: int) -> list[object]:
@@ -217,3 +226,37 @@ def test_a_service_names_a_long_duplicate_id_or_kind_in_a_bounded_message() -> N
         with pytest.raises(KeyError) as missing:
             service.get("y" * 1_000_000)
         assert len(str(missing.value)) < 300
+
+
+def test_spec_to_data_and_simulate_events_refuse_what_they_cannot_hold() -> None:
+    with pytest.raises(InvalidSpec, match=r"^spec: expected a SupervisorSpec"):
+        spec_to_data(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidSpec, match=r"^error: expected a str"):
+        Fail(1.0, "w", nested(10_000))  # type: ignore[arg-type]
+    assert str(simulate(SPEC, [Fail(1.0, "w", "boom")]))  # a str error is shown
+
+
+@pytest.mark.parametrize("path", [":memory:", "/dev/null"])
+def test_a_sqlite_store_refuses_a_path_that_is_no_database_file_and_leaves_nothing(
+    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="expected a database file"):
+        SqliteStore(path)
+    assert list(tmp_path.iterdir()) == []
+    assert not Path("/dev/null-journal").exists()
+
+
+def test_a_dynamic_start_child_refuses_arguments_of_the_wrong_kind() -> None:
+    spec = DynamicSupervisorSpec("pool", template=TaskSpec(name="w", target=work))
+    with Supervisor.start(spec) as tree:
+        for given, name in (
+            ({"args": "abc"}, "args"),
+            ({"args": 5}, "args"),
+            ({"kwargs": [1]}, "kwargs"),
+            ({"id": 5}, "id"),
+        ):
+            with pytest.raises(TypeError, match=f"^{name}: expected"):
+                tree.start_child(**given)  # type: ignore[arg-type]
+        assert tree.count_children()["specs"] == 0
+        assert tree.start_child(args=[], id="w1") == "w1"

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -57,6 +58,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -1002,6 +1004,15 @@ class SqliteStore:
 
     def _open(self, timeout: float) -> sqlite3.Connection:
         path = self._path
+        if path == ":memory:":
+            raise StoreError(
+                f"{shown(path)}: expected a database file path (for a store in memory, "
+                "use MemoryStore)"
+            )
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+                # SQLite would put its journal beside it (/dev/null-journal).
+                raise StoreError(f"{shown(path)}: expected a database file, not a device")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:

@@ -80,9 +80,18 @@ class _ChildEvent:
 
 @attrs.frozen
 class Fail(_ChildEvent):
-    """At time ``at``, the child at path ``child`` fails with ``error``."""
+    """At time ``at``, the child at path ``child`` fails with ``error`` (a str).
 
-    error: str = "failed"
+    Raises:
+        InvalidSpec: when ``error`` is not a str.
+    """
+
+    error: str = attrs.field(default="failed")
+
+    @error.validator
+    def _check_error(self, _attribute: attrs.Attribute[str], value: object) -> None:
+        if not isinstance(value, str):
+            raise InvalidSpec(f"error: expected a str, got {shown(value)}")
 
 
 @attrs.frozen

@@ -864,6 +864,9 @@ def spec_to_data(spec: SupervisorSpec | DynamicSupervisorSpec) -> dict[str, Any]
     Raises:
         InvalidSpec: when a task's target has no import path (a lambda), or
             its arguments nest too deeply to write, naming its path
-            (``children[1].target: ...``).
+            (``children[1].target: ...``), and when ``spec`` is not a
+            supervisor spec.
     """
+    if not isinstance(spec, (SupervisorSpec, DynamicSupervisorSpec)):
+        raise invalid("spec", "expected a SupervisorSpec or DynamicSupervisorSpec", spec)
     return _spec_data(spec, "")

@@ -863,7 +863,14 @@ class SupervisorHandle:
                 for a taken id, ``max_children`` when full, ``start_failed``
                 when it could not start, ``stopped``.
             WaitTimeout: when the supervisor does not answer in time.
+            TypeError: when ``args``, ``kwargs`` or ``id`` is of the wrong kind.
         """
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise TypeError(f"args: expected a list of arguments, got {shown(args)}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs: expected a mapping of arguments, got {shown(kwargs)}")
+        if id is not None and not isinstance(id, str):
+            raise TypeError(f"id: expected a child's name (a str), got {shown(id)}")
         result: str = self._call(
             "start_child", spec, tuple(args), dict(kwargs or {}), id, timeout=timeout
         )
