@@ -260,3 +260,18 @@ def test_a_dynamic_start_child_refuses_arguments_of_the_wrong_kind() -> None:
                 tree.start_child(**given)  # type: ignore[arg-type]
         assert tree.count_children()["specs"] == 0
         assert tree.start_child(args=[], id="w1") == "w1"
+
+
+@pytest.mark.parametrize("value", [{1}, b"x", 10**5000], ids=["set", "bytes", "10**5000"])
+def test_dump_tree_names_a_task_argument_json_cannot_write(value: object) -> None:
+    spec = SupervisorSpec("s", children=[TaskSpec(name="c", target="os:getcwd", args=[value])])
+    with pytest.raises(InvalidSpec, match="args") as caught:
+        dump_tree(spec, "json")
+    assert len(str(caught.value)) < 400
+
+
+def test_a_stamp_must_fit_in_64_bits() -> None:
+    with pytest.raises(InvalidData, match="in a 64-bit int") as caught:
+        TaskRecord.new("a", now=10**5000)
+    assert len(str(caught.value)) < 200
+    assert TaskRecord.new("a", now=2**63 - 1).created_at == 2**63 - 1

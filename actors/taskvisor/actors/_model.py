@@ -169,18 +169,27 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: Stamps are kept as SQLite INTEGERs: 64-bit.
+_STAMP_LIMIT = 2**63
+
+
 def stamp_ms(now: int | None) -> int:
     """Return ``now``, or the wall-clock time when it is None.
 
     Raises:
-        InvalidData: when ``now`` is not an integer (milliseconds since the epoch).
+        InvalidData: when ``now`` is not an integer (milliseconds since the
+            epoch) that fits in 64 bits.
     """
-    if type(now) is int:  # the common case first
+    if type(now) is int and -_STAMP_LIMIT <= now < _STAMP_LIMIT:  # the common case first
         return now
     if now is None:
         return now_ms()
     if isinstance(now, bool) or not isinstance(now, int):
-        raise InvalidData(f"now: expected milliseconds since the epoch (an int), got {now!r}")
+        raise InvalidData(f"now: expected milliseconds since the epoch (an int), got {shown(now)}")
+    if not -_STAMP_LIMIT <= now < _STAMP_LIMIT:
+        raise InvalidData(
+            f"now: expected milliseconds since the epoch in a 64-bit int, got {shown(now)}"
+        )
     return now
 
 

@@ -42,7 +42,7 @@ import attrs
 
 from taskvisor.actors import KINDS, InvalidSpec, TargetImportError, resolve_target
 from taskvisor.actors._errors import shown
-from taskvisor.actors._model import is_async_def, is_output_file
+from taskvisor.actors._model import bound_text, is_async_def, is_output_file
 
 from ._spec import MAX_DEPTH, DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
 
@@ -683,6 +683,18 @@ def dump_tree(spec: SupervisorSpec | DynamicSupervisorSpec, fmt: FileFormat) -> 
     if fmt not in ("toml", "json", "yaml"):
         raise InvalidSpec(f"fmt: expected 'toml', 'json' or 'yaml', got {shown(fmt)}")
     data = _escaped(spec_to_data(spec))
+    try:
+        return _dump(data, fmt)
+    except InvalidSpec:
+        raise
+    except Exception as exc:  # a value in args/kwargs the format cannot hold (a set, bytes)
+        raise InvalidSpec(
+            f"args/kwargs: a value {fmt} cannot write: {type(exc).__name__}: "
+            f"{bound_text(str(exc), 200)}"
+        ) from None
+
+
+def _dump(data: Any, fmt: FileFormat) -> str:
     if fmt == "toml":
         return toml_dumps(data)
     if fmt == "json":
