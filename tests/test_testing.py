@@ -6,12 +6,14 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import find, given
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from taskvisor.actors import Restart, TaskSpec
 from taskvisor.supervision import (
@@ -277,3 +279,27 @@ def test_the_testing_extra_brings_what_the_module_needs() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extra = {re.split(r"[<>=\[ ]", r)[0] for r in project["optional-dependencies"]["testing"]}
     assert {"hypothesis", "pytest"} <= extra
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: intensities(max_within=1e9),
+        lambda: intensities(max_restarts=-1),
+        lambda: intensities(min_within=0),
+        lambda: backoffs(max_delay=1e9),
+        lambda: backoffs(max_delay=float("nan")),
+    ],
+)
+def test_strategies_refuse_parameters_they_cannot_draw_valid_values_for(
+    make: Callable[[], object],
+) -> None:
+    with pytest.raises(InvalidArgument, match="expected"):
+        make()
+
+
+@settings(max_examples=30, database=None)
+@given(intensities(max_within=1e8), backoffs(max_delay=1e8))
+def test_strategies_draw_valid_values_up_to_the_limits(intensity: object, backoff: object) -> None:
+    assert intensity is not None
+    assert backoff is not None

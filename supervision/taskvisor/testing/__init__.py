@@ -40,14 +40,18 @@ To explore trees as well as failures, draw both with ``scenarios()``::
 
 from __future__ import annotations
 
+import math
 import operator
 import string
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from taskvisor.actors import Restart, TaskSpec
+from taskvisor.actors._errors import shown
+from taskvisor.actors._model import MAX_SECONDS
 from taskvisor.supervision import (
     AutoShutdown,
     Backoff,
@@ -110,7 +114,16 @@ def auto_shutdowns() -> st.SearchStrategy[AutoShutdown]:
 def intensities(
     *, max_restarts: int = 10, min_within: float = 0.1, max_within: float = 60.0
 ) -> st.SearchStrategy[Intensity]:
-    """Restart budgets with ``0 <= max_restarts <= max_restarts`` (the argument)."""
+    """Restart budgets with ``0 <= max_restarts <= max_restarts`` (the argument).
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when an argument is out of what
+            ``Intensity`` takes (``max_restarts`` an int >= 0, windows
+            ``0 < min_within <= max_within <= MAX_SECONDS``).
+    """
+    _check_int("max_restarts", max_restarts)
+    _check_seconds("min_within", min_within, low=0.0, open_low=True)
+    _check_seconds("max_within", max_within, low=min_within)
     return st.builds(
         Intensity,
         max_restarts=st.integers(0, max_restarts),
@@ -134,8 +147,35 @@ def _backoffs(draw: st.DrawFn, max_delay: float) -> Backoff:
 
 
 def backoffs(*, max_delay: float = 30.0) -> st.SearchStrategy[Backoff]:
-    """Valid backoffs with delays of at most ``max_delay`` seconds."""
+    """Valid backoffs with delays of at most ``max_delay`` seconds.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when ``max_delay`` is not a number
+            from 0 to ``MAX_SECONDS``.
+    """
+    _check_seconds("max_delay", max_delay, low=0.0)
     return _backoffs(max_delay)
+
+
+def _check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"{name}: expected an integer >= 0, got {shown(value)}")
+
+
+def _check_seconds(name: str, value: object, *, low: float, open_low: bool = False) -> None:
+    """``value`` must be a finite number of seconds from ``low`` to ``MAX_SECONDS``."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > low if open_low else value >= low)
+        and value <= MAX_SECONDS
+    )
+    if not ok:
+        bound = ">" if open_low else ">="
+        raise InvalidArgument(
+            f"{name}: expected seconds {bound} {low:g} and <= {MAX_SECONDS:g}, got {shown(value)}"
+        )
 
 
 def policies() -> st.SearchStrategy[Policy]:
