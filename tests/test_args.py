@@ -275,3 +275,27 @@ def test_a_stamp_must_fit_in_64_bits() -> None:
         TaskRecord.new("a", now=10**5000)
     assert len(str(caught.value)) < 200
     assert TaskRecord.new("a", now=2**63 - 1).created_at == 2**63 - 1
+
+
+def test_a_service_refuses_a_store_that_is_not_one() -> None:
+    for store in ("5", 5, object()):
+        with pytest.raises(TypeError, match=re.escape("ExecutorService(store): expected")):
+            ExecutorService(store=store)
+
+
+def test_a_clock_names_a_delay_it_cannot_read_in_a_bounded_message() -> None:
+    clock = ManualClock()
+    for bad in (nested(10_000), "5"):
+        with pytest.raises(InvalidData, match="delay must be a number of seconds") as caught:
+            clock.call_later(bad, lambda: None)  # type: ignore[arg-type]
+        assert len(str(caught.value)) < 300
+        with pytest.raises(InvalidData, match="delay must be a number of seconds"):
+            clock.advance(bad)  # type: ignore[arg-type]
+
+
+def test_a_service_get_of_an_id_that_cannot_be_one_is_a_short_key_error() -> None:
+    with ExecutorService() as service:
+        for bad in (10**400, nested(10_000)):
+            with pytest.raises(KeyError) as caught:
+                service.get(bad)  # type: ignore[arg-type]
+            assert len(str(caught.value)) < 300

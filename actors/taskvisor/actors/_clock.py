@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from ._args import finite_of
 from ._base import MAX_WAIT, deadline_in, join_until
-from ._errors import InvalidData
+from ._errors import InvalidData, shown
 
 __all__ = ["Clock", "ManualClock", "SystemClock", "Timer"]
 
@@ -72,11 +72,9 @@ def _delay(delay: float, where: str) -> float:
         except OverflowError:  # an int too large for a float: as good as forever
             seconds = math.inf
     if math.isnan(seconds):
-        shown = repr(delay)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise InvalidData(
             f"{where}: delay must be a number of seconds (negative counts as 0, "
-            f"inf never fires), got {shown}"
+            f"inf never fires), got {shown(delay)}"
         )
     return max(0.0, seconds)
 

@@ -345,6 +345,13 @@ class ExecutorService:
         max_tasks = count_of(max_tasks, "ExecutorService(max_tasks)", low=1)
         max_running = count_of(max_running, "ExecutorService(max_running)", low=1)
         kept = count_of(keep_finished, "ExecutorService(keep_finished)", low=0, none=False)
+        if store is not None and not all(
+            callable(getattr(store, method, None)) for method in ("get", "put")
+        ):
+            raise TypeError(
+                f"ExecutorService(store): expected a TaskStore (such as SqliteStore), "
+                f"got {shown(store)}"
+            )
         acquire = getattr(store, "acquire", None)
         if callable(acquire):
             acquire(name)  # one live owner per store; raises StoreLocked naming it
@@ -517,15 +524,17 @@ class ExecutorService:
         held somewhere or is among the last ``keep_finished`` to finish.
 
         Raises:
-            KeyError: when no task has that id, or it finished and its
-                handle was let go.
+            KeyError: when no task has that id (an id that is not a str
+                included), or it finished and its handle was let go.
         """
+        if not isinstance(task_id, str):
+            raise KeyError(shown(task_id))
         with self._lock:
             handle = self._handles.get(task_id)
             if handle is None:
                 handle = self._finished.get(task_id)
         if handle is None:
-            raise KeyError(bound_text(task_id, 200) if isinstance(task_id, str) else task_id)
+            raise KeyError(bound_text(task_id, 200))
         return handle
 
     def handles(self) -> list[TaskHandle]:
