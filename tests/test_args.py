@@ -35,9 +35,12 @@ from taskvisor.supervision import (
     Fail,
     Supervisor,
     SupervisorSpec,
+    check_tree_file,
     dump_tree,
+    load_tree_file,
     simulate,
     spec_to_data,
+    write_tree_file,
 )
 
 
@@ -299,3 +302,15 @@ def test_a_service_get_of_an_id_that_cannot_be_one_is_a_short_key_error() -> Non
             with pytest.raises(KeyError) as caught:
                 service.get(bad)  # type: ignore[arg-type]
             assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("path", [None, 5, b"tree.toml"], ids=["None", "int", "bytes"])
+def test_tree_file_functions_refuse_a_path_that_is_not_one(path: object) -> None:
+    spec = SupervisorSpec("s", children=[TaskSpec(name="c", target="os:getcwd")])
+    for call in (
+        lambda: load_tree_file(path),  # type: ignore[arg-type]
+        lambda: check_tree_file(path),  # type: ignore[arg-type]
+        lambda: write_tree_file(spec, path),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match=r"^path: expected a str or a Path"):
+            call()

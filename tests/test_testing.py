@@ -289,6 +289,13 @@ def test_the_testing_extra_brings_what_the_module_needs() -> None:
         lambda: intensities(min_within=0),
         lambda: backoffs(max_delay=1e9),
         lambda: backoffs(max_delay=float("nan")),
+        lambda: backoffs(max_delay=10**400),
+        lambda: intensities(max_within=10**400),
+        lambda: supervisor_specs(max_children=-1),
+        lambda: supervisor_specs(max_depth=10**400),
+        lambda: failure_scripts(SPEC, max_events=-1),
+        lambda: failure_scripts(SPEC, max_time=-1),
+        lambda: scenarios(max_depth=-1),
     ],
 )
 def test_strategies_refuse_parameters_they_cannot_draw_valid_values_for(

@@ -153,7 +153,10 @@ def format_of(path: str | os.PathLike[str]) -> FileFormat:
 
     Raises:
         TreeFileError: when the suffix is none of .toml, .json, .yaml, .yml.
+        TypeError: when ``path`` is not a str or a ``Path``.
     """
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"path: expected a str or a Path, got {shown(path)}")
     suffix = Path(path).suffix.lower()
     found = _SUFFIXES.get(suffix)
     if found is None:
@@ -197,8 +200,8 @@ def _read(
     path: str | os.PathLike[str], environ: Mapping[str, str] | None
 ) -> tuple[TreeData, list[TreeFileProblem]]:
     """The tree data and the problems of its ``${VAR}`` references (left as they are)."""
+    fmt = format_of(path)  # checks the path's type too
     file = os.fspath(path)
-    fmt = format_of(file)
     try:
         text = Path(file).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -743,8 +746,10 @@ def write_tree_file(
         TreeFileError: for an unknown suffix.
         InvalidSpec: as ``dump_tree``.
         OSError: when the file cannot be written.
+        TypeError: when ``path`` is not a str or a ``Path``.
     """
-    Path(path).write_text(dump_tree(spec, format_of(path)), encoding="utf-8")
+    fmt = format_of(path)  # checks the path's type too
+    Path(path).write_text(dump_tree(spec, fmt), encoding="utf-8")
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")

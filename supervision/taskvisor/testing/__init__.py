@@ -40,7 +40,6 @@ To explore trees as well as failures, draw both with ``scenarios()``::
 
 from __future__ import annotations
 
-import math
 import operator
 import string
 from collections.abc import Callable, Iterator
@@ -157,9 +156,15 @@ def backoffs(*, max_delay: float = 30.0) -> st.SearchStrategy[Backoff]:
     return _backoffs(max_delay)
 
 
-def _check_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgument(f"{name}: expected an integer >= 0, got {shown(value)}")
+def _check_int(name: str, value: object, *, low: int = 0, high: int | None = None) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        wanted = f">= {low}" if high is None else f"from {low} to {high}"
+        raise InvalidArgument(f"{name}: expected an integer {wanted}, got {shown(value)}")
 
 
 def _check_seconds(name: str, value: object, *, low: float, open_low: bool = False) -> None:
@@ -167,9 +172,8 @@ def _check_seconds(name: str, value: object, *, low: float, open_low: bool = Fal
     ok = (
         not isinstance(value, bool)
         and isinstance(value, (int, float))
-        and math.isfinite(value)
         and (value > low if open_low else value >= low)
-        and value <= MAX_SECONDS
+        and value <= MAX_SECONDS  # NaN fails here, and a huge int is compared exactly
     )
     if not ok:
         bound = ">" if open_low else ">="
@@ -288,7 +292,13 @@ def supervisor_specs(
         max_depth: how many levels of child supervisors there may be.
         max_children: at most this many children per supervisor.
         dynamic: whether dynamic supervisors may appear (the root included).
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when ``max_depth`` is not an int
+            from 0 to 5 or ``max_children`` not an int from 1 to 50.
     """
+    _check_int("max_depth", max_depth, high=5)
+    _check_int("max_children", max_children, low=1, high=50)
     return _supervisor_specs(max_depth, max_children, dynamic)
 
 
@@ -329,7 +339,13 @@ def failure_scripts(
 
     Events may name children that are not running at that time: ``simulate``
     skips those, as a real tree would never see them.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when ``max_events`` is not an int
+            >= 0 or ``max_time`` not a number of seconds from 0 to ``MAX_SECONDS``.
     """
+    _check_int("max_events", max_events)
+    _check_seconds("max_time", max_time, low=0.0)
     children, dynamic = _paths(spec)
     times = st.floats(0.0, max_time, allow_nan=False, allow_infinity=False)
     options: list[st.SearchStrategy[ScriptEvent]] = []
@@ -358,7 +374,14 @@ def _scenarios(
 def scenarios(
     max_depth: int = 2, *, max_events: int = 20
 ) -> st.SearchStrategy[tuple[SupervisorSpecs, list[ScriptEvent]]]:
-    """Pairs ``(spec, script)``: a tree from ``supervisor_specs`` and a script for it."""
+    """Pairs ``(spec, script)``: a tree from ``supervisor_specs`` and a script for it.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: as ``supervisor_specs`` and
+            ``failure_scripts`` do.
+    """
+    _check_int("max_depth", max_depth, high=5)
+    _check_int("max_events", max_events)
     return _scenarios(max_depth, max_events)
 
 
