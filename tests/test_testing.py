@@ -294,6 +294,7 @@ def test_the_testing_extra_brings_what_the_module_needs() -> None:
         lambda: supervisor_specs(max_children=-1),
         lambda: supervisor_specs(max_depth=10**400),
         lambda: failure_scripts(SPEC, max_events=-1),
+        lambda: failure_scripts(SPEC, max_events=10**400),
         lambda: failure_scripts(SPEC, max_time=-1),
         lambda: scenarios(max_depth=-1),
     ],

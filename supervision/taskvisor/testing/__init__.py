@@ -342,9 +342,10 @@ def failure_scripts(
 
     Raises:
         hypothesis.errors.InvalidArgument: when ``max_events`` is not an int
-            >= 0 or ``max_time`` not a number of seconds from 0 to ``MAX_SECONDS``.
+            from 0 to 10,000 or ``max_time`` not a number of seconds from 0 to
+            ``MAX_SECONDS``.
     """
-    _check_int("max_events", max_events)
+    _check_int("max_events", max_events, high=10_000)
     _check_seconds("max_time", max_time, low=0.0)
     children, dynamic = _paths(spec)
     times = st.floats(0.0, max_time, allow_nan=False, allow_infinity=False)
@@ -381,7 +382,7 @@ def scenarios(
             ``failure_scripts`` do.
     """
     _check_int("max_depth", max_depth, high=5)
-    _check_int("max_events", max_events)
+    _check_int("max_events", max_events, high=10_000)
     return _scenarios(max_depth, max_events)
 
 
