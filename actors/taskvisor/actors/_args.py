@@ -104,3 +104,14 @@ def executors_of(value: object, where: str) -> dict[str, Any] | None:
                 f"got {shown(kind)}: {shown(executor)}"
             )
     return dict(value)
+
+
+def store_of(value: object, where: str) -> Any:
+    """A ``store`` given by the user: None, or an object with ``get()`` and ``put()``.
+
+    Raises:
+        TypeError: when it is neither.
+    """
+    if value is None or all(callable(getattr(value, name, None)) for name in ("get", "put")):
+        return value
+    raise TypeError(f"{where}: expected a TaskStore (such as SqliteStore), got {shown(value)}")

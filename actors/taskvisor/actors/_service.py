@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ._actor import AttemptEnded, TaskRef, TaskSnapshot, Verdict
-from ._args import clock_of, count_of, executors_of, hooks_of
+from ._args import clock_of, count_of, executors_of, hooks_of, store_of
 from ._base import ActorThreads, deadline_of, time_left, wait_timeout
 from ._bus import EventBus, Subscriber
 from ._clock import Clock, SystemClock
@@ -123,18 +123,14 @@ def close_shared(
     of it, not a bound per step.
     """
     deadline = deadline_of(timeout)
-
-    def left() -> float | None:
-        return time_left(deadline)
-
-    threads.close(left())
-    real_clock.close(left())
+    threads.close(time_left(deadline))
+    real_clock.close(time_left(deadline))
     for executor in executors.values():
         try:
-            executor.close(left())
+            executor.close(time_left(deadline))
         except Exception:  # one executor's failure must not leave the others open
             logger.exception("closing the %r executor failed", executor.kind)
-    bus.stop(left())
+    bus.stop(time_left(deadline))
 
 
 class TaskHandle:
@@ -345,13 +341,7 @@ class ExecutorService:
         max_tasks = count_of(max_tasks, "ExecutorService(max_tasks)", low=1)
         max_running = count_of(max_running, "ExecutorService(max_running)", low=1)
         kept = count_of(keep_finished, "ExecutorService(keep_finished)", low=0, none=False)
-        if store is not None and not all(
-            callable(getattr(store, method, None)) for method in ("get", "put")
-        ):
-            raise TypeError(
-                f"ExecutorService(store): expected a TaskStore (such as SqliteStore), "
-                f"got {shown(store)}"
-            )
+        store = store_of(store, "ExecutorService(store)")
         acquire = getattr(store, "acquire", None)
         if callable(acquire):
             acquire(name)  # one live owner per store; raises StoreLocked naming it
@@ -557,10 +547,6 @@ class ExecutorService:
         logged. Safe to call more than once.
         """
         deadline = deadline_of(timeout)
-
-        def left() -> float | None:
-            return time_left(deadline)
-
         with self._lock:
             self._closing = True
             refs = list(reversed(self._refs.values()))
@@ -568,12 +554,12 @@ class ExecutorService:
         requests = [ref.terminate() for ref in refs if ref.alive]
         for request in requests:
             try:
-                request.wait(left())
+                request.wait(time_left(deadline))
             except WaitTimeout:
                 logger.warning("a task did not end within %ss at shutdown", timeout)
         for ref in refs:  # every actor stops at once; closing their threads waits for all
             ref.stop_soon()
-        close_shared(self._threads, self._real_clock, self.executors, self.bus, left())
+        close_shared(self._threads, self._real_clock, self.executors, self.bus, time_left(deadline))
         with self._lock:  # queued ones, and those that did not end in time: their waiters return
             unfinished = [h for h in self._handles.values() if not h.done()]
         for handle in unfinished:

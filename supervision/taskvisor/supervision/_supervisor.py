@@ -60,7 +60,7 @@ from taskvisor.actors import (
     resume_record,
 )
 from taskvisor.actors._actor import _ClosingInbox
-from taskvisor.actors._args import clock_of, executors_of, hooks_of
+from taskvisor.actors._args import clock_of, executors_of, hooks_of, store_of
 from taskvisor.actors._base import ActorThreads, deadline_in, time_left, wait_timeout
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import NAME_MAX, bound_text
@@ -1400,13 +1400,7 @@ class Supervisor:
         hooks = hooks_of(hooks, "Supervisor.start(hooks)")
         clock = clock_of(clock, "Supervisor.start(clock)")
         executors = executors_of(executors, "Supervisor.start(executors)")
-        if store is not None and not all(
-            callable(getattr(store, method, None)) for method in ("get", "put")
-        ):
-            raise TypeError(
-                f"Supervisor.start(store): expected a TaskStore (such as SqliteStore), "
-                f"got {shown(store)}"
-            )
+        store = store_of(store, "Supervisor.start(store)")
         acquire = getattr(store, "acquire", None)
         if callable(acquire):
             acquire(spec.name)
