@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,7 +23,9 @@ def hooks_of(value: object, where: str) -> list[Any]:
         TypeError: when it is not such an iterable, or holds something else.
     """
     if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
-        raise TypeError(f"{where}: expected a list of hooks (callables), got {shown(value)}")
+        raise TypeError(
+            f"{where}: expected a list of hooks (TaskHooks or callables), got {shown(value)}"
+        )
     hooks = list(value)
     for hook in hooks:
         if not callable(hook) and not callable(getattr(hook, "on_event", None)):
@@ -79,9 +82,12 @@ def finite_of(value: object, where: str, *, low: float, high: float) -> float:
     except OverflowError:
         number = -math.inf if value < 0 else math.inf
     if not low <= number <= high:  # NaN too
-        raise InvalidData(
-            f"{where}: expected a number from {low:g} to {high:g}, got {shown(value)}"
+        wanted = (
+            "a finite number"
+            if high == sys.float_info.max
+            else f"a number from {_figure(low)} to {_figure(high)}"
         )
+        raise InvalidData(f"{where}: expected {wanted}, got {shown(value)}")
     return number
 
 
@@ -115,3 +121,10 @@ def store_of(value: object, where: str) -> Any:
     if value is None or all(callable(getattr(value, name, None)) for name in ("get", "put")):
         return value
     raise TypeError(f"{where}: expected a TaskStore (such as SqliteStore), got {shown(value)}")
+
+
+def _figure(number: float) -> str:
+    """A bound as a reader writes it: ``2,147,483``, not ``2.14748e+06``."""
+    if number.is_integer() and abs(number) < 1e18:
+        return f"{int(number):,}"
+    return f"{number:g}"
