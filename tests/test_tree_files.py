@@ -640,6 +640,30 @@ def test_write_tree_file_writes_what_load_tree_file_reads(tmp_path: Path) -> Non
         write_tree_file(spec, tmp_path / "t.txt")
 
 
+def test_a_tree_file_that_cannot_be_written_is_a_tree_file_error(tmp_path: Path) -> None:
+    spec = expected()
+    missing = tmp_path / "no such folder" / "t.toml"
+    with pytest.raises(TreeFileError, match=r"t\.toml: cannot write: No such file or directory"):
+        write_tree_file(spec, missing)
+    long = tmp_path / ("d" * 100_000) / "t.toml"
+    with pytest.raises(TreeFileError) as raised:
+        write_tree_file(spec, long)
+    assert len(str(raised.value)) <= 1000
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize("name", ["a\x00b.toml", Path("dir\x00") / "t.yaml"])
+def test_a_path_with_a_nul_byte_is_named_not_a_value_error(tmp_path: Path, name: Any) -> None:
+    said = r"'.*\\x00.*': not a file name: it holds a NUL byte"
+    with pytest.raises(TreeFileError, match=said):
+        load_tree_file(name)
+    with pytest.raises(TreeFileError, match=said):
+        write_tree_file(expected(), name)
+    spec, problems = check_tree_file(name)
+    assert spec is None
+    assert [p.text for p in problems] == ["not a file name: it holds a NUL byte"]
+
+
 def test_the_toml_writer_escapes_and_quotes() -> None:
     data = {
         "s": 'a"b\\c\n\t\x01\x7f é',

@@ -152,11 +152,14 @@ def format_of(path: str | os.PathLike[str]) -> FileFormat:
     """Return the format of a tree file by its suffix.
 
     Raises:
-        TreeFileError: when the suffix is none of .toml, .json, .yaml, .yml.
+        TreeFileError: when the suffix is none of .toml, .json, .yaml, .yml,
+            or the path holds a NUL byte.
         TypeError: when ``path`` is not a str or a ``Path``.
     """
     if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
         raise TypeError(f"path: expected a str or a Path, got {shown(path)}")
+    if "\x00" in os.fspath(path):  # no file has such a name: say so, not ValueError
+        raise _file_error(shown(os.fspath(path)), "not a file name: it holds a NUL byte")
     suffix = Path(path).suffix.lower()
     found = _SUFFIXES.get(suffix)
     if found is None:
@@ -743,13 +746,17 @@ def write_tree_file(
     """Write ``spec`` to a tree file, in the format its suffix names (see ``dump_tree``).
 
     Raises:
-        TreeFileError: for an unknown suffix.
+        TreeFileError: for an unknown suffix, or when the file cannot be
+            written (its folder is missing, no permission); nothing is written.
         InvalidSpec: as ``dump_tree``.
-        OSError: when the file cannot be written.
         TypeError: when ``path`` is not a str or a ``Path``.
     """
     fmt = format_of(path)  # checks the path's type too
-    Path(path).write_text(dump_tree(spec, fmt), encoding="utf-8")
+    text = dump_tree(spec, fmt)
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _file_error(path, f"cannot write: {exc.strerror or exc}") from None
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
