@@ -19,13 +19,16 @@ import pykka
 import pytest
 
 from conftest import wait_until
+from helpers import until_cancelled
 from taskvisor.actors import (
     AsyncExecutor,
     CallExecutor,
     ExecutorService,
     InvalidSpec,
+    MemoryStore,
     Request,
     TaskContext,
+    TaskRecord,
     TaskSpec,
     WaitTimeout,
 )
@@ -154,8 +157,48 @@ def test_a_service_takes_a_timeout_without_a_bound(forever: float) -> None:
         handle = service.submit(TaskSpec(name="job", target=lambda ctx: 42))
         assert handle.wait(forever).status.phase.value == "succeeded"
         assert handle.result(forever) == 42
+        assert handle.status(forever).status.phase.value == "succeeded"
+        assert len(handle.runs(forever)) == 1
     finally:
         service.shutdown(forever)
+
+
+class StuckStore(MemoryStore):
+    """A store whose writes block while ``stuck`` is set: its task actor cannot answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck, self.entered, self.release = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+
+    def put(self, record: TaskRecord) -> None:
+        if self.stuck.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        super().put(record)
+
+
+def test_a_handle_reads_its_task_within_its_timeout() -> None:
+    store = StuckStore()
+    with ExecutorService(store=store) as service:
+        handle = service.submit(TaskSpec(name="job", target=until_cancelled))
+        assert handle.status(timeout=10).status.phase.value == "running"
+        store.stuck.set()
+        handle.cancel()  # the actor saves the end, and blocks in the store
+        assert store.entered.wait(10)
+        with pytest.raises(WaitTimeout, match=r"'job' did not answer within 0\.2s"):
+            handle.status(timeout=0.2)
+        with pytest.raises(WaitTimeout, match=r"within 0\.1s"):
+            handle.runs(timeout=0.1)
+        with pytest.raises(TypeError, match=r"^timeout: expected seconds"):
+            handle.status(timeout="1")  # type: ignore[arg-type]
+        store.stuck.clear()
+        store.release.set()
+        assert handle.wait(10).status.phase.value == "cancelled"
+        assert handle.status(timeout=0).status.phase.value == "cancelled"
 
 
 @pytest.mark.parametrize("forever", FOREVER, ids=FOREVER_IDS)

@@ -29,7 +29,7 @@ from ._base import ActorThreads, BaseActor, Latch, wait_timeout
 from ._bus import EventBus
 from ._clock import Clock, SystemClock, Timer
 from ._context import Mailbox, Outcome, Request, TaskContext
-from ._errors import TaskvisorError, Unsupported, WaitTimeout
+from ._errors import NoReply, TaskvisorError, Unsupported, WaitTimeout, cut, shown
 from ._events import (
     AttemptFinished,
     AttemptStarted,
@@ -476,15 +476,24 @@ class TaskActor(BaseActor):
         except BaseException:
             logger.exception("task %s: could not end after an internal error", self.task.id)
         self.state = _DONE
+        self._refuse_requests()
         self._reply_waiters()
 
+    def _refuse_requests(self) -> None:
+        """The task ended for good: a request waiting for its next attempt fails now."""
+        phase = self.task.status.phase.value
+        self.mailbox.refuse(f"task {self.task.id!r} has ended ({phase})")
+
     def on_stop(self) -> None:
+        if self.state != _DONE:
+            self.mailbox.refuse(f"task {self.task.id!r} has stopped")
         self._cancel_timers(save_retry=True)
         self.executor.release(self.task.id)
         if self.dirty:
             self._save()  # a last try
 
     def on_failure(self, *_exc: object) -> None:  # pragma: no cover - handlers do not raise
+        self.mailbox.refuse(f"task {self.task.id!r} has stopped")
         self._cancel_timers(save_retry=True)
         self.executor.release(self.task.id)
 
@@ -536,6 +545,7 @@ class TaskActor(BaseActor):
         task.transition_starting(now=stamp)
         attempt = task.status.attempt
         sink = _Sink(self.actor_ref.tell)
+        self.mailbox.accept()  # after an end for good, requests wait for this attempt again
         ctx = TaskContext(task.id, attempt, self.mailbox, sink)
         sink.bind(ctx)
         self.ctx, self.state, self.end_reason, self.pending = ctx, _RUNNING, None, None
@@ -600,6 +610,7 @@ class TaskActor(BaseActor):
             outcome = attrs.evolve(outcome, phase=phase, error=error, output=None)
         self.ctx = None
         self._log_end(ctx.attempt, outcome)
+        self._answer_taken(ctx, outcome)
         if self.end_reason == "terminate":
             self._close(outcome, None, final=self.terminate_final)
             self._reply_waiters()
@@ -635,6 +646,19 @@ class TaskActor(BaseActor):
                 code,
                 error,
             )
+
+    def _answer_taken(self, ctx: TaskContext, outcome: Outcome) -> None:
+        """Fail the requests the ended attempt took and did not answer: its asker
+        hears now, instead of waiting out the timeout of its ``ask``."""
+        unanswered = self.mailbox.end(ctx.taken)
+        if not unanswered:
+            return
+        how = outcome.phase.value
+        if outcome.error:  # the last line of a traceback says what was raised
+            how += ": " + cut(outcome.error.rstrip().rsplit("\n", 1)[-1].strip(), 200)
+        why = f"task {self.task.id!r}: attempt {ctx.attempt} ended {how}, without replying"
+        for request in unanswered:
+            request.fail(NoReply(f"{why} to {shown(request.message)}"))
 
     def _on_verdict(self, verdict: Verdict) -> None:
         if self.state == _AWAITING and verdict.attempt == self.task.status.attempt:
@@ -700,6 +724,7 @@ class TaskActor(BaseActor):
 
     def _finish(self, stamp: int) -> None:
         self.state = _DONE
+        self._refuse_requests()
         self._cancel_timers()
         self.executor.release(self.task.id)  # hand its worker to the next task now
         self._publish(TaskFinished(self.task.id, self.task.status, at=stamp))
@@ -1053,20 +1078,22 @@ class TaskRef:
         """Deliver a ``Request`` carrying ``message`` and wait for the work's reply.
 
         The request waits in the mailbox, across restarts, until an attempt
-        takes it. An attempt that takes it and ends without replying (it
-        raised) leaves the asker waiting until ``timeout``, as an Akka ask
-        to an actor that fails: reply before raising when the asker should
-        know (``request.reply("crashing")``).
+        takes it. When the attempt that took it ends without replying (it
+        raised, returned, timed out or was stopped), ``ask`` raises
+        ``NoReply`` at once, as OTP's ``gen_server:call`` fails when the
+        server dies; so it does when the task has ended for good (or its
+        actor stopped) with the request unanswered, or had already.
 
         Raises:
+            NoReply: as soon as no reply can come (a ``WaitTimeout``).
             WaitTimeout: when no reply comes within ``timeout`` seconds (None:
-                no bound), or at once when the task's actor has stopped.
+                no bound).
             Unsupported: when the task's kind takes no messages.
             TypeError: when ``timeout`` is not a number (nothing is delivered).
         """
         timeout = wait_timeout(timeout)
         if not self._ref.is_alive():
-            raise WaitTimeout(f"task actor {self.id!r} has stopped: no attempt will answer")
+            raise NoReply(f"task actor {self.id!r} has stopped: no attempt will answer")
         request = Request(message)
         self.deliver(request)
         return request.wait(timeout)

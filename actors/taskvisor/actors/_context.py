@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, overload
 import attrs
 
 from ._base import MAX_WAIT, Latch, seconds_of, wait_timeout
-from ._errors import TaskCancelled, UnexpectedMessage, WaitTimeout
+from ._errors import NoReply, TaskCancelled, UnexpectedMessage, WaitTimeout, shown
 from ._model import TaskPhase
 
 __all__ = ["Mailbox", "Outcome", "Request", "TaskContext", "TaskSink"]
@@ -71,9 +71,13 @@ class Mailbox:
     and a reply sent just before (``Request.reply``, then ``receive`` again)
     leaves the asker's thread the interpreter at once (``threading.Condition``
     takes several times as many steps to go to sleep).
+
+    While no attempt will take what it holds (the task ended for good, or
+    its actor stopped), the mailbox refuses requests: each is answered with
+    ``NoReply`` at once; other messages are kept.
     """
 
-    __slots__ = ("_items", "_lock", "_sleepers", "_waiters")
+    __slots__ = ("_items", "_lock", "_refusal", "_sleepers", "_waiters")
 
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
@@ -82,22 +86,34 @@ class Mailbox:
         #: until a ``put`` (or ``wake``) releases it.
         self._sleepers: deque[threading.Lock] = deque()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        #: Why requests are refused now (None: they are kept for an attempt).
+        self._refusal: str | None = None
 
     def put(self, item: Any) -> None:
-        """Add ``item`` and wake one waiting receiver."""
+        """Add ``item`` and wake one waiting receiver (a refused request is answered)."""
         with self._lock:
-            self._items.append(item)
-            sleeper = self._sleepers.popleft() if self._sleepers else None
-            waiters = self._waiters
-            if waiters:
-                self._waiters = []
+            refusal = self._refusal if isinstance(item, Request) else None
+            if refusal is None:
+                self._items.append(item)
+                sleeper = self._sleepers.popleft() if self._sleepers else None
+                waiters = self._waiters
+                if waiters:
+                    self._waiters = []
+        if refusal is not None:
+            item.fail(NoReply(f"{refusal}: no attempt will take {shown(item.message)}"))
+            return
         if sleeper is not None:
             sleeper.release()
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed since
                 loop.call_soon_threadsafe(_wake, future)
 
-    def get(self, timeout: float | None = None, cancel: Flag | None = None) -> Any:
+    def get(
+        self,
+        timeout: float | None = None,
+        cancel: Flag | None = None,
+        taken: Taken | None = None,
+    ) -> Any:
         """Take the oldest item, waiting up to ``timeout`` seconds.
 
         Args:
@@ -105,17 +121,23 @@ class Mailbox:
                 an item arrives or ``cancel`` is set.
             cancel: a flag (``threading.Event`` or alike) whose setting ends
                 the wait with ``TaskCancelled``; whoever sets it calls ``wake()``.
+            taken: the attempt taking it: a ``Request`` taken is kept there
+                until answered; once ``end(taken)`` was called, nothing more
+                is taken for it.
 
         Raises:
             WaitTimeout: when nothing arrives in time.
-            TaskCancelled: when ``cancel`` is set while waiting.
+            TaskCancelled: when ``cancel`` is set while waiting, or the
+                attempt ``taken`` stands for has ended.
         """
         seconds = None if timeout is None else seconds_of(timeout)
         deadline = math.inf if seconds is None else time.monotonic() + seconds
         while True:
             with self._lock:
+                if taken is not None and taken.ended:
+                    raise TaskCancelled(_ENDED)
                 if self._items:
-                    return self._items.popleft()
+                    return self._take(taken)
                 if cancel is not None and cancel.is_set():
                     raise TaskCancelled("the attempt was cancelled while receiving")
                 left = deadline - time.monotonic() if timeout is not None else MAX_WAIT
@@ -130,6 +152,42 @@ class Mailbox:
             # Look again: an item (one a put brought as the wait ran out included),
             # a cancel, or the deadline decides.
 
+    def _take(self, taken: Taken | None) -> Any:
+        """Pop the oldest item (the lock held); keep a request in ``taken``."""
+        item = self._items.popleft()
+        if taken is not None and isinstance(item, Request):
+            taken.keep(item)
+        return item
+
+    def end(self, taken: Taken) -> list[Request]:
+        """End the attempt ``taken`` stands for: return the requests it took and
+        did not answer; it takes nothing more."""
+        with self._lock:
+            taken.ended = True
+            unanswered = [r for r in taken.requests if not r.answered]
+            taken.requests = []
+        return unanswered
+
+    def refuse(self, reason: str) -> None:
+        """Answer every request held, and each one put from now on, with ``NoReply``.
+
+        ``reason`` says why no attempt will take them (``"task 'a' ended
+        succeeded"``). Other messages stay. ``accept()`` undoes it.
+        """
+        with self._lock:
+            self._refusal = reason
+            requests = [item for item in self._items if isinstance(item, Request)]
+            if requests:
+                self._items = deque(i for i in self._items if not isinstance(i, Request))
+        for request in requests:
+            request.fail(NoReply(f"{reason}: no attempt will take {shown(request.message)}"))
+
+    def accept(self) -> None:
+        """Keep requests again, for an attempt to take (after ``refuse``)."""
+        if self._refusal is not None:
+            with self._lock:
+                self._refusal = None
+
     def wake(self) -> None:
         """Wake every waiting receiver (to notice a cancellation)."""
         with self._lock:
@@ -137,24 +195,28 @@ class Mailbox:
         for sleeper in sleepers:
             sleeper.release()
 
-    async def get_async(self, timeout: float | None = None) -> Any:
+    async def get_async(self, timeout: float | None = None, taken: Taken | None = None) -> Any:
         """Take the oldest item without blocking the event loop.
 
         Args:
             timeout: seconds to wait at most; None (the default) waits until
                 an item arrives, or until the task awaiting it is cancelled
                 (``asyncio.CancelledError``, as the tree cancels ``async`` work).
+            taken: as for ``get``.
 
         Raises:
             WaitTimeout: when nothing arrives in time.
+            TaskCancelled: when the attempt ``taken`` stands for has ended.
         """
         loop = asyncio.get_running_loop()
         seconds = None if timeout is None else seconds_of(timeout)
         deadline = None if seconds is None else loop.time() + seconds
         while True:
             with self._lock:
+                if taken is not None and taken.ended:
+                    raise TaskCancelled(_ENDED)
                 if self._items:
-                    return self._items.popleft()
+                    return self._take(taken)
                 future: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, future))
             remaining = None if deadline is None else deadline - loop.time()
@@ -180,26 +242,68 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class Request:
-    """A message that expects an answer: the work calls ``reply(value)`` once."""
+_ENDED = "this attempt has ended: what is left in the mailbox is for the next attempt"
 
-    __slots__ = ("_answer", "_ready", "message")
+#: Makes answering a ``Request`` once-only between threads (rare: one lock for all).
+_ANSWERING = threading.Lock()
+
+
+class Taken:
+    """The requests one attempt took from its mailbox and has not answered yet.
+
+    Changed under the mailbox's lock only. Answered requests are dropped
+    from time to time, so an attempt that serves requests for days keeps a
+    few, not all.
+    """
+
+    __slots__ = ("ended", "requests")
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.requests: list[Request] = []
+
+    def keep(self, request: Request) -> None:
+        requests = self.requests
+        if len(requests) >= 32:
+            requests[:] = [r for r in requests if not r.answered]
+        requests.append(request)
+
+
+class Request:
+    """A message that expects an answer: the work calls ``reply(value)`` once.
+
+    Only the first answer counts; a later one is ignored. When the attempt
+    that took a request ends without answering it, the tree answers it with
+    ``NoReply`` (so the asker does not wait out its timeout), and a reply
+    the work sends after that is ignored.
+    """
+
+    __slots__ = ("_answer", "_ready", "answered", "message")
 
     def __init__(self, message: Any) -> None:
         self.message = message
-        self._answer: deque[tuple[bool, Any]] = deque(maxlen=1)
+        #: Whether it has been answered (by the work, or by the tree with an error).
+        self.answered = False
+        self._answer: tuple[bool, Any] = (False, None)
         # A lock held until the answer is in: the cheapest one-shot signal.
         self._ready = threading.Lock()
         self._ready.acquire()
 
     def reply(self, value: Any) -> None:
-        """Answer the request."""
-        self._answer.append((True, value))
-        self._ready.release()
+        """Answer the request (ignored when it was answered already)."""
+        self._settle(True, value)
 
     def fail(self, error: BaseException) -> None:
-        """Answer the request with an error, raised in the asker."""
-        self._answer.append((False, error))
+        """Answer the request with an error, raised in the asker (ignored when it
+        was answered already)."""
+        self._settle(False, error)
+
+    def _settle(self, ok: bool, value: Any) -> None:
+        with _ANSWERING:
+            if self.answered:
+                return
+            self.answered = True
+        self._answer = (ok, value)
         self._ready.release()
 
     def wait(self, timeout: float | None = None) -> Any:
@@ -215,7 +319,7 @@ class Request:
         seconds = wait_timeout(timeout)
         if not self._ready.acquire(timeout=-1 if seconds is None else seconds):
             raise WaitTimeout(f"no reply to {self.message!r:.80} within {seconds}s")
-        ok, value = self._answer[0]
+        ok, value = self._answer
         if ok:
             return value
         raise value
@@ -251,6 +355,8 @@ class TaskContext:
         self.pid: int | None = None
         self.pgid: int | None = None
         self.started: int | None = None
+        #: The requests this attempt took and has not answered (see ``Mailbox.end``).
+        self.taken = Taken()
 
     @property
     def cancelled(self) -> bool:
@@ -293,13 +399,15 @@ class TaskContext:
 
         Raises:
             WaitTimeout: when nothing arrives within ``timeout`` seconds.
-            TaskCancelled: when the attempt is cancelled while waiting.
+            TaskCancelled: when the attempt is cancelled while waiting, or
+                has ended (work abandoned past its grace takes nothing more:
+                what is left is for the next attempt).
             UnexpectedMessage: when ``expect`` is given and the message is
                 not an instance of it (the message is taken all the same).
             TypeError: when ``expect`` is not a type (no message is taken).
         """
         _check_expect(expect)
-        return _expected(self.mailbox.get(timeout, self._cancel), expect)
+        return _expected(self.mailbox.get(timeout, self._cancel, self.taken), expect)
 
     @overload
     async def receive_async(self, timeout: float | None = None) -> object: ...
@@ -323,7 +431,7 @@ class TaskContext:
                 not an instance of it.
         """
         _check_expect(expect)
-        return _expected(await self.mailbox.get_async(timeout), expect)
+        return _expected(await self.mailbox.get_async(timeout, self.taken), expect)
 
     def report(self, progress: Any) -> None:
         """Report progress; it shows in the task's handle and events."""

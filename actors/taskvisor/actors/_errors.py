@@ -152,6 +152,17 @@ class WaitTimeout(TaskvisorError, TimeoutError):
     """Raised when waiting for a task or a tree runs out of time."""
 
 
+class NoReply(WaitTimeout):
+    """Raised by ``ask`` as soon as it is known that no reply will come.
+
+    The attempt that took the request ended without replying (it raised,
+    returned, timed out or was stopped), or the task ended for good, or its
+    actor stopped, with the request unanswered. OTP's ``gen_server:call``
+    fails the same way when the server dies. It is a ``WaitTimeout`` that
+    comes early, so code that handles a timed-out ``ask`` handles it too.
+    """
+
+
 class TaskCancelled(BaseException):
     """Raised inside running work by ``ctx.receive()`` when its attempt is cancelled.
 

@@ -27,6 +27,7 @@ from ._bus import EventBus, Subscriber
 from ._clock import Clock, SystemClock
 from ._errors import (
     InvalidData,
+    NoReply,
     RejectReason,
     SubmissionError,
     TaskFailedError,
@@ -152,13 +153,26 @@ class TaskHandle:
         self._done = threading.Event()
         self._begun = False
 
-    def status(self) -> Task:
-        """Return a copy of the task as it stands (metadata, spec, status)."""
-        return self._snapshot().task
+    def status(self, timeout: float | None = 10.0) -> Task:
+        """Return a copy of the task as it stands (metadata, spec, status).
 
-    def runs(self) -> tuple[TaskRun, ...]:
-        """Return the task's runs, oldest first."""
-        return self._snapshot().runs
+        Args:
+            timeout: seconds to wait at most for the task's actor to answer
+                (default 10; None: no bound). A task that has ended answers
+                at once.
+
+        Raises:
+            WaitTimeout: when the actor does not answer in time.
+        """
+        return self._snapshot(timeout).task
+
+    def runs(self, timeout: float | None = 10.0) -> tuple[TaskRun, ...]:
+        """Return the task's runs, oldest first (``timeout`` as for ``status``).
+
+        Raises:
+            WaitTimeout: when the actor does not answer in time.
+        """
+        return self._snapshot(timeout).runs
 
     def done(self) -> bool:
         """Whether the task has ended for good."""
@@ -223,23 +237,29 @@ class TaskHandle:
             timeout: seconds to wait for the reply (default 10).
 
         Raises:
+            NoReply: at once when the task has ended, or as soon as the
+                attempt that took the request ends without replying.
             WaitTimeout: when no reply comes within ``timeout`` seconds, or
-                the task is not running.
+                the task has not started yet.
             Unsupported: when the task's kind takes no messages.
         """
+        if self._done.is_set():
+            phase = self.wait(0).status.phase.value
+            raise NoReply(f"task {self.id!r} has ended ({phase}): no attempt will answer")
         ref = self._ref
         if ref is None:
             raise WaitTimeout(f"task {self.id!r} is not running")
         return ref.ask(message, timeout)
 
-    def _snapshot(self) -> TaskSnapshot:
+    def _snapshot(self, timeout: float | None) -> TaskSnapshot:
+        deadline = deadline_of(timeout)
         ref = self._ref
         if self._final is None and ref is not None:
             with contextlib.suppress(WaitTimeout):
-                return ref.snapshot()
+                return ref.snapshot(time_left(deadline))
         # It ended (and its actor stopped) between the check and the ask.
-        if not self._done.wait(_ANSWER_TIMEOUT):
-            raise WaitTimeout(f"task {self.id!r} does not answer")
+        if not self._done.wait(time_left(deadline)):
+            raise WaitTimeout(f"task {self.id!r} did not answer within {timeout}s")
         assert self._final is not None
         return self._final
 
@@ -266,10 +286,6 @@ class TaskHandle:
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.id!r} {'done' if self.done() else 'active'}>"
-
-
-#: Seconds a handle waits for an actor that is stopping to hand over its final snapshot.
-_ANSWER_TIMEOUT = 10.0
 
 
 @attrs.define
