@@ -171,8 +171,8 @@ class Mailbox:
     def refuse(self, reason: str) -> None:
         """Answer every request held, and each one put from now on, with ``NoReply``.
 
-        ``reason`` says why no attempt will take them (``"task 'a' ended
-        succeeded"``). Other messages stay. ``accept()`` undoes it.
+        ``reason`` says why no attempt will take them (``"task 'a' has
+        ended (succeeded)"``). Other messages stay. ``accept()`` undoes it.
         """
         with self._lock:
             self._refusal = reason
