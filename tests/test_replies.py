@@ -4,6 +4,8 @@ whose task ended for good, fails with ``NoReply`` as soon as that is known."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import threading
 from typing import Any
 
@@ -110,6 +112,71 @@ def test_a_refusing_mailbox_answers_requests_and_keeps_other_messages() -> None:
     assert not kept.answered
 
 
+def test_a_request_answers_every_waiter_and_gives_up_once_for_all() -> None:
+    request = Request("q")
+    got: list[object] = []
+    waiters = [threading.Thread(target=lambda: got.append(request.wait(ASK))) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    request.reply("one answer")
+    for t in waiters:
+        t.join(ASK)
+    assert got == ["one answer"] * 3
+    assert request.wait(0) == "one answer"
+    late = Request({"big": "x" * 10_000})
+    with pytest.raises(WaitTimeout, match=r"no reply to \{'big': 'xxx+… within 0\.0s") as raised:
+        late.wait(0)
+    assert late.answered  # the work can see that nobody waits any more
+    late.reply("too late")  # ignored
+    with pytest.raises(WaitTimeout) as again:
+        late.wait(0)
+    assert again.value is raised.value
+    assert len(str(raised.value)) < 150
+
+
+def test_a_request_shows_its_message_and_fails_only_with_an_exception() -> None:
+    request = Request(["a"] * 1000)
+    assert repr(request).startswith("Request(['a', 'a'")
+    assert len(repr(request)) < 100
+    with pytest.raises(TypeError, match=r"error: expected an exception, got 'oops'"):
+        request.fail("oops")  # type: ignore[arg-type]
+    assert not request.answered
+
+
+def test_a_receiver_left_from_an_ended_attempt_wakes_and_passes_on_what_it_was_woken_for() -> None:
+    box, old, new = Mailbox(), Taken(), Taken()
+    left: list[BaseException] = []
+
+    def leftover() -> None:
+        try:
+            box.get(ASK, taken=old)
+        except TaskCancelled as exc:
+            left.append(exc)
+
+    sleeper = threading.Thread(target=leftover)
+    sleeper.start()
+    assert _until(lambda: len(box._sleepers) == 1)
+    box.end(old)  # the attempt ended: its leftover receiver wakes and leaves
+    sleeper.join(ASK)
+    assert not sleeper.is_alive()
+    assert len(left) == 1
+    # A put that woke an ended attempt's receiver just before the end: the wake
+    # goes on to the next attempt's receiver instead of being lost.
+    stale = threading.Lock()
+    stale.acquire()
+    box._sleepers.append(stale)
+    got: list[object] = []
+    receiver = threading.Thread(target=lambda: got.append(box.get(ASK, taken=new)))
+    receiver.start()
+    assert _until(lambda: len(box._sleepers) == 2)
+    box.put("for the next attempt")  # releases the stale sleeper, oldest first
+    with pytest.raises(TaskCancelled):
+        box.get(0, taken=old)  # the ended attempt looks again, as its woken thread would
+    receiver.join(5)  # woken now, not at its own deadline (ASK)
+    assert got == ["for the next attempt"]
+    receiver.join(ASK)
+
+
 def test_no_reply_is_a_wait_timeout() -> None:
     # Code that handles a timed-out ask handles the early answer too.
     assert issubclass(NoReply, WaitTimeout)
@@ -193,6 +260,63 @@ def test_a_terminated_attempt_fails_what_it_took_and_a_restart_serves_again() ->
         assert "ended cancelled" in str(asked[0])
 
 
+def serves_with_threads(ctx: TaskContext, helpers: list[threading.Thread]) -> str:
+    """Attempt 1 starts two threads that receive, then fails; later attempts serve."""
+
+    def receive_forever() -> None:
+        with contextlib.suppress(TaskCancelled):
+            while True:
+                request = ctx.receive(expect=Request)
+                request.reply(("helper of attempt", ctx.attempt))
+
+    if ctx.attempt == 1:
+        for _ in range(2):
+            helper = threading.Thread(target=receive_forever)
+            helpers.append(helper)
+            helper.start()
+        assert _until(lambda: len(ctx.mailbox._sleepers) == 2)
+        raise RuntimeError("the attempt ends; its threads are left receiving")
+    request = ctx.receive(ASK, expect=Request)
+    request.reply(("attempt", ctx.attempt))
+    return "served"
+
+
+def test_threads_left_receiving_by_an_ended_attempt_leave_and_steal_no_wake() -> None:
+    helpers: list[threading.Thread] = []
+    spec = SupervisorSpec(
+        "app", children=[TaskSpec(name="w", target=serves_with_threads, args=[helpers])]
+    )
+    with Supervisor.start(spec) as tree:
+        assert _until(lambda: tree.which_children()[0].attempt == 2)
+        for helper in helpers:  # woken when attempt 1 ended: they leave
+            helper.join(ASK)
+        assert [h.is_alive() for h in helpers] == [False, False]
+        assert tree.child("w").ask("after the restart", timeout=ASK) == ("attempt", 2)
+
+
+def takes_and_raises_with_notes(ctx: TaskContext) -> None:
+    ctx.receive(ASK)
+    error = ValueError("bad input\n(while serving the request)")
+    error.add_note("hint: check the config")
+    raise error
+
+
+def test_no_reply_says_what_was_raised_with_its_message_and_notes() -> None:
+    spec = SupervisorSpec(
+        "app",
+        children=[
+            TaskSpec(name="w", target=takes_and_raises_with_notes, restart=Restart.TEMPORARY)
+        ],
+    )
+    with Supervisor.start(spec) as tree:
+        said = (
+            "attempt 1 ended failed: ValueError: bad input (while serving the request) "
+            "hint: check the config, without replying to 'q'"
+        )
+        with pytest.raises(NoReply, match=re.escape(said)):
+            tree.child("w").ask("q", timeout=ASK)
+
+
 def replies_once(ctx: TaskContext) -> str:
     request = ctx.receive(ASK)
     assert isinstance(request, Request)
@@ -256,6 +380,10 @@ def test_a_service_task_that_ends_without_replying_fails_the_ask() -> None:
         with pytest.raises(NoReply, match="broke mid-request, without replying to 'q'"):
             handle.ask("q", timeout=ASK)
         handle.wait(ASK)
+        with pytest.raises(TypeError, match=r"^timeout: expected seconds"):
+            handle.ask("q", timeout="5")  # type: ignore[arg-type]
+        with pytest.raises(NoReply, match=r"'once' has ended \(failed\)"):
+            handle.ask("q", timeout=ASK)
 
 
 # ----------------------------------------------------------------- helpers

@@ -654,8 +654,8 @@ class TaskActor(BaseActor):
         if not unanswered:
             return
         how = outcome.phase.value
-        if outcome.error:  # the last line of a traceback says what was raised
-            how += ": " + cut(outcome.error.rstrip().rsplit("\n", 1)[-1].strip(), 200)
+        if outcome.error:
+            how += ": " + cut(_what_was_raised(outcome.error), 200)
         why = f"task {self.task.id!r}: attempt {ctx.attempt} ended {how}, without replying"
         for request in unanswered:
             request.fail(NoReply(f"{why} to {shown(request.message)}"))
@@ -966,6 +966,16 @@ _HOST = socket.gethostname()
 
 #: A save that failed is tried again after this many seconds, doubling up to the maximum.
 _SAVE_RETRY_FIRST, _SAVE_RETRY_MAX = 0.5, 10.0
+
+
+def _what_was_raised(error: str) -> str:
+    """The end of an error text after its traceback's last frame, on one line:
+    the exception, its message and notes (all of ``error`` when it has no frames)."""
+    lines = error.rstrip().splitlines()
+    start = len(lines)
+    while start > 0 and not lines[start - 1].startswith("  "):  # frames are indented
+        start -= 1
+    return " ".join(line.strip() for line in lines[start:] if line.strip())
 
 
 def _describe(exc: BaseException) -> str:

@@ -135,6 +135,9 @@ class Mailbox:
         while True:
             with self._lock:
                 if taken is not None and taken.ended:
+                    if self._items and self._sleepers:
+                        # A put may have woken this receiver: pass its wake on.
+                        self._sleepers.popleft().release()
                     raise TaskCancelled(_ENDED)
                 if self._items:
                     return self._take(taken)
@@ -161,11 +164,13 @@ class Mailbox:
 
     def end(self, taken: Taken) -> list[Request]:
         """End the attempt ``taken`` stands for: return the requests it took and
-        did not answer; it takes nothing more."""
+        did not answer. It takes nothing more: a receive of it still waiting
+        (in a thread the work started) wakes and raises ``TaskCancelled``."""
         with self._lock:
             taken.ended = True
             unanswered = [r for r in taken.requests if not r.answered]
             taken.requests = []
+        self.wake()
         return unanswered
 
     def refuse(self, reason: str) -> None:
@@ -189,11 +194,15 @@ class Mailbox:
                 self._refusal = None
 
     def wake(self) -> None:
-        """Wake every waiting receiver (to notice a cancellation)."""
+        """Wake every waiting receiver (to notice a cancellation or an attempt's end)."""
         with self._lock:
             sleepers, self._sleepers = self._sleepers, deque()
+            waiters, self._waiters = self._waiters, []
         for sleeper in sleepers:
             sleeper.release()
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed since
+                loop.call_soon_threadsafe(_wake, future)
 
     async def get_async(self, timeout: float | None = None, taken: Taken | None = None) -> Any:
         """Take the oldest item without blocking the event loop.
@@ -295,8 +304,17 @@ class Request:
 
     def fail(self, error: BaseException) -> None:
         """Answer the request with an error, raised in the asker (ignored when it
-        was answered already)."""
+        was answered already).
+
+        Raises:
+            TypeError: when ``error`` is not an exception.
+        """
+        if not isinstance(error, BaseException):
+            raise TypeError(f"error: expected an exception, got {shown(error)}")
         self._settle(False, error)
+
+    def __repr__(self) -> str:
+        return f"Request({shown(self.message)})"
 
     def _settle(self, ok: bool, value: Any) -> None:
         with _ANSWERING:
@@ -307,7 +325,11 @@ class Request:
         self._ready.release()
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Wait for the answer (used by ``TaskHandle.ask``).
+        """Wait for the answer (used by ``TaskHandle.ask``); any number of threads may.
+
+        When the time runs out, the request is answered with that
+        ``WaitTimeout``: a reply that comes later is ignored (``answered``
+        tells the work), and every other waiter gets the same error.
 
         Args:
             timeout: seconds to wait at most; None (the default) waits until
@@ -318,7 +340,10 @@ class Request:
         """
         seconds = wait_timeout(timeout)
         if not self._ready.acquire(timeout=-1 if seconds is None else seconds):
-            raise WaitTimeout(f"no reply to {self.message!r:.80} within {seconds}s")
+            # Give up, unless a reply came just now: the first answer wins either way.
+            self._settle(False, WaitTimeout(f"no reply to {shown(self.message)} within {seconds}s"))
+            self._ready.acquire()
+        self._ready.release()  # open for every other waiter
         ok, value = self._answer
         if ok:
             return value
@@ -393,8 +418,8 @@ class TaskContext:
 
         Args:
             timeout: seconds to wait at most; None (the default) waits until
-                a message arrives or the attempt is cancelled, which the tree
-                does at the latest when it stops.
+                a message arrives or the attempt is cancelled or ends, which
+                it does at the latest when the tree stops.
             expect: the type the message must have (the return type then).
 
         Raises:

@@ -243,6 +243,7 @@ class TaskHandle:
                 the task has not started yet.
             Unsupported: when the task's kind takes no messages.
         """
+        timeout = wait_timeout(timeout)  # a bad one is refused before anything else
         if self._done.is_set():
             phase = self.wait(0).status.phase.value
             raise NoReply(f"task {self.id!r} has ended ({phase}): no attempt will answer")
@@ -252,6 +253,7 @@ class TaskHandle:
         return ref.ask(message, timeout)
 
     def _snapshot(self, timeout: float | None) -> TaskSnapshot:
+        timeout = wait_timeout(timeout)
         deadline = deadline_of(timeout)
         ref = self._ref
         if self._final is None and ref is not None:
