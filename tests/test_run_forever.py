@@ -296,6 +296,13 @@ def test_child_paths_are_relative_and_typed_handles_check_the_kind() -> None:
             tree.child("db/nope")
         assert caught.value.__traceback__ is not None
         assert caught.value.__cause__ is None
+        # A task's call on a supervisor's handle says what to use, not a private class.
+        with pytest.raises(AttributeError, match=r"^ask: 'app/db' is a supervisor") as wrong:
+            db.ask("hello")  # type: ignore[attr-defined]
+        assert ".task(NAME).ask(...)" in str(wrong.value)
+        assert "_SupervisorPort" not in str(wrong.value)
+        with pytest.raises(AttributeError, match=r"^a supervisor's handle \('app'\) has no"):
+            tree.no_such_call  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_a_permanent_one_shot_job_gives_up_with_the_fix_in_the_reason() -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import pykka
@@ -800,6 +800,10 @@ def _runs_again(record: TaskRecord, spec: TaskSpec) -> bool:
 # ------------------------------------------------------------------------------ handles
 
 
+#: What a task's handle offers and a supervisor's does not.
+_TASK_CALLS = frozenset({"ask", "deliver", "snapshot", "mailbox"})
+
+
 class SupervisorHandle:
     """What every supervisor of a running tree offers: OTP's supervisor API.
 
@@ -809,6 +813,17 @@ class SupervisorHandle:
     """
 
     path: str
+
+    if not TYPE_CHECKING:  # at run time only: type checkers still flag a missing name
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for names the class lacks: say what a supervisor is, not its private class.
+            if name in _TASK_CALLS:
+                raise AttributeError(
+                    f"{name}: {self.path!r} is a supervisor, which takes no messages; "
+                    f"use one of its tasks: .task(NAME).{name}(...)"
+                )
+            raise AttributeError(f"a supervisor's handle ({self.path!r}) has no attribute {name!r}")
 
     def _actor(self) -> pykka.ActorRef[SupervisorActor]:
         raise NotImplementedError
