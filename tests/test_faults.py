@@ -529,20 +529,41 @@ def test_fault8_a_second_tree_on_a_live_store_fails_and_takes_it_over_once_the_o
 # ------------------------------------------------------------------------------ fault 9
 
 
-def returns_a_set(ctx: TaskContext, ran: list[int]) -> set[int]:
+class RaisesWhenRead(dict):  # type: ignore[type-arg]
+    """An output whose conversion raises ``error`` (its items() runs the user's code)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(a=1)
+        self.error = error
+
+    def items(self) -> Any:
+        raise self.error
+
+
+def returns(ctx: TaskContext, ran: list[int], make: Callable[[], object]) -> object:
     ran.append(ctx.attempt)
-    return {1, 2}
+    return make()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: {1, 2},
+        lambda: RaisesWhenRead(SystemExit(9)),
+        lambda: RaisesWhenRead(KeyboardInterrupt()),
+        lambda: RaisesWhenRead(GeneratorExit()),
+    ],
+    ids=["a set", "SystemExit", "KeyboardInterrupt", "GeneratorExit"],
+)
 def test_fault9_an_output_that_is_not_json_still_ends_the_record_and_is_not_run_again(
-    tmp_path: Path,
+    tmp_path: Path, make: Callable[[], object]
 ) -> None:
     path = tmp_path / "tree.db"
     ran: list[int] = []
     spec = SupervisorSpec(
         "app",
         children=[
-            TaskSpec(name="set", target=returns_a_set, args=[ran], restart="transient"),
+            TaskSpec(name="set", target=returns, args=[ran, make], restart="transient"),
             task("a"),
         ],
     )

@@ -927,7 +927,7 @@ def test_sqlite_store_is_owned_by_one_store_object(tmp_path: Path) -> None:
             assert message.startswith(f"store {path} is owned by tree 'app' (pid {os.getpid()} ")
             assert " since 20" in message
         lock = Path(one.lock_path)
-        assert lock == Path(f"{path}.lock")
+        assert lock == Path(f"{os.path.realpath(path)}.lock")
         assert _mode(lock) == 0o600
         assert json.loads(lock.read_text())["tree"] == "app"
         one.release()
@@ -969,6 +969,28 @@ def _owner_process(path: Path) -> subprocess.Popen[str]:
     assert child.stdout is not None
     assert child.stdout.readline() == "owned\n"
     return child
+
+
+def test_every_name_of_a_store_finds_the_same_owner(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "link.db"
+    link.symlink_to(path)
+    roundabout = tmp_path / "sub" / ".." / "tasks.db"
+    with SqliteStore(path) as one, SqliteStore(link) as two, SqliteStore(roundabout) as three:
+        assert one.acquire("app") is None
+        for other in (two, three):
+            assert other.lock_path == one.lock_path
+            with pytest.raises(StoreLocked, match=r"is owned by tree 'app' \(pid"):
+                other.acquire("second")
+    hard = tmp_path / "hard.db"
+    os.link(path, hard)
+    for name in (hard, path):  # a file with two names is owned under neither
+        with SqliteStore(name) as store, pytest.raises(StoreError, match="has 2 hard links"):
+            store.acquire("app")
+    hard.unlink()
+    with SqliteStore(link) as store:
+        assert store.acquire("app") is None
 
 
 def test_a_store_owned_by_another_process_is_refused_until_it_releases(tmp_path: Path) -> None:
@@ -1167,12 +1189,31 @@ class _Refuses:
         raise RuntimeError(f"no {name} here")
 
 
+class _Exits(dict):  # type: ignore[type-arg]
+    """A dict whose items() raises what it is given: any BaseException."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(a=1)
+        self.error = error
+
+    def items(self) -> Any:
+        raise self.error
+
+
+class _Unshowable(BaseException):
+    def __str__(self) -> str:
+        raise ValueError("no message either")
+
+
 @pytest.mark.parametrize(
     "output",
     [
         pytest.param(lambda: None, id="a function"),
         pytest.param({"spec": TaskSpec(name="t", target=lambda: None)}, id="a lambda target"),
         pytest.param(_Refuses(), id="raises inside"),
+        pytest.param(_Exits(SystemExit(9)), id="raises SystemExit"),
+        pytest.param(_Exits(KeyboardInterrupt()), id="raises KeyboardInterrupt"),
+        pytest.param(_Exits(_Unshowable()), id="raises a BaseException with no message"),
         pytest.param(
             functools.reduce(lambda inner, _: [inner], range(100_000), []), id="deep nesting"
         ),

@@ -365,8 +365,9 @@ def _not_stored(output: Any) -> str | None:
     """Why ``output`` cannot be stored as it is, or None when it can."""
     try:
         text = _encode_json(to_data(output))
-    except Exception as exc:  # whatever the value raises, it is not stored
-        return bound_text(f"output not stored: cannot be encoded as JSON ({exc})", 512)
+    except BaseException as exc:  # whatever the value raises, it is not stored
+        why = _exception_text(exc, named=False)
+        return bound_text(f"output not stored: cannot be encoded as JSON ({why})", 512)
     if len(text) > OUTPUT_MAX_BYTES:
         return (
             f"output not stored: its JSON is {len(text):,} bytes, "
@@ -391,7 +392,8 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
     try:
         data: dict[str, Any] = _unstructure_head(record)
         unconverted = None
-    except Exception:  # name the field at fault; an output is replaced, not refused
+    except BaseException:  # the output's own code may raise anything, SystemExit included
+        # Name the field at fault; an output is replaced, not refused.
         unconverted = _unconvertible(record)
         data = _unstructure_head(replace(record, output=None))
     error = data["error"]
@@ -427,6 +429,15 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
     return data, text
 
 
+def _exception_text(exc: BaseException, *, named: bool = True) -> str:
+    """``"Type: message"`` (``named``) or the message of an exception a user's
+    value raised; never raises."""
+    try:
+        return f"{type(exc).__name__}: {exc}" if named else str(exc)
+    except BaseException:  # its __str__ raised too
+        return f"{type(exc).__name__} (its message cannot be shown)"
+
+
 def _unconvertible(record: TaskRecord) -> str:
     """Why the ``output`` of ``record`` does not convert.
 
@@ -438,10 +449,10 @@ def _unconvertible(record: TaskRecord) -> str:
     for name in _HEAD_FIELDS:
         try:
             converter.unstructure(getattr(record, name), _FIELDS[name])
-        except Exception as exc:
+        except BaseException as exc:
             if name != "output":
-                raise _bad(name, f"cannot be converted ({exc})") from None
-            why = f"{type(exc).__name__}: {exc}"
+                raise _bad(name, f"cannot be converted ({_exception_text(exc)})") from None
+            why = _exception_text(exc)
     if why is None:  # pragma: no cover - the record failed as a whole only
         raise InvalidData(f"record {record.id!r} cannot be converted")
     return why
@@ -522,11 +533,11 @@ def _copy_output(value: Any) -> Any:
     """A deep copy of an output (tuples become lists, as JSON makes them)."""
     try:
         return _decode_json(_encode_json(value))  # plain JSON data: to_data leaves it as is
-    except Exception:  # anything else goes through the converter below
+    except BaseException:  # anything else (the value's own code may raise anything)
         pass
     try:
         return _decode_json(_encode_json(to_data(value)))
-    except Exception:  # not JSON: the store replaces it on the way in
+    except BaseException:  # not JSON: the store replaces it on the way in
         return value
 
 
@@ -943,10 +954,14 @@ class SqliteStore:
     it was the last writer of the record; otherwise it rewrites the runs).
 
     Ownership (``acquire``) is an exclusive ``flock`` on the file beside the
-    database, ``<path>.lock``, which holds the owner's name, pid, host and
-    since-when as JSON. The OS drops the lock when the owning process ends,
-    however it ends. The lock's descriptor is not inherited by programs the
-    process runs (close-on-exec); a child forked without exec would share it.
+    database, ``<path>.lock`` (``path`` with its symbolic links resolved, so
+    that every name of the file finds the same lock), which holds the
+    owner's name, pid, host and since-when as JSON. The OS drops the lock
+    when the owning process ends, however it ends. The lock's descriptor is
+    not inherited by programs the process runs (close-on-exec); a child
+    forked without exec would share it. A database file with several hard
+    links cannot be owned (``StoreError``): its names would find different
+    locks, and SQLite itself keeps a journal per name.
 
     Args:
         path: the database file; created if missing.
@@ -988,8 +1003,9 @@ class SqliteStore:
 
     @property
     def lock_path(self) -> str:
-        """The file whose lock is the store's ownership: ``<path>.lock``."""
-        return self._path + ".lock"
+        """The file whose lock is the store's ownership: ``<path>.lock``, ``path``
+        with its symbolic links resolved."""
+        return os.path.realpath(self._path) + ".lock"
 
     @property
     def owner(self) -> StoreOwner | None:
@@ -1144,11 +1160,13 @@ class SqliteStore:
                 another ``acquire`` on this one) in this process, owns the
                 store; the message names the owner.
             InvalidData: when ``owner`` is not a non-empty string.
-            StoreError: when the store is closed or the lock file cannot be used.
+            StoreError: when the store is closed, the lock file cannot be
+                used, or the database file has several hard links.
         """
         name = _check_owner(owner)
         with self._lock:
             self._connection()
+            self._check_one_name()
             if self._owner is not None:
                 raise StoreLocked(
                     f"store {self._path} is owned by {self._owner} (this store object); "
@@ -1181,6 +1199,19 @@ class SqliteStore:
                 raise
             self._owner_fd, self._owner = fd, me
         return previous
+
+    def _check_one_name(self) -> None:
+        """Refuse to own a database file that has more than one hard link."""
+        try:
+            links = os.stat(self._path).st_nlink
+        except OSError as exc:
+            raise StoreError(f"{self._path}: cannot look at the database file: {exc}") from exc
+        if links > 1:
+            raise StoreError(
+                f"store {self._path} has {links} hard links: a tree on another of its names "
+                f"would not see this one's lock (and SQLite keeps a journal per name); "
+                f"use a file with one name, and symbolic links to it if needed"
+            )
 
     def release(self) -> None:
         """Give up ownership, if this store object holds it. Releasing twice does nothing."""
