@@ -35,6 +35,14 @@ def test_a_stopped_actors_thread_runs_the_next_actor() -> None:
     assert not thread.is_alive()
 
 
+def test_an_actor_started_after_its_threads_closed_is_not_left_registered() -> None:
+    threads = ActorThreads()
+    threads.close()
+    with pytest.raises(RuntimeError, match="the actor threads are closed"):
+        Where.start(threads=threads)
+    assert pykka.ActorRegistry.get_by_class(Where) == []
+
+
 def test_actors_alive_together_get_threads_of_their_own() -> None:
     threads = ActorThreads()
     refs = [Where.start(threads=threads) for _ in range(3)]

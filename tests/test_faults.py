@@ -60,6 +60,7 @@ from taskvisor.actors import (
     TaskState,
     TaskStore,
     TaskvisorError,
+    WaitTimeout,
 )
 from taskvisor.actors._model import ERROR_TEXT_MAX, MAX_SECONDS
 from taskvisor.supervision import (
@@ -301,6 +302,56 @@ def test_fault3_start_on_a_store_with_a_damaged_row_raises_and_leaves_nothing(
             )
         assert "damaged" in str(info.value)
         assert store.owner is None  # a failed start gives the store back
+    assert wait_until(lambda: library_threads(before) == [])
+    assert pykka.ActorRegistry.get_all() == []
+
+
+class HangingStore(MemoryStore):
+    """A store whose ``acquire`` or ``get`` blocks until the test lets it go."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.let_go, self.given_back = threading.Event(), threading.Event()
+
+    def acquire(self, owner: str) -> Any:
+        if self.where == "acquire":
+            self.let_go.wait(30)
+        return super().acquire(owner)
+
+    def get(self, task_id: str) -> Any:
+        if self.where == "get":
+            self.let_go.wait(30)
+        return super().get(task_id)
+
+    def release(self) -> None:
+        super().release()
+        self.given_back.set()
+
+
+def test_fault3_a_store_whose_acquire_blocks_cannot_hold_start_past_its_timeout() -> None:
+    before = set(threading.enumerate())
+    store = HangingStore("acquire")
+    spec = SupervisorSpec("app", children=[task("a")])
+    with pytest.raises(WaitTimeout, match=r"the store's acquire did not return in time"):
+        bounded(lambda: Supervisor.start(spec, store=store, timeout=0.5), 20, "start")
+    assert pykka.ActorRegistry.get_all() == []  # nothing was started
+    store.let_go.set()
+    assert store.given_back.wait(10)  # taken late, then given back
+    assert store.owner is None
+    assert wait_until(lambda: library_threads(before) == [])
+
+
+def test_fault3_a_store_whose_reads_block_holds_start_to_one_deadline() -> None:
+    before = set(threading.enumerate())
+    store = HangingStore("get")
+    spec = SupervisorSpec("app", children=[task("a")])
+    try:
+        # One deadline of 2 s for the start and the stop of the failed start, not one each.
+        with pytest.raises(WaitTimeout, match=r"did not start within 2\.0s"):
+            bounded(lambda: Supervisor.start(spec, store=store, timeout=2), 3.5, "start")
+    finally:
+        store.let_go.set()
     assert wait_until(lambda: library_threads(before) == [])
     assert pykka.ActorRegistry.get_all() == []
 

@@ -173,6 +173,34 @@ def test_a_nested_supervisor_stops_through_its_handle() -> None:
         assert tree.child("sub/x").ask("hi") == (2, "hi")
 
 
+def stops_its_own_supervisor(
+    ctx: TaskContext, trees: list[SupervisorRef], ready: threading.Event, returned: threading.Event
+) -> None:
+    assert ready.wait(30)
+    trees[0].child("sub").stop(timeout=60)  # the stop of the supervisor this task is in
+    returned.set()
+    ctx.wait_cancelled(60)
+
+
+def test_a_nested_supervisor_stopped_by_its_own_task_starts_the_stop_and_returns() -> None:
+    trees: list[SupervisorRef] = []
+    ready, returned = threading.Event(), threading.Event()
+    k = TaskSpec(
+        name="k",
+        target=stops_its_own_supervisor,
+        args=[trees, ready, returned],
+        shutdown=60.0,  # waiting on its own end, the call would hold for this grace
+    )
+    spec = SupervisorSpec("root", children=[child("a"), SupervisorSpec("sub", children=[k])])
+    with Supervisor.start(spec) as tree:
+        trees.append(tree)
+        ready.set()
+        assert returned.wait(30)
+        assert wait_until(lambda: not tree.which_children()[1].running, timeout=30), tree.which_children()
+        assert tree.which_children()[1].phase is TaskPhase.CANCELLED
+        assert tree.which_children()[0].running  # its sibling runs on
+
+
 def test_start_refuses_what_is_not_a_supervisor_spec() -> None:
     with pytest.raises(SupervisorError) as refused:
         Supervisor.start(child("a"))  # type: ignore[arg-type]

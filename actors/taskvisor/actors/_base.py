@@ -358,8 +358,16 @@ class BaseActor(pykka.ThreadingActor):
     def _start_actor_loop(self) -> None:
         if self._actor_threads is None:
             super()._start_actor_loop()
-        else:
+            return
+        try:
             self._actor_threads.run(self._actor_loop)
+        except BaseException:
+            # No thread will run this actor (its runtime has closed): pykka
+            # registered it already, so take it out again, as stopped.
+            self.actor_stopped.set()
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.loop_ended.set()
+            raise
 
     # pykka private name, pinned by tests/test_base.py::test_pykka_private_names_we_rely_on:
     # the loop is the job _start_actor_loop runs; overriding it is how we learn it ended.

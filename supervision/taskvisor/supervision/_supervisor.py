@@ -17,6 +17,7 @@ thread and process is gone when it returns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -61,7 +62,14 @@ from taskvisor.actors import (
 )
 from taskvisor.actors._actor import _ClosingInbox
 from taskvisor.actors._args import clock_of, executors_of, hooks_of, store_of
-from taskvisor.actors._base import ActorThreads, deadline_in, time_left, wait_timeout
+from taskvisor.actors._base import (
+    ActorThreads,
+    Latch,
+    deadline_in,
+    deadline_of,
+    time_left,
+    wait_timeout,
+)
 from taskvisor.actors._errors import shown
 from taskvisor.actors._model import NAME_MAX, bound_text
 from taskvisor.actors._publish import logging_wanted
@@ -1065,6 +1073,10 @@ class _SupervisorPort(SupervisorHandle):
     def stop(self, timeout: float | None = CALL_TIMEOUT) -> None:
         """Stop this supervisor for good (its parent's ``terminate_child``).
 
+        Called from one of the tree's own threads (a task, a hook) it starts
+        the stop and returns at once, as ``SupervisorRef.stop`` does: a task
+        of this supervisor would otherwise wait on its own end.
+
         Raises:
             WaitTimeout: when it has not stopped within ``timeout`` seconds
                 (it goes on stopping).
@@ -1076,6 +1088,8 @@ class _SupervisorPort(SupervisorHandle):
         try:
             self.parent.tell(_Api("terminate_child", (self.name,), request))
         except pykka.ActorDeadError:
+            return
+        if _on_a_tree_thread():
             return
         try:
             request.wait(timeout)
@@ -1179,7 +1193,7 @@ class SupervisorRef(SupervisorHandle):
         """
         timeout = wait_timeout(timeout)
         self._begin_stop(timeout)
-        if threading.current_thread().name.startswith("taskvisor-"):
+        if _on_a_tree_thread():
             return
         wait = None if timeout is None else timeout + 5.0
         if not self._released.wait(wait):
@@ -1368,6 +1382,57 @@ class SupervisorRef(SupervisorHandle):
         self.stop()
 
 
+def _on_a_tree_thread() -> bool:
+    """Whether this is a thread a tree runs (an actor, a task's worker, a hook, a timer)."""
+    return threading.current_thread().name.startswith("taskvisor-")
+
+
+def _acquire(store: Any, owner: str, deadline: float | None) -> None:
+    """Make the tree ``owner`` the store's owner (``store.acquire``) by ``deadline``.
+
+    The store's code runs on a thread of its own, so that one that blocks
+    cannot hold ``Supervisor.start`` past its timeout: it is left to return
+    there, and a store it took after all is released.
+
+    Raises:
+        WaitTimeout: when ``acquire`` did not return in time.
+        Exception: what ``acquire`` raised (``StoreLocked``, say).
+    """
+    acquire = getattr(store, "acquire", None)
+    if not callable(acquire):
+        return
+    done, lock = Latch(), threading.Lock()
+    outcome: list[tuple[bool, Any]] = []
+    given_up = False
+
+    def run() -> None:
+        try:
+            result: tuple[bool, Any] = (True, acquire(owner))
+        except BaseException as exc:  # handed to the caller, or logged when it gave up
+            result = (False, exc)
+        with lock:
+            outcome.append(result)
+            late = given_up
+        done.set()
+        if late:
+            logger.error("%s: the store's acquire returned after start gave up", owner)
+            if result[0]:
+                with contextlib.suppress(Exception):
+                    store.release()
+
+    threading.Thread(target=run, name="taskvisor-store-acquire", daemon=True).start()
+    if not done.wait(time_left(deadline)):
+        with lock:
+            given_up = not outcome
+        if given_up:
+            raise WaitTimeout(
+                f"tree {owner!r}: the store's acquire did not return in time; nothing was started"
+            )
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+
+
 class Supervisor:
     """Start supervision trees."""
 
@@ -1390,15 +1455,18 @@ class Supervisor:
             hooks: subscribers to the tree's event bus.
             clock: the clock for restart windows, backoff and timeouts.
             executors: executors by task kind (defaults: call, async, subprocess).
-            timeout: seconds to wait for every child to start (default 60).
+            timeout: seconds to wait for the store and every child to start
+                (default 60): one deadline for the whole start, the stop of
+                a start that fails included.
 
         Raises:
             ChildStartError: when a child could not start; the children
                 already started are stopped first, and nothing is left running.
             SupervisorError: ``start_failed`` when the root could not start
                 for another reason (a record in the store it cannot read, say).
-            WaitTimeout: when the children did not all start in time (the
-                tree is stopped).
+            WaitTimeout: when the store or the children did not all start in
+                time (the tree is stopped; a store that blocks is left to
+                return on a thread of its own, and logged).
             StoreError: when the store is closed, or owned by another live
                 tree (``StoreLocked``, naming the owner).
             TypeError: when ``hooks``, ``clock``, ``executors`` or ``store``
@@ -1416,9 +1484,8 @@ class Supervisor:
         clock = clock_of(clock, "Supervisor.start(clock)")
         executors = executors_of(executors, "Supervisor.start(executors)")
         store = store_of(store, "Supervisor.start(store)")
-        acquire = getattr(store, "acquire", None)
-        if callable(acquire):
-            acquire(spec.name)
+        deadline = deadline_of(timeout)
+        _acquire(store, spec.name, deadline)
         bus = EventBus(hooks)
         real_clock = SystemClock(keep_thread=True, on_error=_reporter(bus))
         runtime = _Runtime(
@@ -1432,12 +1499,12 @@ class Supervisor:
         port = _SupervisorPort.start(spec, spec.name, runtime, ref._report)
         ref._port = port
         port.boot()
-        if not ref._began.wait(timeout):
-            ref.stop(timeout)
+        if not ref._began.wait(time_left(deadline)):
+            ref.stop(time_left(deadline))
             raise WaitTimeout(f"tree {spec.name!r}: its children did not start within {timeout}s")
         failure = ref._start_failure
         if failure is not None:
-            ref.stop(timeout)
+            ref.stop(time_left(deadline))
             raise _start_error(failure)
         return ref
 
