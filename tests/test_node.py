@@ -1432,6 +1432,41 @@ def test_a_failed_start_is_decided_after_the_plan_under_way() -> None:
     assert replies(drive) == [1]
 
 
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+def test_a_child_that_cannot_begin_in_a_group_restart_never_shows_as_running(
+    strategy: Strategy,
+) -> None:
+    """Found by replaying fault 2 under group strategies: while its group starts, a child
+    whose start failed waits for its decision; its row says restarting, not running."""
+    from taskvisor.supervision._supervisor import _row
+
+    spec = SupervisorSpec(
+        "sup", strategy=strategy, intensity=Intensity(100, 5.0), children=[task("a"), task("b")]
+    )
+    drive = Driver(spec)
+    drive.step(Boot())
+    drive.settle()
+    seen: list[tuple[str, bool, TaskPhase]] = []
+    drive.world.end(drive.world.actors["a"], FAILED)
+    while not drive.world.quiet:  # the group restarts; every start of "a" fails
+        for actor in list(drive.world.actors.values()):
+            if actor.outbox:
+                if actor.state == "starting" and actor.id == "a":
+                    drive.world.resolve(actor, fail=True)
+                message = drive.world.take(actor)
+                if message is not None:
+                    drive.step(message)
+                row = _row(drive.node.children["a"])
+                if drive.world.actors["a"].state == "awaiting":  # its start failed
+                    seen.append((row.status, row.running, row.phase))
+                break
+        if drive.node.status != n.RUNNING:
+            break
+    assert seen  # the window was looked at
+    assert all(not running for _, running, _ in seen), seen
+    assert ("restarting", False, FAILED) in seen
+
+
 def test_a_deleted_childs_unread_end_is_not_taken_by_the_child_added_under_its_name() -> None:
     """Found by the state machine: an end deferred while a plan ran, from a child deleted
     and added again (same id, attempts counted from 1) before the end was read, gave the

@@ -425,6 +425,9 @@ class Child:
     seq: int = 0  # the latest terminate sent
     was_active: bool = False  # an attempt ran when the latest terminate was sent
     created: bool = False  # a StartChild(first=True) was sent
+    #: The attempt that could not begin, in a group restart: the child stays
+    #: active (its end is decided once the group has started) but shows as restarting.
+    unbegun: int = 0
 
     @property
     def id(self) -> str:
@@ -776,7 +779,8 @@ class Node:
             return
         if plan is not None and plan.waiting == child.id:
             # Part of a group restart: the rest starts; the policy decides about this one after.
-            child.status = CHILD_RUNNING
+            child.status, child.unbegun = CHILD_RUNNING, event.attempt
+            child.phase, child.error = event.phase, event.error
             plan.failed.append(event)
             self._advance(child)
             return

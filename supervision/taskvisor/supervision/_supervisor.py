@@ -79,6 +79,7 @@ from ._errors import ChildStartError, Failure, SupervisorExhausted
 from ._node import (
     CHILD_RUNNING,
     CHILD_STARTING,
+    RESTARTING,
     TERMINATING,
     Boot,
     Call,
@@ -754,6 +755,8 @@ def _confirm_started(
 
 def _row(child: Any) -> ChildRow:
     status = child.status
+    if status == CHILD_RUNNING and child.unbegun == child.attempt:
+        status = RESTARTING  # its attempt could not begin; decided once its group has started
     running = status in _RUNNING_STATES
     return ChildRow(
         child.id,
