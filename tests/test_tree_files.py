@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -269,12 +270,97 @@ def test_a_file_that_does_not_parse_names_its_line(
         ("deep.json", "[" * 100_000 + "]" * 100_000),
         ("deep.yaml", "[" * 100_000 + "]" * 100_000),
         ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),
+        ("tables.toml", "a = " + "{ a = " * 100_000 + "1" + " }" * 100_000),
+        ("block.yaml", "".join("  " * i + "-\n" for i in range(5_000))),
     ],
 )
 def test_a_file_nested_too_deeply_to_parse_is_refused(tmp_path: Path, name: str, text: str) -> None:
     path = write(tmp_path, name, text)
     with pytest.raises(TreeFileError, match=r"invalid (JSON|YAML|TOML): nested too deeply"):
         load_tree_file(path)
+    _, problems = check_tree_file(path)
+    assert [p.text for p in problems] == [f"invalid {FORMATS[path.suffix]}: nested too deeply"]
+
+
+FORMATS = {".json": "JSON", ".yaml": "YAML", ".toml": "TOML"}
+DIGITS = "1" * 5_001  # more than int() reads by default (4300 digits)
+LONG_INTEGERS = [
+    (
+        "t.toml",
+        f'name = "app"\n# {DIGITS}\nlabels = {{ a = "{DIGITS}" }}\nx = [\n  {DIGITS},\n]\n',
+        5,
+    ),
+    (
+        "t.json",
+        f'{{\n  "name": "app",\n  "labels": {{"a": "{DIGITS}"}},\n  "x": -{DIGITS}\n}}\n',
+        4,
+    ),
+    ("t.yaml", f'name: app\nlabels: {{a: "{DIGITS}"}}\nx:\n  - {DIGITS}\n', 4),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "line"), LONG_INTEGERS)
+def test_an_integer_too_long_for_python_is_a_problem_on_its_line(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    path = write(tmp_path, name, text)
+    limit = sys.get_int_max_str_digits()
+    problem = (
+        f"invalid {FORMATS[path.suffix]}: an integer of more than {limit} digits, "
+        "which Python refuses to read (write it as a string, in quotes)"
+    )
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path)
+    assert str(info.value) == f"{path}:{line}: {problem}"
+    spec, problems = check_tree_file(path)
+    assert spec is None
+    assert [(p.line, p.text) for p in problems] == [(line, problem)]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("!!int abc", "'abc' is not a valid int (invalid literal for int() with base 10: 'abc')"),
+        ("!!float abc", "'abc' is not a valid float (could not convert string to float: 'abc')"),
+        ("!!bool abc", "'abc' is not a valid bool"),
+        ("!!timestamp abc", "'abc' is not a valid timestamp"),
+        ("2021-02-30", "'2021-02-30' is not a valid timestamp (day is out of range for month)"),
+    ],
+)
+def test_a_yaml_value_its_tag_refuses_is_a_problem_on_its_line(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    path = write(tmp_path, "t.yaml", f"name: app\nlabels:\n  a: {value}\n")
+    with pytest.raises(TreeFileError) as info:
+        load_tree_file(path)
+    assert str(info.value) == f"{path}:3: invalid YAML: {problem}"
+
+
+def test_a_yaml_problem_quoting_a_long_text_is_bounded(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.yaml", f"name: app\nx: !<tag:{'a' * 100_000}> 1\n")
+    _, problems = check_tree_file(path)  # what `taskvisor check` prints, whole
+    assert [p.line for p in problems] == [2]
+    assert problems[0].text.startswith("invalid YAML: could not determine a constructor")
+    assert len(problems[0].text) <= 1_000
+
+
+def test_the_check_command_names_a_file_python_cannot_read_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    for name, text, line in LONG_INTEGERS:
+        path = write(tmp_path, name, text)
+        run = subprocess.run(
+            [sys.executable, "-m", "taskvisor", "check", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr
+        assert (
+            f"{path}:{line}: invalid {FORMATS[path.suffix]}: an integer of more than" in run.stderr
+        )
 
 
 def test_toml_lines_skip_multi_line_strings_and_follow_nested_tables(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import inspect
 import json
 import math
@@ -41,7 +42,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from taskvisor.actors import KINDS, InvalidSpec, TargetImportError, resolve_target
-from taskvisor.actors._errors import shown
+from taskvisor.actors._errors import MAX_SHOWN, bounded, cut, shown
 from taskvisor.actors._model import bound_text, is_async_def, is_output_file
 
 from ._spec import MAX_DEPTH, DynamicSupervisorSpec, SupervisorSpec, spec_from_data, spec_problems
@@ -189,9 +190,12 @@ def read_tree_data(
 
     Raises:
         TreeFileError: when the file cannot be read, is not valid TOML, JSON
-            or YAML (with the line of the syntax error), needs PyYAML that is
-            not installed (naming ``pip install 'taskvisor[yaml]'``), or
-            refers to variables that are unset (each one named by path).
+            or YAML (with the line of the syntax error), holds what its
+            parser refuses (an integer of more than
+            ``sys.get_int_max_str_digits()`` digits, nesting too deep, a YAML
+            value its tag does not take), needs PyYAML that is not installed
+            (naming ``pip install 'taskvisor[yaml]'``), or refers to
+            variables that are unset (each one named by path).
     """
     tree, problems = _read(path, environ)
     if problems:
@@ -234,6 +238,9 @@ def _read_toml(file: str, text: str) -> tuple[Any, dict[str, int]]:
         raise _file_error(file, f"invalid TOML: {message}", line) from None
     except RecursionError:
         raise _file_error(file, "invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # int() refused a literal: tomllib lets that through
+        line = _long_integer_line(text, _TOML_SKIP)
+        raise _file_error(file, f"invalid TOML: {_refused(exc)}", line) from None
     return data, _toml_lines(text)
 
 
@@ -244,6 +251,9 @@ def _read_json(file: str, text: str) -> tuple[Any, dict[str, int]]:
         raise _file_error(file, f"invalid JSON: {exc.msg}", exc.lineno) from None
     except RecursionError:
         raise _file_error(file, "invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # int() refused a literal: json lets that through
+        line = _long_integer_line(text, _JSON_SKIP)
+        raise _file_error(file, f"invalid JSON: {_refused(exc)}", line) from None
     return data, _json_lines(text)
 
 
@@ -253,18 +263,87 @@ def _read_yaml(file: str, text: str) -> tuple[Any, dict[str, int]]:
     except ImportError:
         raise _file_error(file, f"reading a YAML tree file needs PyYAML: {YAML_HINT}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = None if mark is None else mark.line + 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise _file_error(file, f"invalid YAML: {problem}", line) from None
+        raise _file_error(file, bounded(f"invalid YAML: {problem}"), line) from None
     except RecursionError:
         raise _file_error(file, "invalid YAML: nested too deeply") from None
     if data is None:
         raise _file_error(file, "the file holds no tree (it is empty)")
     return data, _yaml_lines(node)
+
+
+@functools.cache  # made on first use: PyYAML is optional
+def _yaml_loader() -> type[Any]:
+    """A ``SafeLoader`` whose every failure to build a value is a ``YAMLError`` with its line.
+
+    PyYAML's own constructors let ``int()``, ``float()`` and ``datetime``
+    errors through (``!!int abc``, ``2021-02-30``, an integer of more than
+    ``sys.get_int_max_str_digits()`` digits), with no line.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep)
+            except (ValueError, ArithmeticError, LookupError, TypeError, AttributeError) as exc:
+                problem = _refused(exc, node)
+                raise yaml.constructor.ConstructorError(
+                    None, None, problem, node.start_mark
+                ) from None
+
+    return Loader
+
+
+def _refused(exc: Exception, node: Any = None) -> str:
+    """Why a parser refused a value, in a short sentence saying how to fix it when known."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "integer string conversion" in text:  # int()'s limit
+        return (
+            f"an integer of more than {sys.get_int_max_str_digits()} digits, "
+            "which Python refuses to read (write it as a string, in quotes)"
+        )
+    if node is None:
+        return cut(f"{type(exc).__name__}: {text}", MAX_SHOWN)
+    tag = str(node.tag).rpartition(":")[2]
+    value = shown(node.value) if isinstance(node.value, str) else "the value"
+    reason = f" ({cut(text, MAX_SHOWN)})" if isinstance(exc, ValueError) and text else ""
+    return f"{value} is not a valid {cut(tag, MAX_SHOWN)}{reason}"
+
+
+# What a long run of digits may sit in without being an integer literal.
+_JSON_SKIP = r'"(?:[^"\\\n]|\\.)*"'  # a string
+_TOML_SKIP = "|".join(
+    (
+        r'"""(?:[^\\]|\\.)*?"""',  # a multi-line basic string
+        r"'''.*?'''",  # a multi-line literal string
+        r'"(?:[^"\\\n]|\\.)*"',  # a basic string
+        r"'[^'\n]*'",  # a literal string
+        r"#[^\n]*",  # a comment
+    )
+)
+
+
+def _long_integer_line(text: str, skip: str) -> int | None:
+    """The line of the first integer literal with more digits than ``int()`` reads, if any.
+
+    Strings and comments (what ``skip`` matches) are passed over; a digit
+    run that is part of a float, a word or a key is not an integer.
+    """
+    limit = sys.get_int_max_str_digits()
+    if limit <= 0:
+        return None
+    literal = re.compile(rf"{skip}|(?<![\w.])(\d[\d_]*)(?![\w.]|\s*=)", re.DOTALL)
+    for found in literal.finditer(text):
+        digits = found.group(1)
+        if digits is not None and len(digits) - digits.count("_") > limit:
+            return text.count("\n", 0, found.start(1)) + 1
+    return None
 
 
 def _join(path: str, key: object) -> str:
