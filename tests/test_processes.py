@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from conftest import wait_until
@@ -33,6 +34,7 @@ from taskvisor.actors import (
     TaskRun,
     TaskSpec,
     TaskState,
+    _executors,
     resume_record,
 )
 from taskvisor.actors._context import Mailbox
@@ -41,6 +43,7 @@ from taskvisor.actors._executors import (
     kill_stale_group,
     process_start_time,
 )
+from taskvisor.supervision import ChildStartError, Supervisor, SupervisorSpec
 
 PY = sys.executable
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
@@ -250,6 +253,68 @@ def test_a_missing_program_is_a_start_error() -> None:
         assert executor.live_children() == []
     finally:
         executor.close()
+
+
+def make_program(tmp_path: Path, what: str) -> Path:
+    """A program path that exists but cannot be run: a file of mode 644, or a directory."""
+    program = tmp_path / "program"
+    if what == "not executable":
+        program.write_text("#!/bin/sh\nexit 0\n")
+        program.chmod(0o644)
+    else:
+        program.mkdir()
+    return program
+
+
+CAUSES = {"not executable": "(not executable)", "a directory": "(a directory, not a program)"}
+
+
+@pytest.mark.parametrize("spawn", ["setpriv", "preexec"])
+@pytest.mark.parametrize("what", sorted(CAUSES))
+def test_a_program_that_cannot_run_is_a_start_error_naming_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str, spawn: str
+) -> None:
+    if spawn == "preexec":  # as where setpriv is missing: Popen itself would say it
+        monkeypatch.setattr(_executors, "_setpriv", [None])
+    program = make_program(tmp_path, what)
+    executor = SubprocessExecutor()
+    try:
+        with pytest.raises(PermissionError) as info:
+            start(executor, [str(program)])
+        assert str(info.value) == f"[Errno 13] Permission denied {CAUSES[what]}: {str(program)!r}"
+        assert executor.live_children() == []
+    finally:
+        executor.close()
+
+
+def test_a_bare_name_on_path_that_cannot_run_is_named_as_such(tmp_path: Path) -> None:
+    make_program(tmp_path, "not executable")
+    executor = SubprocessExecutor()
+    spec = TaskSpec(name="t", kind="subprocess", command=["program"], env={"PATH": str(tmp_path)})
+    task = Task.new("t", spec)
+    try:
+        with pytest.raises(
+            PermissionError, match=r"Permission denied \(not executable\): 'program'"
+        ):
+            executor.start(task, TaskContext(task.id, 1, Mailbox(), Sink()))
+        spec = attrs.evolve(spec, env={"PATH": str(tmp_path / "nowhere")})
+        task = Task.new("t", spec)
+        with pytest.raises(FileNotFoundError, match=r"No such file or directory: 'program'"):
+            executor.start(task, TaskContext(task.id, 1, Mailbox(), Sink()))
+    finally:
+        executor.close()
+
+
+@pytest.mark.parametrize("what", sorted(CAUSES))
+def test_a_child_whose_program_cannot_run_fails_to_start_saying_why(
+    tmp_path: Path, what: str
+) -> None:
+    program = make_program(tmp_path, what)
+    task = TaskSpec(name="p", kind="subprocess", command=[str(program)])
+    with pytest.raises(ChildStartError) as info:
+        Supervisor.start(SupervisorSpec("app", children=[task]))
+    assert f"PermissionError: [Errno 13] Permission denied {CAUSES[what]}" in str(info.value)
+    assert "No such file" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- stale groups

@@ -58,7 +58,9 @@ process is SIGKILLed. Two layers see to it:
    sets it and execs the command under the same pid. ``subprocess`` can
    then keep its fast ``vfork`` path, and no Python code runs between fork
    and exec. The program is looked up before the spawn, so a missing one is
-   still a start error (``FileNotFoundError``), not an exit code 127.
+   still a start error (``FileNotFoundError``), not an exit code 127, and
+   one that cannot run is a ``PermissionError`` saying why (a directory,
+   not executable), where ``Popen`` says only "Permission denied".
    Where ``setpriv`` is missing (or too old for ``--pdeathsig``), the flag
    is set in a ``preexec_fn`` instead. Python warns that ``preexec_fn`` can
    deadlock in a threaded parent, because the child runs Python code
@@ -93,6 +95,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import importlib
 import inspect
@@ -112,7 +115,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any, Protocol, runtime_checkable
 
 from ._base import deadline_of, time_left, wait_timeout
@@ -853,20 +856,50 @@ def _find_setpriv() -> str | None:
 
 
 def _check_program(argv: list[str], env: dict[str, str] | None, cwd: str | None) -> None:
-    """Raise ``FileNotFoundError`` as ``Popen`` would, for a program that is not there.
+    """Raise the ``OSError`` ``Popen`` would for a program that cannot run, naming the cause.
+
+    A path with a ``/`` is relative to ``cwd``; a bare name is looked up on
+    the ``PATH`` of ``env`` (or of this process). ``Popen`` says "Permission
+    denied" both for a file that is not executable and for a directory; the
+    error raised here says which.
 
     Raises:
-        FileNotFoundError: when ``argv[0]`` is not an executable file.
+        FileNotFoundError: when ``argv[0]`` is not there (a bare name: in no
+            folder of ``PATH``).
+        PermissionError: when it is there but cannot be run: a directory,
+            not a regular file, or not executable (the text says which).
+        OSError: when its path cannot be looked at (a name too long, a
+            folder on the way that cannot be searched), as ``os.stat`` says.
     """
     program = argv[0]
     if os.sep in program:
-        path = program if cwd is None else os.path.join(cwd, program)
-        found = os.path.isfile(path) and os.access(path, os.X_OK)
+        _check_executable(program, program if cwd is None else os.path.join(cwd, program))
+        return
+    search = (env if env is not None else os.environ).get("PATH", os.defpath)
+    if shutil.which(program, path=search) is not None:
+        return
+    for folder in search.split(os.pathsep):  # there but not runnable: Popen says why, so do we
+        path = os.path.join(folder, program)
+        if os.path.exists(path):
+            _check_executable(program, path)
+    raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+
+
+def _check_executable(program: str, path: str) -> None:
+    """Raise an ``OSError`` naming ``program`` when the file at ``path`` cannot be executed."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # missing, a dangling link, a name too long: as stat says
+        raise OSError(exc.errno, exc.strerror, program) from None
+    if S_ISDIR(mode):
+        why = "a directory, not a program"
+    elif not S_ISREG(mode):
+        why = "not a regular file"
+    elif not os.access(path, os.X_OK):
+        why = "not executable"
     else:
-        search = (env if env is not None else os.environ).get("PATH", os.defpath)
-        found = shutil.which(program, path=search) is not None
-    if not found:
-        raise FileNotFoundError(2, "No such file or directory", program)
+        return
+    raise PermissionError(errno.EACCES, f"Permission denied ({why})", program)
 
 
 _GUARD = """
@@ -1402,8 +1435,8 @@ class SubprocessExecutor(BaseExecutor):
         try:
             # shell=True: run what Popen would run
             argv = ["/bin/sh", "-c", job.argv] if isinstance(job.argv, str) else job.argv
+            _check_program(argv, job.env, job.cwd)  # the cause, not setpriv's exit 127
             if setpriv is not None:
-                _check_program(argv, job.env, job.cwd)
                 argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
             proc = subprocess.Popen(
                 argv,
