@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import threading
 import time
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +20,6 @@ from taskvisor.actors import (
     AttemptStarted,
     Event,
     EventBus,
-    InvalidData,
     RejectReason,
     TaskAccepted,
     TaskFinished,
@@ -404,16 +405,27 @@ def test_unsubscribe_abandons_a_blocked_hook_at_its_deadline() -> None:
 
 
 @pytest.mark.parametrize("method", ["stop", "flush", "unsubscribe"])
-def test_a_nan_timeout_is_the_librarys_error(method: str) -> None:
+def test_the_bus_reads_a_timeout_as_every_wait_does(method: str) -> None:
     bus = EventBus([Recorder()])
     calls = {
-        "stop": lambda: bus.stop(timeout=math.nan),
-        "flush": lambda: bus.flush(timeout=math.nan),
-        "unsubscribe": lambda: bus.unsubscribe(print, timeout=math.nan),
+        "stop": lambda timeout: bus.stop(timeout=timeout),
+        "flush": lambda timeout: bus.flush(timeout=timeout),
+        "unsubscribe": lambda timeout: bus.unsubscribe(print, timeout=timeout),
     }
-    with pytest.raises(InvalidData, match=f"{method}: timeout must be a number"):
-        calls[method]()
-    bus.stop()
+    try:
+        for not_seconds in ("3", b"3", Decimal(3)):
+            with pytest.raises(TypeError, match=r"^timeout: expected seconds"):
+                calls[method](not_seconds)
+        with contextlib.suppress(WaitTimeout):  # no time to wait: it may not be answered
+            calls[method](math.nan)  # looks once, as a negative timeout does
+        calls[method](math.inf)
+    finally:
+        bus.stop()
+
+
+def test_the_bus_refuses_a_stop_timeout_that_is_not_seconds() -> None:
+    with pytest.raises(TypeError, match=r"^EventBus\(stop_timeout\): expected seconds"):
+        EventBus(stop_timeout="5")  # type: ignore[arg-type]
 
 
 class Scripted(TaskHook):

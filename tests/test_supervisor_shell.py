@@ -196,7 +196,9 @@ def test_a_nested_supervisor_stopped_by_its_own_task_starts_the_stop_and_returns
         trees.append(tree)
         ready.set()
         assert returned.wait(30)
-        assert wait_until(lambda: not tree.which_children()[1].running, timeout=30), tree.which_children()
+        assert wait_until(lambda: not tree.which_children()[1].running, timeout=30), (
+            tree.which_children()
+        )
         assert tree.which_children()[1].phase is TaskPhase.CANCELLED
         assert tree.which_children()[0].running  # its sibling runs on
 

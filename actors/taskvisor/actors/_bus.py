@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import queue
 import threading
 import time
@@ -33,7 +32,7 @@ import pykka
 
 from ._args import hooks_of
 from ._base import MAX_WAIT, BaseActor, join_until, seconds_of
-from ._errors import InvalidData, SubmissionError, WaitTimeout
+from ._errors import SubmissionError, WaitTimeout
 from ._events import (
     Event,
     HookFailed,
@@ -141,19 +140,14 @@ def _describe(exc: BaseException) -> str:
     return _cut(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-def _budget(timeout: float | None, default: float, what: str) -> float:
-    """Return ``timeout`` (``None``: ``default``) as seconds to wait, at least 0."""
-    if timeout is None:
-        return default
-    try:
-        seconds = float(timeout)
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if math.isnan(seconds):
-        raise InvalidData(
-            f"{what}: timeout must be a number of seconds or None, got {_safe_repr(timeout)}"
-        )
-    return max(0.0, seconds)
+def _budget(timeout: float | None, default: float) -> float:
+    """Return ``timeout`` (``None``: ``default``) as seconds to wait, read as every
+    public wait reads it (``seconds_of``: NaN and negative look once, inf has no bound).
+
+    Raises:
+        TypeError: when ``timeout`` is not a number.
+    """
+    return default if timeout is None else seconds_of(timeout)
 
 
 _STOP = object()
@@ -387,7 +381,13 @@ class EventBus:
 
     def __init__(self, subscribers: Iterable[Subscriber] = (), *, stop_timeout: float = 30.0):
         initial = hooks_of(subscribers, "hooks")
-        self._stop_timeout = _budget(stop_timeout, 30.0, "EventBus(stop_timeout)")
+        try:
+            self._stop_timeout = _budget(stop_timeout, 30.0)
+        except TypeError:
+            got = _safe_repr(stop_timeout)
+            raise TypeError(
+                f"EventBus(stop_timeout): expected seconds (a number), got {got}"
+            ) from None
         self._state = _State()
         self._ref = _BusActor.start(self._state, initial)
         self._tell = self._ref.tell
@@ -429,7 +429,7 @@ class EventBus:
         Raises:
             WaitTimeout: when the bus itself does not answer in time.
         """
-        deadline = time.monotonic() + _budget(timeout, self._stop_timeout, "unsubscribe")
+        deadline = time.monotonic() + _budget(timeout, self._stop_timeout)
         reply = self._ask(_Unsubscribe(subscriber), deadline - time.monotonic(), "unsubscribe")
         if reply is None:
             return
@@ -461,7 +461,7 @@ class EventBus:
             WaitTimeout: when a subscriber is still busy after ``timeout``
                 seconds (the message names the hooks).
         """
-        deadline = time.monotonic() + _budget(timeout, 30.0, "flush")
+        deadline = time.monotonic() + _budget(timeout, 30.0)
         barriers: list[_Barrier] | None = self._ask(_Flush(), deadline - time.monotonic(), "flush")
         me = threading.current_thread()
         late = []
@@ -501,7 +501,7 @@ class EventBus:
         Raises:
             InvalidData: when ``timeout`` is NaN or not a number.
         """
-        deadline = time.monotonic() + _budget(timeout, self._stop_timeout, "stop")
+        deadline = time.monotonic() + _budget(timeout, self._stop_timeout)
         self._subscribers = 0
         try:  # the actor stops after every event already in its inbox, handing them out
             self._ref.stop(block=True, timeout=min(max(0.0, deadline - time.monotonic()), MAX_WAIT))
