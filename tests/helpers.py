@@ -60,6 +60,18 @@ class Recorder(TaskHook):
             return True
 
 
+class RaisesWhenRead(dict):  # type: ignore[type-arg]
+    """An output whose conversion raises ``error``, any ``BaseException``: its
+    ``items()``, which a converter calls, is the user's code."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(a=1)
+        self.error = error
+
+    def items(self) -> Any:
+        raise self.error
+
+
 def double(ctx: TaskContext, x: int) -> int:
     return x * 2
 

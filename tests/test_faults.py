@@ -35,7 +35,15 @@ import pytest
 
 import fault_host
 from conftest import wait_until
-from helpers import RAISED, Recorder, double, stubborn, until_cancelled, worker
+from helpers import (
+    RAISED,
+    RaisesWhenRead,
+    Recorder,
+    double,
+    stubborn,
+    until_cancelled,
+    worker,
+)
 from taskvisor.actors import (
     RUNS_KEPT,
     AttemptFinished,
@@ -578,17 +586,6 @@ def test_fault8_a_second_tree_on_a_live_store_fails_and_takes_it_over_once_the_o
 
 
 # ------------------------------------------------------------------------------ fault 9
-
-
-class RaisesWhenRead(dict):  # type: ignore[type-arg]
-    """An output whose conversion raises ``error`` (its items() runs the user's code)."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(a=1)
-        self.error = error
-
-    def items(self) -> Any:
-        raise self.error
 
 
 def returns(ctx: TaskContext, ran: list[int], make: Callable[[], object]) -> object:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 from tests.strategies import TERMINAL_STATES, json_values, names, states, task_records, task_runs
 
+from helpers import RaisesWhenRead
 from taskvisor.actors import (
     IllegalTransition,
     IncompatibleStore,
@@ -1189,17 +1190,6 @@ class _Refuses:
         raise RuntimeError(f"no {name} here")
 
 
-class _Exits(dict):  # type: ignore[type-arg]
-    """A dict whose items() raises what it is given: any BaseException."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(a=1)
-        self.error = error
-
-    def items(self) -> Any:
-        raise self.error
-
-
 class _Unshowable(BaseException):
     def __str__(self) -> str:
         raise ValueError("no message either")
@@ -1211,9 +1201,9 @@ class _Unshowable(BaseException):
         pytest.param(lambda: None, id="a function"),
         pytest.param({"spec": TaskSpec(name="t", target=lambda: None)}, id="a lambda target"),
         pytest.param(_Refuses(), id="raises inside"),
-        pytest.param(_Exits(SystemExit(9)), id="raises SystemExit"),
-        pytest.param(_Exits(KeyboardInterrupt()), id="raises KeyboardInterrupt"),
-        pytest.param(_Exits(_Unshowable()), id="raises a BaseException with no message"),
+        pytest.param(RaisesWhenRead(SystemExit(9)), id="raises SystemExit"),
+        pytest.param(RaisesWhenRead(KeyboardInterrupt()), id="raises KeyboardInterrupt"),
+        pytest.param(RaisesWhenRead(_Unshowable()), id="raises a BaseException with no message"),
         pytest.param(
             functools.reduce(lambda inner, _: [inner], range(100_000), []), id="deep nesting"
         ),
