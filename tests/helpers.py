@@ -72,6 +72,17 @@ class RaisesWhenRead(dict):  # type: ignore[type-arg]
         raise self.error
 
 
+class IteratesBadly(list):  # type: ignore[type-arg]
+    """An output that JSON encoding reads through ``__iter__``, which raises ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__([1])
+        self.error = error
+
+    def __iter__(self) -> Any:
+        raise self.error
+
+
 def double(ctx: TaskContext, x: int) -> int:
     return x * 2
 

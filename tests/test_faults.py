@@ -37,6 +37,7 @@ import fault_host
 from conftest import wait_until
 from helpers import (
     RAISED,
+    IteratesBadly,
     RaisesWhenRead,
     Recorder,
     double,
@@ -600,8 +601,9 @@ def returns(ctx: TaskContext, ran: list[int], make: Callable[[], object]) -> obj
         lambda: RaisesWhenRead(SystemExit(9)),
         lambda: RaisesWhenRead(KeyboardInterrupt()),
         lambda: RaisesWhenRead(GeneratorExit()),
+        lambda: IteratesBadly(SystemExit(5)),
     ],
-    ids=["a set", "SystemExit", "KeyboardInterrupt", "GeneratorExit"],
+    ids=["a set", "SystemExit", "KeyboardInterrupt", "GeneratorExit", "a list's __iter__"],
 )
 def test_fault9_an_output_that_is_not_json_still_ends_the_record_and_is_not_run_again(
     tmp_path: Path, make: Callable[[], object]

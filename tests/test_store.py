@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 from tests.strategies import TERMINAL_STATES, json_values, names, states, task_records, task_runs
 
-from helpers import RaisesWhenRead
+from helpers import IteratesBadly, RaisesWhenRead
 from taskvisor.actors import (
     IllegalTransition,
     IncompatibleStore,
@@ -1204,6 +1204,9 @@ class _Unshowable(BaseException):
         pytest.param(RaisesWhenRead(SystemExit(9)), id="raises SystemExit"),
         pytest.param(RaisesWhenRead(KeyboardInterrupt()), id="raises KeyboardInterrupt"),
         pytest.param(RaisesWhenRead(_Unshowable()), id="raises a BaseException with no message"),
+        pytest.param(IteratesBadly(SystemExit(5)), id="a list whose __iter__ raises SystemExit"),
+        pytest.param(IteratesBadly(RuntimeError("r")), id="a list whose __iter__ raises"),
+        pytest.param({"k": IteratesBadly(SystemExit(6))}, id="nested in a dict"),
         pytest.param(
             functools.reduce(lambda inner, _: [inner], range(100_000), []), id="deep nesting"
         ),

@@ -499,7 +499,7 @@ class EventBus:
         returns by its own deadline. Never raises on slow hooks.
 
         Raises:
-            InvalidData: when ``timeout`` is NaN or not a number.
+            TypeError: when ``timeout`` is not a number (NaN looks once).
         """
         deadline = time.monotonic() + _budget(timeout, self._stop_timeout)
         self._subscribers = 0

@@ -408,7 +408,7 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
             raise _bad(column, f"expected milliseconds within 64 bits, got {value!r}")
     try:
         text = _encode_json(data)
-    except (TypeError, ValueError, RecursionError):
+    except BaseException:  # an output's own code (a list subclass's __iter__) may raise anything
         text = None
     if text is None or len(text) > OUTPUT_MAX_BYTES:
         why = _not_stored(data["output"])
@@ -417,13 +417,15 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
             data["error"] = bound_text(why if error is None else f"{error}\n{why}")
         try:
             text = _encode_json(data)
-        except (TypeError, ValueError, RecursionError) as exc:
+        except BaseException as exc:
             for name, value in data.items():
                 try:
                     _encode_json(value)
-                except (TypeError, ValueError, RecursionError) as field_exc:
-                    raise _bad(name, f"cannot be stored as JSON ({field_exc})") from None
-            raise InvalidData(f"record {record.id!r} cannot be stored as JSON ({exc})") from None
+                except BaseException as field_exc:
+                    why = _exception_text(field_exc, named=False)
+                    raise _bad(name, f"cannot be stored as JSON ({why})") from None
+            why = _exception_text(exc, named=False)
+            raise InvalidData(f"record {record.id!r} cannot be stored as JSON ({why})") from None
     if check:  # what is stored must read back: names a field of the wrong type
         _structured(TaskRecord, _structure_head, data)
     return data, text
