@@ -780,7 +780,7 @@ class Node:
         if plan is not None and plan.waiting == child.id:
             # Part of a group restart: the rest starts; the policy decides about this one after.
             child.status, child.unbegun = CHILD_RUNNING, event.attempt
-            child.phase, child.error = event.phase, event.error
+            child.error = event.error
             plan.failed.append(event)
             self._advance(child)
             return

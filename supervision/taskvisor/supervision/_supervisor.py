@@ -754,15 +754,16 @@ def _confirm_started(
 
 
 def _row(child: Any) -> ChildRow:
-    status = child.status
+    status, phase = child.status, child.phase
     if status == CHILD_RUNNING and child.unbegun == child.attempt:
-        status = RESTARTING  # its attempt could not begin; decided once its group has started
+        # Its attempt could not begin (a failed start); decided once its group has started.
+        status, phase = RESTARTING, TaskPhase.FAILED
     running = status in _RUNNING_STATES
     return ChildRow(
         child.id,
         "supervisor" if child.is_supervisor else "worker",
         running,
-        TaskPhase.RUNNING if status in (CHILD_RUNNING, CHILD_STARTING) else child.phase,
+        TaskPhase.RUNNING if status in (CHILD_RUNNING, CHILD_STARTING) else phase,
         child.attempt,
         child.info.restart,
         status,
