@@ -9,6 +9,8 @@ messages that come too late are answered.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from typing import Any, get_args
@@ -20,11 +22,13 @@ from pykka._envelope import Envelope
 from conftest import wait_until
 from helpers import Recorder, worker
 from taskvisor.actors import (
+    AttemptFinished,
     CallbackFailed,
     CallExecutor,
     MemoryStore,
     Request,
     Task,
+    TaskCancelled,
     TaskContext,
     TaskPhase,
     TaskRef,
@@ -201,6 +205,50 @@ def test_a_nested_supervisor_stopped_by_its_own_task_starts_the_stop_and_returns
         )
         assert tree.which_children()[1].phase is TaskPhase.CANCELLED
         assert tree.which_children()[0].running  # its sibling runs on
+
+
+def fails_while_stopping(ctx: TaskContext, started: threading.Event) -> None:
+    started.set()
+    try:
+        ctx.wait_cancelled(60)
+        raise TaskCancelled("stopped")
+    except TaskCancelled:
+        raise RuntimeError("flush on shutdown failed: 12 records lost") from None
+
+
+async def afails_while_stopping(ctx: TaskContext, started: threading.Event) -> None:
+    started.set()
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        raise RuntimeError("async flush on shutdown failed") from None
+
+
+@pytest.mark.parametrize("kind", ["call", "async"])
+def test_an_error_while_a_child_is_stopped_is_kept_in_its_run_and_logged(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OTP reports a child that exits with another reason than shutdown as a shutdown_error."""
+    target = fails_while_stopping if kind == "call" else afails_while_stopping
+    recorder, started = Recorder(), threading.Event()
+    spec = SupervisorSpec(
+        "app", children=[TaskSpec(name="w", kind=kind, target=target, args=[started])]
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="taskvisor"),
+        Supervisor.start(spec, hooks=[recorder]) as tree,
+    ):
+        assert started.wait(30)  # stopped once it runs, not before its first step
+        tree.terminate_child("w")
+        tree.bus.flush(10)
+    (end,) = [e for e in recorder.events if isinstance(e, AttemptFinished)]
+    assert end.run.phase is TaskPhase.CANCELLED  # it was stopped: no restart, no failure
+    assert end.run.error is not None
+    assert end.run.error.startswith("terminated by its owner; it failed while stopping: ")
+    assert "RuntimeError:" in end.run.error
+    assert "flush on shutdown failed" in end.run.error
+    assert "failed while being stopped" in caplog.text
+    assert "Traceback" in caplog.text  # the whole of it is in the log
 
 
 def test_start_refuses_what_is_not_a_supervisor_spec() -> None:

@@ -607,6 +607,16 @@ class TaskActor(BaseActor):
                 phase, error = TaskPhase.CANCELLED, _END_REASONS[reason]
             if abandoned:
                 error = f"{error}; {abandoned}"
+            elif outcome.phase is TaskPhase.FAILED and outcome.error and outcome.exit_code is None:
+                # OTP's shutdown_error: what went wrong while stopping is kept, not dropped.
+                logger.warning(
+                    "%s: attempt %d failed while being stopped: %s",
+                    self.task.id,
+                    ctx.attempt,
+                    outcome.error,
+                )
+                raised = cut(_what_was_raised(outcome.error), 200)
+                error = f"{error}; it failed while stopping: {raised}"
             outcome = attrs.evolve(outcome, phase=phase, error=error, output=None)
         self.ctx = None
         self._log_end(ctx.attempt, outcome)
