@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar, overload
 
 import attrs
@@ -85,7 +86,7 @@ class Mailbox:
         #: Locks of the threads asleep in ``get``, oldest first; each is held
         #: until a ``put`` (or ``wake``) releases it.
         self._sleepers: deque[threading.Lock] = deque()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         #: Why requests are refused now (None: they are kept for an attempt).
         self._refusal: str | None = None
 
@@ -100,13 +101,9 @@ class Mailbox:
                 if waiters:
                     self._waiters = []
         if refusal is not None:
-            item.fail(NoReply(f"{refusal}: no attempt will take {shown(item.message)}"))
+            _refuse(item, refusal)
             return
-        if sleeper is not None:
-            sleeper.release()
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop has closed since
-                loop.call_soon_threadsafe(_wake, future)
+        _release(() if sleeper is None else (sleeper,), waiters)
 
     def get(
         self,
@@ -170,7 +167,8 @@ class Mailbox:
             taken.ended = True
             unanswered = [r for r in taken.requests if not r.answered]
             taken.requests = []
-        self.wake()
+            woken = self._everyone()
+        _release(*woken)
         return unanswered
 
     def refuse(self, reason: str) -> None:
@@ -185,7 +183,7 @@ class Mailbox:
             if requests:
                 self._items = deque(i for i in self._items if not isinstance(i, Request))
         for request in requests:
-            request.fail(NoReply(f"{reason}: no attempt will take {shown(request.message)}"))
+            _refuse(request, reason)
 
     def accept(self) -> None:
         """Keep requests again, for an attempt to take (after ``refuse``)."""
@@ -196,13 +194,14 @@ class Mailbox:
     def wake(self) -> None:
         """Wake every waiting receiver (to notice a cancellation or an attempt's end)."""
         with self._lock:
-            sleepers, self._sleepers = self._sleepers, deque()
-            waiters, self._waiters = self._waiters, []
-        for sleeper in sleepers:
-            sleeper.release()
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop has closed since
-                loop.call_soon_threadsafe(_wake, future)
+            woken = self._everyone()
+        _release(*woken)
+
+    def _everyone(self) -> tuple[deque[threading.Lock], list[_Waiter]]:
+        """Take every waiting receiver off the lists (the lock held), to wake them."""
+        sleepers, self._sleepers = self._sleepers, deque()
+        waiters, self._waiters = self._waiters, []
+        return sleepers, waiters
 
     async def get_async(self, timeout: float | None = None, taken: Taken | None = None) -> Any:
         """Take the oldest item without blocking the event loop.
@@ -249,6 +248,24 @@ class Mailbox:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+#: A receiver awaiting in ``get_async``: its loop and the future that wakes it.
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+def _release(sleepers: Iterable[threading.Lock], waiters: Iterable[_Waiter]) -> None:
+    """Wake the receivers taken off a mailbox's lists (outside its lock)."""
+    for sleeper in sleepers:
+        sleeper.release()
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # that loop has closed since
+            loop.call_soon_threadsafe(_wake, future)
+
+
+def _refuse(request: Request, reason: str) -> None:
+    """Answer a request no attempt will take."""
+    request.fail(NoReply(f"{reason}: no attempt will take {shown(request.message)}"))
 
 
 _ENDED = "this attempt has ended: what is left in the mailbox is for the next attempt"
@@ -317,11 +334,11 @@ class Request:
         return f"Request({shown(self.message)})"
 
     def _settle(self, ok: bool, value: Any) -> None:
-        with _ANSWERING:
+        with _ANSWERING:  # the answer is in before anyone sees ``answered``
             if self.answered:
                 return
+            self._answer = (ok, value)
             self.answered = True
-        self._answer = (ok, value)
         self._ready.release()
 
     def wait(self, timeout: float | None = None) -> Any:
@@ -339,11 +356,10 @@ class Request:
             WaitTimeout: when no answer came in time.
         """
         seconds = wait_timeout(timeout)
-        if not self._ready.acquire(timeout=-1 if seconds is None else seconds):
-            # Give up, unless a reply came just now: the first answer wins either way.
+        if self._ready.acquire(timeout=-1 if seconds is None else seconds):
+            self._ready.release()  # open for every other waiter
+        else:  # give up, unless a reply came just now: the first answer wins either way
             self._settle(False, WaitTimeout(f"no reply to {shown(self.message)} within {seconds}s"))
-            self._ready.acquire()
-        self._ready.release()  # open for every other waiter
         ok, value = self._answer
         if ok:
             return value
