@@ -29,7 +29,7 @@ from ._base import ActorThreads, BaseActor, Latch, wait_timeout
 from ._bus import EventBus
 from ._clock import Clock, SystemClock, Timer
 from ._context import Mailbox, Outcome, Request, TaskContext
-from ._errors import NoReply, TaskvisorError, Unsupported, WaitTimeout, cut, shown
+from ._errors import NoReply, TaskvisorError, Unsupported, WaitTimeout, cut, described, shown
 from ._events import (
     AttemptFinished,
     AttemptStarted,
@@ -436,7 +436,7 @@ class TaskActor(BaseActor):
         while reporting the first ends the task for good, as failed.
         """
         logger.error("task %s: internal error", self.task.id, exc_info=exc)
-        error = f"internal error in the task actor: {_describe(exc)}"
+        error = f"internal error in the task actor: {described(exc)}"
         if self.crashed:
             self._end_after_crash(error)
             return
@@ -562,7 +562,7 @@ class TaskActor(BaseActor):
             self.executor.start(task, ctx)
         except Exception as exc:  # the work never began: report that as the attempt's end
             self.starting = False
-            self.start_error = _describe(exc)
+            self.start_error = described(exc)
             self._work_ended(ctx, Outcome(TaskPhase.FAILED, error=self.start_error), False)
             return
         self.starting = False
@@ -905,7 +905,7 @@ class TaskActor(BaseActor):
         try:
             self.store.put(self.record)
         except BaseException as exc:  # whatever a store raises, the task goes on
-            error = _describe(exc)
+            error = described(exc)
             logger.error("task %s: cannot save its record: %s", self.task.id, error)
             self.dirty = True
             if self.unsaved is not None:
@@ -986,10 +986,6 @@ def _what_was_raised(error: str) -> str:
     while start > 0 and not lines[start - 1].startswith("  "):  # frames are indented
         start -= 1
     return " ".join(line.strip() for line in lines[start:] if line.strip())
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 # ----------------------------------------------------------------------------- reference

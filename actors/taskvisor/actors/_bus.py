@@ -32,7 +32,7 @@ import pykka
 
 from ._args import hooks_of
 from ._base import MAX_WAIT, BaseActor, join_until, seconds_of
-from ._errors import SubmissionError, WaitTimeout
+from ._errors import SubmissionError, WaitTimeout, described
 from ._events import (
     Event,
     HookFailed,
@@ -133,11 +133,7 @@ def _safe_repr(obj: object) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except BaseException:  # a broken __str__ must not break the bus
-        text = "<unprintable>"
-    return _cut(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return _cut(described(exc))  # a broken __str__ must not break the bus
 
 
 def _budget(timeout: float | None, default: float) -> float:

@@ -203,6 +203,22 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
     return cut(text, limit)
 
 
+def described(exc: BaseException, *, named: bool = True) -> str:
+    """``"Type: message"`` of an exception (or only its message, unless ``named``).
+
+    Never raises: an exception raised by user code may have a ``__str__``
+    that raises too.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException:  # its __str__ raised as well
+        return f"{name} (its message cannot be shown)"
+    if not named:
+        return text
+    return f"{name}: {text}" if text else name
+
+
 def cut(text: str, limit: int) -> str:
     """Return ``text``, or its first ``limit - 1`` characters and ``"…"`` when longer."""
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"

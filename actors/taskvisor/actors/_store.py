@@ -76,6 +76,7 @@ from ._errors import (
     StoreError,
     StoreLocked,
     UnknownTask,
+    described,
     shown,
 )
 from ._model import (
@@ -366,7 +367,7 @@ def _not_stored(output: Any) -> str | None:
     try:
         text = _encode_json(to_data(output))
     except BaseException as exc:  # whatever the value raises, it is not stored
-        why = _exception_text(exc, named=False)
+        why = described(exc, named=False)
         return bound_text(f"output not stored: cannot be encoded as JSON ({why})", 512)
     if len(text) > OUTPUT_MAX_BYTES:
         return (
@@ -422,22 +423,13 @@ def _encode_head(record: TaskRecord, *, check: bool = True) -> tuple[dict[str, A
                 try:
                     _encode_json(value)
                 except BaseException as field_exc:
-                    why = _exception_text(field_exc, named=False)
+                    why = described(field_exc, named=False)
                     raise _bad(name, f"cannot be stored as JSON ({why})") from None
-            why = _exception_text(exc, named=False)
+            why = described(exc, named=False)
             raise InvalidData(f"record {record.id!r} cannot be stored as JSON ({why})") from None
     if check:  # what is stored must read back: names a field of the wrong type
         _structured(TaskRecord, _structure_head, data)
     return data, text
-
-
-def _exception_text(exc: BaseException, *, named: bool = True) -> str:
-    """``"Type: message"`` (``named``) or the message of an exception a user's
-    value raised; never raises."""
-    try:
-        return f"{type(exc).__name__}: {exc}" if named else str(exc)
-    except BaseException:  # its __str__ raised too
-        return f"{type(exc).__name__} (its message cannot be shown)"
 
 
 def _unconvertible(record: TaskRecord) -> str:
@@ -453,8 +445,8 @@ def _unconvertible(record: TaskRecord) -> str:
             converter.unstructure(getattr(record, name), _FIELDS[name])
         except BaseException as exc:
             if name != "output":
-                raise _bad(name, f"cannot be converted ({_exception_text(exc)})") from None
-            why = _exception_text(exc)
+                raise _bad(name, f"cannot be converted ({described(exc)})") from None
+            why = described(exc)
     if why is None:  # pragma: no cover - the record failed as a whole only
         raise InvalidData(f"record {record.id!r} cannot be converted")
     return why

@@ -70,7 +70,7 @@ from taskvisor.actors._base import (
     time_left,
     wait_timeout,
 )
-from taskvisor.actors._errors import shown
+from taskvisor.actors._errors import described, shown
 from taskvisor.actors._model import NAME_MAX, bound_text
 from taskvisor.actors._publish import logging_wanted
 from taskvisor.actors._service import close_shared
@@ -1517,7 +1517,7 @@ def _reporter(bus: EventBus) -> Callable[[Callable[[], None], BaseException], No
     """What the tree's timer thread does with a callback that raised (it also logs it)."""
 
     def report(callback: Callable[[], None], exc: BaseException) -> None:
-        error = bound_text(f"{type(exc).__name__}: {exc}", 500) or ""
+        error = bound_text(described(exc), 500) or ""
         name = getattr(callback, "__qualname__", None)
         what = bound_text(name, 200) if isinstance(name, str) else shown(callback)
         bus.publish(CallbackFailed(what or "", error, at=now_ms()))
