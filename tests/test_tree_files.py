@@ -307,7 +307,8 @@ def test_an_integer_too_long_for_python_is_a_problem_on_its_line(
     limit = sys.get_int_max_str_digits()
     problem = (
         f"invalid {FORMATS[path.suffix]}: an integer of more than {limit} digits, "
-        "which Python refuses to read (write it as a string, in quotes)"
+        "which Python refuses to read; no field takes a number that large "
+        "(the largest count is 2**63 - 1)"
     )
     with pytest.raises(TreeFileError) as info:
         load_tree_file(path)

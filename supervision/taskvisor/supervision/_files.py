@@ -306,7 +306,8 @@ def _refused(exc: Exception, node: Any = None) -> str:
     if isinstance(exc, ValueError) and "integer string conversion" in text:  # int()'s limit
         return (
             f"an integer of more than {sys.get_int_max_str_digits()} digits, "
-            "which Python refuses to read (write it as a string, in quotes)"
+            "which Python refuses to read; no field takes a number that large "
+            "(the largest count is 2**63 - 1)"
         )
     if node is None:
         return cut(f"{type(exc).__name__}: {text}", MAX_SHOWN)
